@@ -1,0 +1,40 @@
+"""Shared fixtures: the known-answer test key, loaded once, and helpers."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from dataclasses import dataclass
+
+import pytest
+
+from ittc.scheme import dealer
+from ittc.scheme.keyshare import KeyShare
+from ittc.scheme.params import PublicParams
+
+VECTORS = pathlib.Path(__file__).parent / "vectors"
+
+
+@dataclass
+class VectorKey:
+    params: PublicParams
+    shares: list[KeyShare]
+    p: int
+    q: int
+    doc: dict
+
+    @property
+    def whole(self):
+        return dealer.rsa_key_from_primes(self.p, self.q, self.params.e)
+
+
+def load_vectors() -> dict:
+    return json.loads((VECTORS / "shoup_1536.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def vkey() -> VectorKey:
+    doc = load_vectors()
+    params = PublicParams.from_dict(doc["params"])
+    shares = [KeyShare(params, i, int(s, 16)) for i, s in enumerate(doc["shares"], 1)]
+    return VectorKey(params, shares, int(doc["p"], 16), int(doc["q"], 16), doc)
