@@ -72,6 +72,10 @@ class ShareFileFormatError(ShareFileError, ValueError):
     """Not a share file, an unsupported version, or a damaged header."""
 
 
+class ShareFileCorrupt(ShareFileError):
+    """The share file was damaged or altered (it fails its checksum or authentication)."""
+
+
 class WrongPassphrase(ShareFileError):
     """The passphrase does not open this share file (or the file was altered)."""
 
@@ -108,6 +112,10 @@ class NodeUnavailable(NodeError):
 
 class NodeRefused(NodeError):
     """The node answered and refused the request (the reason is the node's)."""
+
+
+class AuditLogError(IttcError):
+    """The audit log cannot be written, or its hash chain does not verify."""
 
 
 class ConfigError(IttcError, ValueError):

@@ -196,7 +196,7 @@ def test_robust_combine_rejects_conflicting_duplicates(vkey):
 
 def test_keyshare_keeps_its_secret(vkey):
     share = vkey.shares[0]
-    secret = share.export_secret_for_encryption()
+    secret = share.dangerously_export_secret()
     for text in (repr(share), str(share), f"{share}"):
         assert format(secret, "x") not in text and str(secret) not in text
         assert "node 1" in text
@@ -214,14 +214,14 @@ def test_keyshare_keeps_its_secret(vkey):
 
 def test_keyshare_self_test_catches_a_wrong_share(vkey):
     vkey.shares[2].self_test()
-    wrong = KeyShare(vkey.params, 3, vkey.shares[2].export_secret_for_encryption() + 1)
+    wrong = KeyShare(vkey.params, 3, vkey.shares[2].dangerously_export_secret() + 1)
     with pytest.raises(IttcError):
         wrong.self_test()
 
 
 def test_precomputed_nonces_are_used_and_proofs_still_verify(vkey):
     from ittc.scheme.proofs import verify_share
-    share = KeyShare(vkey.params, 4, vkey.shares[3].export_secret_for_encryption())
+    share = KeyShare(vkey.params, 4, vkey.shares[3].dangerously_export_secret())
     share.precompute_nonces(2)
     assert share.precomputed_nonces == 2
     x = encode(Scheme.PKCS1V15, "sha256", bytes(32), vkey.params.bits)

@@ -2,7 +2,7 @@
 
 :class:`KeyShare` is a secret type: its ``repr`` names the node and key only, it refuses
 pickling and copying out, compares in constant time, and its secret leaves it only
-through :meth:`KeyShare.export_secret_for_encryption`, which the share-file writer
+through :meth:`KeyShare.dangerously_export_secret`, which the share-file writer
 calls. All exponentiations with secret exponents go through
 :func:`ittc.scheme.ct.powmod_secret`.
 
@@ -79,8 +79,12 @@ class KeyShare:
 
     __hash__ = None  # type: ignore[assignment]
 
-    def export_secret_for_encryption(self) -> int:
-        """The raw share ``s_i``. Only the encrypted share-file writer should call this."""
+    def dangerously_export_secret(self) -> int:
+        """The raw share ``s_i``.
+
+        For the encrypted share-file writer and for handing the share to the node's own
+        worker processes; nothing else should ever call this.
+        """
         return int(self._secret)
 
     # -- signing --------------------------------------------------------------------

@@ -80,7 +80,7 @@ def main() -> None:
         "description": "ittc known-answer vectors; TEST-ONLY 1536-bit key, never use it",
         "p": format(p, "x"), "q": format(q, "x"),
         "params": params.to_dict(),
-        "shares": [format(s.export_secret_for_encryption(), "x") for s in dealt.shares],
+        "shares": [format(s.dangerously_export_secret(), "x") for s in dealt.shares],
         "valid": valid,
         "invalid": invalid,
     }

@@ -1,0 +1,1 @@
+"""The ittc node daemon: one per site, holding one encrypted key share."""
