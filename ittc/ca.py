@@ -1,0 +1,269 @@
+"""A certificate authority's daily work, signed by the cluster.
+
+Each function takes any ``rsa.RSAPrivateKey`` (in practice a
+:class:`~ittc.cakey.ThresholdRSAPrivateKey`), builds the object with ``cryptography``'s
+builders, and checks the result's signature under the CA's public key once more before
+returning it: nothing unverified is ever written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections.abc import Sequence
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from ittc.errors import InvalidSignature, IttcError, ParameterError
+
+__all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "signing_padding"]
+
+Padding = Literal["pkcs1v15", "pss"]
+Profile = Literal["server", "client", "ca"]
+_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_BACKDATE = datetime.timedelta(minutes=5)
+
+
+class CAError(IttcError, ValueError):
+    """A request the CA refuses (bad CSR signature, wrong issuer, malformed input...)."""
+
+
+def _hash(name: str) -> hashes.HashAlgorithm:
+    try:
+        return _HASHES[name]()
+    except KeyError:
+        raise ParameterError(f"hash must be one of {sorted(_HASHES)}") from None
+
+
+def signing_padding(kind: Padding, algorithm: hashes.HashAlgorithm) -> padding.AsymmetricPadding:
+    if kind == "pkcs1v15":
+        return padding.PKCS1v15()
+    if kind == "pss":
+        return padding.PSS(mgf=padding.MGF1(algorithm), salt_length=padding.PSS.DIGEST_LENGTH)
+    raise ParameterError("padding must be pkcs1v15 or pss")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def _serial() -> int:
+    return secrets.randbits(159) | 1  # positive, at most 20 octets, never zero
+
+
+def _validity(days: int) -> tuple[datetime.datetime, datetime.datetime]:
+    if not 1 <= days <= 36500:
+        raise ParameterError("validity must be 1..36500 days")
+    now = _now()
+    return now - _BACKDATE, now + datetime.timedelta(days=days)
+
+
+def _check_issued(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (CryptoInvalidSignature, ValueError, TypeError) as exc:
+        raise InvalidSignature(f"the new certificate does not verify under the CA: {exc}") \
+            from None
+
+
+def _ca_key_matches(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> None:
+    if ca_cert.public_key().public_numbers() != key.public_key().public_numbers():  # type: ignore[union-attr]
+        raise CAError("the CA certificate is not for the cluster's key")
+
+
+def selfsign(key: rsa.RSAPrivateKey, subject: str, days: int, *, hash_name: str = "sha256",
+             pad: Padding = "pkcs1v15", path_length: int | None = None) -> x509.Certificate:
+    """The self-signed root certificate of ``key``."""
+    try:
+        name = x509.Name.from_rfc4514_string(subject)
+    except ValueError as exc:
+        raise ParameterError(f"subject {subject!r} is not an RFC 4514 name: {exc}") from None
+    if not list(name):
+        raise ParameterError("the subject must not be empty")
+    not_before, not_after = _validity(days)
+    public = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(public)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(public)
+        .serial_number(_serial()).not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+    )
+    algorithm = _hash(hash_name)
+    cert = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
+    _check_issued(cert, cert)
+    return cert
+
+
+def _key_usage_for(public: object, profile: Profile) -> x509.KeyUsage:
+    ca = profile == "ca"
+    encipher = isinstance(public, rsa.RSAPublicKey) and not ca
+    return x509.KeyUsage(digital_signature=True, content_commitment=False,
+                         key_encipherment=encipher, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False)
+
+
+def issue(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
+          days: int, *, profile: Profile = "server", hash_name: str = "sha256",
+          pad: Padding = "pkcs1v15") -> x509.Certificate:
+    """A certificate for ``csr``, whose own signature is checked first.
+
+    Extensions: basic constraints, key usage, extended key usage (by ``profile``),
+    subject and authority key identifiers, and the SAN copied from the CSR.
+    """
+    if not csr.is_signature_valid:
+        raise CAError("the CSR's signature does not verify: refusing to issue")
+    _ca_key_matches(key, ca_cert)
+    public = csr.public_key()
+    if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey |
+                      ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        raise CAError("the CSR's key type is not supported")
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048:
+        raise CAError("the CSR's RSA key is shorter than 2048 bits")
+    if profile not in ("server", "client", "ca"):
+        raise ParameterError("profile must be server, client or ca")
+    not_before, not_after = _validity(days)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value \
+        if _has(ca_cert, x509.SubjectKeyIdentifier) else \
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject).issuer_name(ca_cert.subject).public_key(public)
+        .serial_number(_serial()).not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=profile == "ca",
+                                             path_length=0 if profile == "ca" else None),
+                       critical=True)
+        .add_extension(_key_usage_for(public, profile), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                       critical=False)
+    )
+    if profile != "ca":
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if profile == "server" else \
+            ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        builder = builder.add_extension(san.value, critical=san.critical)
+    except x509.ExtensionNotFound:
+        if profile == "server":
+            raise CAError("a server certificate needs a subjectAltName in the CSR") from None
+    algorithm = _hash(hash_name)
+    cert = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
+    _check_issued(cert, ca_cert)
+    return cert
+
+
+def _has(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(ext)
+        return True
+    except x509.ExtensionNotFound:
+        return False
+
+
+def crl(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, revoked: Sequence[int], *,
+        days: int = 7, number: int | None = None, hash_name: str = "sha256",
+        pad: Padding = "pkcs1v15",
+        reason: x509.ReasonFlags | None = None) -> x509.CertificateRevocationList:
+    """A CRL listing ``revoked`` serial numbers, valid for ``days``."""
+    _ca_key_matches(key, ca_cert)
+    if len(set(revoked)) != len(revoked):
+        raise ParameterError("a serial number is listed twice")
+    now = _now()
+    if not 1 <= days <= 3650:
+        raise ParameterError("CRL validity must be 1..3650 days")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject).last_update(now - _BACKDATE)
+        .next_update(now + datetime.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number if number is not None else int(now.timestamp())),
+                       critical=False)
+    )
+    if _has(ca_cert, x509.SubjectKeyIdentifier):
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    for serial in revoked:
+        if not 0 < serial < 1 << 160:
+            raise ParameterError(f"serial {serial} out of range")
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(
+            now - _BACKDATE)
+        if reason is not None:
+            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    algorithm = _hash(hash_name)
+    result = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
+    if not result.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise InvalidSignature("the new CRL does not verify under the CA")
+    return result
+
+
+def ocsp_response(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, request: ocsp.OCSPRequest,
+                  status: Literal["good", "revoked", "unknown"], *, hours: int = 24,
+                  revoked_at: datetime.datetime | None = None, hash_name: str = "sha256",
+                  pad: Padding = "pkcs1v15") -> ocsp.OCSPResponse:
+    """A signed OCSP response for the one certificate ``request`` asks about.
+
+    The CA signs its own responses (no delegated responder), with the responder named by
+    its key hash. The request's issuer hashes must match ``ca_cert``.
+    """
+    _ca_key_matches(key, ca_cert)
+    algorithm_for_id = request.hash_algorithm
+    expected = _issuer_hashes(ca_cert, algorithm_for_id)
+    if (request.issuer_name_hash, request.issuer_key_hash) != expected:
+        raise CAError("the OCSP request is about a certificate of another issuer")
+    now = _now()
+    cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
+                   "unknown": ocsp.OCSPCertStatus.UNKNOWN}.get(status)
+    if cert_status is None:
+        raise ParameterError("status must be good, revoked or unknown")
+    if not 1 <= hours <= 24 * 30:
+        raise ParameterError("OCSP validity must be 1..720 hours")
+    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=request.issuer_name_hash, issuer_key_hash=request.issuer_key_hash,
+        serial_number=request.serial_number, algorithm=algorithm_for_id,
+        cert_status=cert_status, this_update=now - _BACKDATE,
+        next_update=now + datetime.timedelta(hours=hours),
+        revocation_time=(revoked_at or now - _BACKDATE) if status == "revoked" else None,
+        revocation_reason=None,
+    ).responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
+    for ext in request.extensions:
+        if isinstance(ext.value, x509.OCSPNonce):
+            builder = builder.add_extension(ext.value, critical=False)
+    algorithm = _hash(hash_name)
+    if pad != "pkcs1v15":
+        raise ParameterError("cryptography signs OCSP responses with PKCS#1 v1.5 only")
+    response = builder.sign(key, algorithm)
+    try:
+        ca_cert.public_key().verify(  # type: ignore[call-arg]
+            response.signature, response.tbs_response_bytes, padding.PKCS1v15(),  # type: ignore[arg-type]
+            response.signature_hash_algorithm)
+    except CryptoInvalidSignature:
+        raise InvalidSignature("the new OCSP response does not verify under the CA") from None
+    return response
+
+
+def _issuer_hashes(ca_cert: x509.Certificate,
+                   algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    """The (issuer name hash, issuer key hash) of an OCSP CertID for ``ca_cert`` (RFC 6960)."""
+    name = hashes.Hash(algorithm)
+    name.update(ca_cert.subject.public_bytes())
+    key = hashes.Hash(algorithm)
+    key.update(ca_cert.public_key().public_bytes(Encoding.DER, PublicFormat.PKCS1))
+    return name.finalize(), key.finalize()
