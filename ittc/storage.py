@@ -1,0 +1,473 @@
+"""Share files: one node's key share, encrypted at rest under a passphrase.
+
+A share file is the only place a share ``s_i`` is ever written. It is sealed with
+XChaCha20-Poly1305 under a key that Argon2id derives from the node's passphrase, and the
+whole header (which names the key id and the node index) is the associated data, so a
+file copied to another node, or used with another key, does not open.
+
+What an attacker who holds the file can and cannot do:
+
+* They **cannot** read the share without the passphrase, short of guessing it: every
+  guess costs one Argon2id evaluation at the limits the file was written with (choose a
+  long random passphrase; :meth:`KdfLimits.moderate` is the default).
+* They **can** run that offline guessing attack, as long as they like; the file carries
+  what is needed to check a guess. Nothing here stops a weak passphrase from falling.
+* They **can** read the public header: format version, key id, node index, KDF limits.
+* They **cannot** alter the file, relabel it for another node or key, or swap it for a
+  file of another node, without the reader noticing (checksum, passphrase verifier,
+  AEAD tag, key id and index checked against what the reader expects).
+* They **can** delete or damage it (keep backups), and can make a reader burn CPU and
+  memory up to the bounds below by editing the KDF limits (the limits are bounded so a
+  hostile header cannot ask for absurd amounts).
+
+Python cannot wipe memory. The passphrase, the derived keys, the decrypted bytes and the
+share's integer stay in memory until the garbage collector reuses that memory, and may
+reach swap or core dumps; run nodes with swap encrypted and core dumps off. This module
+does not pretend otherwise.
+
+On-disk format, version 1 (all integers big-endian)::
+
+    magic        11  b"ITTC-SHARE\\n"
+    version       2  1
+    kdf name    1+8  length-prefixed b"argon2id"
+    opslimit      4
+    memlimit      8
+    salt         16
+    key id       32  PublicParams.key_id_bytes
+    node index    2
+    aead name  1+22  length-prefixed b"xchacha20poly1305-ietf"
+    nonce        24
+    ct length     4  length of the ciphertext that follows the header
+    verifier     32  BLAKE2b-256, keyed with the verifier key, personalisation
+                     b"ittc/share/vrfy", of magic..salt (the bytes that fix the
+                     derived key): a mismatch means a wrong passphrase (or an edited
+                     KDF field); anything else altered fails the AEAD instead
+    checksum     32  unkeyed BLAKE2b-256, personalisation b"ittc/share/hdr", of
+                     everything above: catches accidental damage before the KDF
+    ciphertext       XChaCha20-Poly1305(AEAD key, nonce, plaintext, aad = header)
+
+The plaintext repeats the key id (32 bytes) and node index (2 bytes), then holds the
+share in ``ceil(share_bits / 8)`` bytes. Argon2id yields 64 bytes: the first 32 are the
+AEAD key, the last 32 the verifier key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import struct
+from dataclasses import dataclass
+
+import nacl.bindings
+import nacl.exceptions
+from nacl.pwhash import argon2id
+
+from ittc.errors import (
+    InsecureFileMode,
+    IttcError,
+    ParameterError,
+    ShareFileCorrupt,
+    ShareFileError,
+    ShareFileFormatError,
+    ShareFileMismatch,
+    WrongPassphrase,
+)
+from ittc.scheme.keyshare import KeyShare
+from ittc.scheme.params import PublicParams
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_FILE_SIZE",
+    "MAX_MEMLIMIT",
+    "MAX_OPSLIMIT",
+    "KdfLimits",
+    "ShareFileHeader",
+    "read_passphrase_file",
+    "read_share_file",
+    "read_share_header",
+    "write_share_file",
+]
+
+FORMAT_VERSION = 1
+MAGIC = b"ITTC-SHARE\n"
+KDF_NAME = "argon2id"
+AEAD_NAME = "xchacha20poly1305-ietf"
+
+#: Bounds a hostile header cannot exceed: checked before the KDF runs.
+MAX_OPSLIMIT = 16
+MAX_MEMLIMIT = 4 * 1024**3
+#: Largest share file read at all (a 16384-bit key's share file is under 9 KiB).
+MAX_FILE_SIZE = 16 * 1024
+#: Largest passphrase file read.
+MAX_PASSPHRASE_FILE_SIZE = 4096
+
+_SALT_LEN = argon2id.SALTBYTES  # 16
+_NONCE_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+_KEY_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES  # 32
+_TAG_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
+_MAC_LEN = 32
+_KEY_ID_LEN = 32
+
+_VERIFIER_PERSON = b"ittc/share/vrfy"
+_CHECKSUM_PERSON = b"ittc/share/hdr"
+
+_PREFIX = struct.Struct(">11sH")  # magic, version
+#: What fixes the derived key (the passphrase verifier covers prefix and these)...
+_KDF_FIELDS = struct.Struct(f">B{len(KDF_NAME)}sIQ{_SALT_LEN}s")
+#: ...and what binds the file to its key and node (the AEAD covers the whole header).
+_BIND_FIELDS = struct.Struct(f">{_KEY_ID_LEN}sHB{len(AEAD_NAME)}s{_NONCE_LEN}sI")
+_VERIFIED_LEN = _PREFIX.size + _KDF_FIELDS.size
+_HEADER_LEN = _VERIFIED_LEN + _BIND_FIELDS.size + _MAC_LEN + _MAC_LEN
+_PLAIN_PREFIX_LEN = _KEY_ID_LEN + 2
+
+
+@dataclass(frozen=True)
+class KdfLimits:
+    """Argon2id cost parameters: what each passphrase guess costs an attacker (and you)."""
+
+    opslimit: int
+    memlimit: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.opslimit, int)
+                and argon2id.OPSLIMIT_MIN <= self.opslimit <= MAX_OPSLIMIT):
+            raise ParameterError(f"opslimit must be in {argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}")
+        if not (isinstance(self.memlimit, int)
+                and argon2id.MEMLIMIT_MIN <= self.memlimit <= MAX_MEMLIMIT):
+            raise ParameterError(f"memlimit must be in {argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}")
+
+    @classmethod
+    def moderate(cls) -> KdfLimits:
+        """libsodium's MODERATE limits (256 MiB, 3 passes): the default."""
+        return cls(argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)
+
+    @classmethod
+    def sensitive(cls) -> KdfLimits:
+        """libsodium's SENSITIVE limits (1 GiB, 4 passes): seconds per open, for cold storage."""
+        return cls(argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)
+
+    @classmethod
+    def fast_for_tests(cls) -> KdfLimits:
+        """TEST ONLY: the minimum limits, which make guessing the passphrase nearly free."""
+        return cls(argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
+
+
+@dataclass(frozen=True)
+class ShareFileHeader:
+    """The public part of a share file: readable without the passphrase."""
+
+    version: int
+    key_id: str
+    index: int
+    kdf: KdfLimits
+    kdf_name: str = KDF_NAME
+    aead_name: str = AEAD_NAME
+
+    @property
+    def short_id(self) -> str:
+        """The key id as :attr:`PublicParams.short_id` prints it."""
+        return self.key_id[:16]
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """Everything the reader needs from a file whose header checked out."""
+
+    header: ShareFileHeader
+    header_bytes: bytes
+    salt: bytes
+    nonce: bytes
+    verifier: bytes
+    ciphertext: bytes
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _check_passphrase(passphrase: object) -> None:
+    if not isinstance(passphrase, bytes) or not passphrase:
+        raise ParameterError("the passphrase must be non-empty bytes")
+
+
+def _checksum(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=_MAC_LEN, person=_CHECKSUM_PERSON).digest()
+
+
+def _verifier(verifier_key: bytes, data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=_MAC_LEN, key=verifier_key,
+                           person=_VERIFIER_PERSON).digest()
+
+
+def _derive_keys(passphrase: bytes, salt: bytes, kdf: KdfLimits) -> tuple[bytes, bytes]:
+    """Argon2id -> (AEAD key, verifier key). The only expensive step of reading."""
+    try:
+        material = argon2id.kdf(2 * _KEY_LEN, passphrase, salt, opslimit=kdf.opslimit,
+                                memlimit=kdf.memlimit)
+    except nacl.exceptions.CryptoError:
+        raise ShareFileError(f"key derivation failed (is {kdf.memlimit} bytes of memory "
+                             "available?)") from None
+    return material[:_KEY_LEN], material[_KEY_LEN:]
+
+
+def _secret_width(params: PublicParams) -> int:
+    return (params.share_bits + 7) // 8
+
+
+def _ciphertext_len(params: PublicParams) -> int:
+    return _PLAIN_PREFIX_LEN + _secret_width(params) + _TAG_LEN
+
+
+def _open_private(path: str | os.PathLike[str], what: str, limit: int,
+                  error: type[IttcError]) -> bytes:
+    """Read a small regular file that only its owner may access; never writes anything.
+
+    The mode is checked on the opened descriptor, before reading, so the file checked is
+    the file read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{what} {os.fspath(path)} is not a regular file")
+        if st.st_mode & 0o077:
+            raise InsecureFileMode(
+                f"{what} {os.fspath(path)} is accessible by group or other users (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); restrict it with: chmod 600 "
+                f"{os.fspath(path)}")
+        if st.st_size > limit:
+            raise error(f"{what} {os.fspath(path)} is too large ({st.st_size} bytes, at "
+                        f"most {limit})")
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise error(f"{what} {os.fspath(path)} is too large")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _parse(data: bytes, where: str) -> _Parsed:
+    """Check a share file's structure and header checksum; no key derivation here."""
+    if len(data) < _PREFIX.size or not data.startswith(MAGIC):
+        raise ShareFileFormatError(f"{where} is not an ittc share file")
+    _, version = _PREFIX.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise ShareFileFormatError(f"{where} has unsupported share-file format version "
+                                   f"{version} (this ittc reads version {FORMAT_VERSION})")
+    if len(data) < _HEADER_LEN:
+        raise ShareFileFormatError(f"{where} is truncated (header incomplete)")
+    header_bytes = data[:_HEADER_LEN]
+    body_end = _HEADER_LEN - _MAC_LEN
+    if not hmac.compare_digest(_checksum(header_bytes[:body_end]), header_bytes[body_end:]):
+        raise ShareFileCorrupt(f"{where} is damaged: its header checksum does not match")
+    kdf_len, kdf_name, opslimit, memlimit, salt = _KDF_FIELDS.unpack_from(data, _PREFIX.size)
+    key_id, index, aead_len, aead_name, nonce, ct_len = _BIND_FIELDS.unpack_from(
+        data, _VERIFIED_LEN)
+    if kdf_len != len(KDF_NAME) or kdf_name != KDF_NAME.encode():
+        raise ShareFileFormatError(f"{where} uses an unsupported key derivation function")
+    if aead_len != len(AEAD_NAME) or aead_name != AEAD_NAME.encode():
+        raise ShareFileFormatError(f"{where} uses an unsupported cipher")
+    if not argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT:
+        raise ShareFileFormatError(f"{where} asks for opslimit {opslimit}, outside "
+                                   f"{argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}")
+    if not argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT:
+        raise ShareFileFormatError(f"{where} asks for memlimit {memlimit} bytes, outside "
+                                   f"{argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}")
+    if not 1 <= index <= 0xFFFF or ct_len <= _PLAIN_PREFIX_LEN + _TAG_LEN:
+        raise ShareFileFormatError(f"{where} has an invalid header")
+    if len(data) != _HEADER_LEN + ct_len:
+        state = "truncated" if len(data) < _HEADER_LEN + ct_len else "followed by extra bytes"
+        raise ShareFileFormatError(f"{where} is {state} (ciphertext length does not match "
+                                   "its header)")
+    header = ShareFileHeader(version=version, key_id=key_id.hex(), index=index,
+                             kdf=KdfLimits(opslimit, memlimit))
+    verifier = header_bytes[body_end - _MAC_LEN:body_end]
+    return _Parsed(header, header_bytes, salt, nonce, verifier, data[_HEADER_LEN:])
+
+
+def _load(path: str | os.PathLike[str]) -> _Parsed:
+    data = _open_private(path, "share file", MAX_FILE_SIZE, ShareFileFormatError)
+    return _parse(data, f"share file {os.fspath(path)}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- public API --------------------------------------------------------------------------
+
+
+def write_share_file(path: str | os.PathLike[str], share: KeyShare, passphrase: bytes, *,
+                     kdf: KdfLimits | None = None, overwrite: bool = False) -> None:
+    """Encrypt ``share`` under ``passphrase`` and write it to ``path``, mode 0600, atomically.
+
+    The file is created 0600 (never chmod-ed afterwards), written and fsynced under a
+    temporary name in the same directory, then moved onto ``path`` and the directory
+    fsynced; a crash leaves either the old file or the new one. An existing ``path`` is
+    refused with :class:`FileExistsError` unless ``overwrite`` is true. On any error no
+    temporary file is left behind.
+    """
+    _check_passphrase(passphrase)
+    if not isinstance(share, KeyShare):
+        raise ParameterError("write_share_file takes a KeyShare")
+    kdf = KdfLimits.moderate() if kdf is None else kdf
+    params = share.params
+    target = os.fspath(path)
+    if not overwrite and os.path.lexists(target):
+        raise FileExistsError(errno.EEXIST, "share file already exists (pass overwrite=True "
+                              "to replace it)", target)
+
+    salt = secrets.token_bytes(_SALT_LEN)
+    nonce = secrets.token_bytes(_NONCE_LEN)
+    width = _secret_width(params)
+    fields = (_PREFIX.pack(MAGIC, FORMAT_VERSION)
+              + _KDF_FIELDS.pack(len(KDF_NAME), KDF_NAME.encode(), kdf.opslimit,
+                                 kdf.memlimit, salt)
+              + _BIND_FIELDS.pack(params.key_id_bytes, share.index, len(AEAD_NAME),
+                                  AEAD_NAME.encode(), nonce, _ciphertext_len(params)))
+    aead_key, verifier_key = _derive_keys(passphrase, salt, kdf)
+    body = fields + _verifier(verifier_key, fields[:_VERIFIED_LEN])
+    header = body + _checksum(body)
+    plaintext = (params.key_id_bytes + share.index.to_bytes(2, "big")
+                 + share.dangerously_export_secret().to_bytes(width, "big"))
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        plaintext, header, nonce, aead_key)
+    del plaintext  # drops the reference only: Python cannot wipe the bytes
+    data = header + ciphertext
+    assert len(data) == _HEADER_LEN + _ciphertext_len(params)
+
+    directory = os.path.dirname(os.path.abspath(target))
+    temp = os.path.join(directory,
+                        f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(temp, flags, 0o600)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            _link_no_clobber(temp, target)
+        _fsync_dir(directory)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+
+
+def _link_no_clobber(temp: str, target: str) -> None:
+    """Move ``temp`` to ``target`` only if ``target`` does not exist, atomically if possible.
+
+    ``os.link`` fails on an existing target, so a file created since the caller's check is
+    not clobbered. File systems without hard links fall back to check-then-replace.
+    """
+    try:
+        os.link(temp, target, follow_symlinks=False)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "share file already exists (pass overwrite=True "
+                              "to replace it)", target) from None
+    except OSError:
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "share file already exists (pass "
+                                  "overwrite=True to replace it)", target) from None
+        os.replace(temp, target)
+    else:
+        os.unlink(temp)
+
+
+def read_share_header(path: str | os.PathLike[str]) -> ShareFileHeader:
+    """The public header of a share file, checked but not decrypted (no passphrase needed).
+
+    Raises :class:`InsecureFileMode`, :class:`ShareFileFormatError` or
+    :class:`ShareFileCorrupt`; ``OSError`` if the file cannot be opened.
+    """
+    return _load(path).header
+
+
+def read_share_file(path: str | os.PathLike[str], params: PublicParams, index: int,
+                    passphrase: bytes) -> KeyShare:
+    """Decrypt node ``index``'s share of the key ``params`` from ``path``.
+
+    Cheap checks first (mode, size, structure, checksum, key id, node index, KDF bounds),
+    then Argon2id, then the passphrase verifier, then the AEAD. Never writes anything.
+    Raises a distinct :class:`~ittc.errors.ShareFileError` subclass for each failure:
+    :class:`InsecureFileMode`, :class:`ShareFileFormatError`, :class:`ShareFileCorrupt`,
+    :class:`ShareFileMismatch`, :class:`WrongPassphrase`; ``OSError`` if the file cannot
+    be opened.
+    """
+    _check_passphrase(passphrase)
+    params.check_index(index)
+    where = f"share file {os.fspath(path)}"
+    parsed = _load(path)
+    header = parsed.header
+    if header.key_id != params.key_id:
+        raise ShareFileMismatch(f"{where} holds a share of key {header.short_id}, not of "
+                                f"key {params.short_id}")
+    if header.index != index:
+        raise ShareFileMismatch(f"{where} holds the share of node {header.index}, not of "
+                                f"node {index}")
+    if len(parsed.ciphertext) != _ciphertext_len(params):
+        raise ShareFileFormatError(f"{where} has the wrong length for this key's shares")
+
+    aead_key, verifier_key = _derive_keys(passphrase, parsed.salt, header.kdf)
+    expected = _verifier(verifier_key, parsed.header_bytes[:_VERIFIED_LEN])
+    if not hmac.compare_digest(expected, parsed.verifier):
+        raise WrongPassphrase(f"the passphrase does not open {where}")
+    try:
+        plaintext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+            parsed.ciphertext, parsed.header_bytes, parsed.nonce, aead_key)
+    except nacl.exceptions.CryptoError:
+        raise ShareFileCorrupt(f"{where} is damaged or was altered: it fails "
+                               "authentication") from None
+    if (plaintext[:_KEY_ID_LEN] != params.key_id_bytes
+            or plaintext[_KEY_ID_LEN:_PLAIN_PREFIX_LEN] != index.to_bytes(2, "big")):
+        raise ShareFileCorrupt(f"{where} is inconsistent: its sealed key id or node index "
+                               "differs from its header")
+    try:
+        return KeyShare(params, index, int.from_bytes(plaintext[_PLAIN_PREFIX_LEN:], "big"))
+    except ParameterError:
+        raise ShareFileCorrupt(f"{where} holds a share value out of range for this "
+                               "key") from None
+
+
+def read_passphrase_file(path: str | os.PathLike[str]) -> bytes:
+    """The passphrase stored in ``path``, minus exactly one trailing ``\\n`` or ``\\r\\n``.
+
+    Refuses a file that group or other users can access (:class:`InsecureFileMode`,
+    checked before reading) and an empty passphrase (:class:`ParameterError`).
+    """
+    data = _open_private(path, "passphrase file", MAX_PASSPHRASE_FILE_SIZE,
+                         ParameterError)
+    if data.endswith(b"\r\n"):
+        data = data[:-2]
+    elif data.endswith(b"\n"):
+        data = data[:-1]
+    if not data:
+        raise ParameterError(f"passphrase file {os.fspath(path)} holds an empty passphrase")
+    return data

@@ -1,0 +1,283 @@
+"""The cluster's own small PKI, made at the key ceremony, for mutual TLS.
+
+One CA (ECDSA P-256, path length 0) issues a server certificate to every node and a
+client certificate to every combiner identity. Nodes accept only clients whose
+certificate chains to this CA, and the combiner checks each node's certificate against
+the node's name (``ittc-node-<i>``), not its address. A client's identity is the common
+name of its certificate, read from gRPC's auth context by :func:`peer_identity` and from
+nowhere else (never from a field in a message).
+
+The CA key is the one thing here that can mint identities: the ceremony writes it apart
+from the node folders and tells the operator to move it offline.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import pathlib
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ittc.errors import ConfigError
+
+__all__ = [
+    "channel_credentials", "channel_options", "issue_client_cert", "issue_server_cert",
+    "load_cert", "load_private_key", "make_ca", "peer_identity", "server_credentials",
+    "write_cert", "write_private_key",
+]
+
+PathLike = str | os.PathLike[str]
+
+#: Certificates start this long before "now", so a node whose clock lags still accepts them.
+_BACKDATE = datetime.timedelta(minutes=5)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _check_days(days: int) -> None:
+    if not isinstance(days, int) or days < 1:
+        raise ValueError("certificate lifetime must be at least one day")
+
+
+def make_ca(common_name: str = "ittc cluster CA",
+            days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed CA that may sign end-entity certificates only (path length 0)."""
+    _check_days(days)
+    key = _new_key()
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=False, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                       critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _san_entries(name: str, hosts: Sequence[str]) -> list[x509.GeneralName]:
+    """DNS entries for names, IPAddress entries for literal addresses; no duplicates."""
+    entries: list[x509.GeneralName] = []
+    for host in [name, "localhost", *hosts]:
+        host = host.strip()
+        if host.startswith("[") and host.endswith("]"):  # "[::1]" as in host:port
+            host = host[1:-1]
+        if not host:
+            raise ValueError("empty host name in certificate request")
+        entry: x509.GeneralName
+        try:
+            entry = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            entry = x509.DNSName(host.lower())
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
+           san: list[x509.GeneralName], usage: x509.ObjectIdentifier,
+           days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    _check_days(days)
+    if not name or "\n" in name:
+        raise ValueError("certificate name must be a non-empty single line")
+    key = _new_key()
+    now = _now()
+    not_after = min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue_server_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
+                      hosts: Sequence[str],
+                      days: int = 825) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A node's certificate: CN and SAN carry its name (checked by the combiner), plus
+    ``localhost`` and every host it is reached at; good for serverAuth only."""
+    return _issue(ca_cert, ca_key, name, _san_entries(name, hosts),
+                  ExtendedKeyUsageOID.SERVER_AUTH, days)
+
+
+def issue_client_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
+                      days: int = 825) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A combiner identity: the CN is the name nodes list in ``allowed_clients``."""
+    return _issue(ca_cert, ca_key, name, [x509.DNSName(name.lower())],
+                  ExtendedKeyUsageOID.CLIENT_AUTH, days)
+
+
+# -- files -----------------------------------------------------------------------------
+
+def _write_atomic(path: PathLike, data: bytes, mode: int, overwrite: bool) -> None:
+    """Write ``data`` to a fresh temp file created with ``mode``, then move it into place.
+
+    The file never exists with looser permissions than ``mode``, and a reader never sees
+    it half-written. Without ``overwrite`` an existing file is left alone (FileExistsError).
+    """
+    target = pathlib.Path(path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)  # fails if target exists, unlike rename
+            os.unlink(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_cert(path: PathLike, cert: x509.Certificate, *, overwrite: bool = False) -> None:
+    """Write a certificate as PEM (mode 0644: certificates are public)."""
+    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644, overwrite)
+
+
+def write_private_key(path: PathLike, key: ec.EllipticCurvePrivateKey, *,
+                      overwrite: bool = False) -> None:
+    """Write a private key as unencrypted PKCS#8 PEM, mode 0600 from the moment it exists."""
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    _write_atomic(path, data, 0o600, overwrite)
+
+
+def load_cert(path: PathLike) -> x509.Certificate:
+    """Read a PEM certificate; a bad file raises :class:`ConfigError` naming it."""
+    try:
+        return x509.load_pem_x509_certificate(pathlib.Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except ValueError:
+        raise ConfigError(f"{path}: not a PEM certificate") from None
+
+
+def load_private_key(path: PathLike) -> ec.EllipticCurvePrivateKey:
+    """Read a key written by :func:`write_private_key`, refusing one others can read."""
+    p = pathlib.Path(path)
+    try:
+        if p.stat().st_mode & 0o077:
+            raise ConfigError(f"{p}: private key is accessible to other users (chmod 600)")
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{p}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{p}: not an EC private key")
+    return key
+
+
+def _read(path: PathLike) -> bytes:
+    try:
+        return pathlib.Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+
+
+# -- gRPC ------------------------------------------------------------------------------
+
+def server_credentials(cert_path: PathLike, key_path: PathLike,
+                       ca_path: PathLike) -> grpc.ServerCredentials:
+    """A node's TLS: its own certificate, and only clients with a certificate from the CA."""
+    return grpc.ssl_server_credentials([(_read(key_path), _read(cert_path))],
+                                       root_certificates=_read(ca_path),
+                                       require_client_auth=True)
+
+
+def channel_credentials(cert_path: PathLike, key_path: PathLike,
+                        ca_path: PathLike) -> grpc.ChannelCredentials:
+    """A combiner's TLS: trust only the cluster CA, present the client certificate."""
+    return grpc.ssl_channel_credentials(root_certificates=_read(ca_path),
+                                        private_key=_read(key_path),
+                                        certificate_chain=_read(cert_path))
+
+
+def channel_options(tls_name: str, max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Options for a channel to one node: check its certificate against ``tls_name``
+    (the address it is dialled at may be an IP or another name) and bound message sizes."""
+    if not tls_name:
+        raise ValueError("tls_name must not be empty")
+    if max_message_bytes < 1:
+        raise ValueError("max_message_bytes must be positive")
+    return [
+        ("grpc.ssl_target_name_override", tls_name),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> str | None:
+    """The authenticated client's name (its certificate's CN), or None.
+
+    Pass ``context.auth_context()``. None when the connection is not TLS, the peer
+    presented no certificate, or the certificate has no single UTF-8 common name. With
+    :func:`server_credentials` the handshake has already checked the chain to the CA.
+    """
+    if list(auth_context.get("transport_security_type", ())) != [b"ssl"]:
+        return None
+    names = list(auth_context.get("x509_common_name", ()))
+    if len(names) != 1:
+        return None
+    try:
+        name = bytes(names[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return name or None
