@@ -27,7 +27,9 @@ __all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "s
 
 Padding = Literal["pkcs1v15", "pss"]
 Profile = Literal["server", "client", "ca"]
-_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_Hash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+_HASHES: dict[str, type[_Hash]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                   "sha512": hashes.SHA512}
 _BACKDATE = datetime.timedelta(minutes=5)
 
 
@@ -35,14 +37,15 @@ class CAError(IttcError, ValueError):
     """A request the CA refuses (bad CSR signature, wrong issuer, malformed input...)."""
 
 
-def _hash(name: str) -> hashes.HashAlgorithm:
+def _hash(name: str) -> _Hash:
     try:
         return _HASHES[name]()
     except KeyError:
         raise ParameterError(f"hash must be one of {sorted(_HASHES)}") from None
 
 
-def signing_padding(kind: Padding, algorithm: hashes.HashAlgorithm) -> padding.AsymmetricPadding:
+def signing_padding(kind: Padding,
+                    algorithm: hashes.HashAlgorithm) -> padding.PSS | padding.PKCS1v15:
     if kind == "pkcs1v15":
         return padding.PKCS1v15()
     if kind == "pss":
@@ -51,7 +54,7 @@ def signing_padding(kind: Padding, algorithm: hashes.HashAlgorithm) -> padding.A
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def _serial() -> int:
@@ -251,9 +254,8 @@ def ocsp_response(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, request: oc
         raise ParameterError("cryptography signs OCSP responses with PKCS#1 v1.5 only")
     response = builder.sign(key, algorithm)
     try:
-        ca_cert.public_key().verify(  # type: ignore[call-arg]
-            response.signature, response.tbs_response_bytes, padding.PKCS1v15(),  # type: ignore[arg-type]
-            response.signature_hash_algorithm)
+        key.public_key().verify(response.signature, response.tbs_response_bytes,
+                                padding.PKCS1v15(), algorithm)
     except CryptoInvalidSignature:
         raise InvalidSignature("the new OCSP response does not verify under the CA") from None
     return response

@@ -20,9 +20,12 @@ from typing import Any, NoReturn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding as apadding
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
-from cryptography.hazmat.primitives.serialization import (Encoding, KeySerializationEncryption,
-                                                          PrivateFormat)
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    KeySerializationEncryption,
+    PrivateFormat,
+)
 
 from ittc.client import SignItem, SyncClusterClient
 from ittc.config import ClusterFile
@@ -116,7 +119,10 @@ class ThresholdRSAPrivateKey(rsa.RSAPrivateKey):
         return self._public
 
     def sign(self, data: bytes, padding: apadding.AsymmetricPadding,
-             algorithm: hashes.HashAlgorithm | Prehashed) -> bytes:
+             algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo) -> bytes:
+        if isinstance(algorithm, NoDigestInfo):
+            raise OperationRefused("the cluster signs only complete encodings it builds itself "
+                                   "(NoDigestInfo would make it a raw RSA oracle)")
         item = sign_item_for(data, padding, algorithm, self.key_size)
         return self._client.sign_items([item])[0]
 

@@ -188,7 +188,8 @@ class ClusterClient:
                 ("grpc.keepalive_timeout_ms", 5000),
             ]
             channel = grpc.aio.secure_channel(entry.address, self._creds, options=options)
-            self._nodes[entry.index] = _Node(entry, pb_grpc.SignerStub(channel), channel)
+            stub = pb_grpc.SignerStub(channel)  # type: ignore[no-untyped-call]
+            self._nodes[entry.index] = _Node(entry, stub, channel)
 
     async def __aenter__(self) -> ClusterClient:
         self._ensure_channels()
@@ -240,7 +241,7 @@ class ClusterClient:
         self._schedule_flush()
         try:
             return list(await asyncio.wait_for(asyncio.gather(*futures), self.deadline))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise SigningError(f"no signature within the deadline of {self.deadline:g} s",
                                self._node_states()) from None
 
@@ -250,7 +251,9 @@ class ClusterClient:
 
         async def one(node: _Node) -> pb.NodeInfo | str:
             try:
-                return await node.stub.GetInfo(pb.GetInfoRequest(), timeout=self.node_timeout)
+                info: pb.NodeInfo = await node.stub.GetInfo(pb.GetInfoRequest(),
+                                                            timeout=self.node_timeout)
+                return info
             except grpc.aio.AioRpcError as exc:
                 return f"{exc.code().name}: {exc.details()}"
 
@@ -273,7 +276,7 @@ class ClusterClient:
     def _flush(self) -> None:
         self._flush_scheduled = False
         while self._pending and self._inflight_batches < self.max_inflight_batches:
-            batch = []
+            batch: list[_Pending] = []
             while self._pending and len(batch) < self.max_batch:
                 p = self._pending.popleft()
                 if not p.future.done():  # a caller that timed out is not signed for

@@ -15,8 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from ittc.errors import (CombineError, EncodingError, IttcError, NotEnoughShares,
-                         ParameterError)
+from ittc.errors import CombineError, EncodingError, IttcError, NotEnoughShares, ParameterError
 from ittc.scheme import dealer
 from ittc.scheme.combine import combine, combine_robust, lagrange_coefficients
 from ittc.scheme.encoding import Scheme, encode

@@ -13,7 +13,7 @@ some possibly wrong, finds a valid signature and names the wrong shares: first c
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -228,7 +228,8 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
     for index in indices:
         if index not in union:
             bad[index] = "share does not combine with the others to a valid signature"
-    ambiguous = tuple(sorted(union - set.intersection(*map(set, largest))))
+    common = set(largest[0]).intersection(*largest[1:])
+    ambiguous = tuple(sorted(union - common))
     good = largest[0][:k]
     y = oracle(good)
     assert y is not None

@@ -31,7 +31,7 @@ class HashSpec:
     name: str
     digest_size: int
     digest_info: bytes  # DER DigestInfo prefix for EMSA-PKCS1-v1_5
-    new: Callable[[], "hashlib._Hash"]
+    new: Callable[[], hashlib._Hash]
 
 
 HASHES: dict[str, HashSpec] = {

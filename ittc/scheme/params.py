@@ -93,7 +93,8 @@ class PublicParams:
         if self.sharing not in ("shoup", "integer"):
             raise ParameterError(f"unknown sharing {self.sharing!r}")
         if len(self.verification_keys) != n:
-            raise ParameterError(f"expected {n} verification keys, got {len(self.verification_keys)}")
+            raise ParameterError(
+                f"expected {n} verification keys, got {len(self.verification_keys)}")
         for name, value in [("v", self.v)] + [
             (f"v_{i}", x) for i, x in enumerate(self.verification_keys, 1)
         ]:

@@ -60,7 +60,8 @@ def main() -> None:
         "value times 2": dataclasses.replace(good, value=good.value * 2 % N),
         "value of another message": dataclasses.replace(other, proof=good.proof),
         "share and proof of another message": other,
-        "challenge plus one": dataclasses.replace(good, proof=Proof(good.proof.c + 1, good.proof.z)),
+        "challenge plus one": dataclasses.replace(
+            good, proof=Proof(good.proof.c + 1, good.proof.z)),
         "response plus one": dataclasses.replace(good, proof=Proof(good.proof.c, good.proof.z + 1)),
         "claims index 3": dataclasses.replace(good, index=3),
         "value zero": dataclasses.replace(good, value=0),
