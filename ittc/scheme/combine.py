@@ -77,20 +77,17 @@ def _combine_unchecked(params: PublicParams, x: mpz, shares: Sequence[SignatureS
     indices = tuple(s.index for s in shares)
     lambdas = lagrange_coefficients(indices, params.delta)
     a, b = _bezout(params.combine_exponent, params.e)
-    # y = Π x_j^{2 λ_j a} · x^b. Gather positive and negative powers apart so that a
-    # single modular inverse serves them all.
+    # w = Π x_j^{2 λ_j} with small exponents; positive and negative powers apart so one
+    # modular inverse serves them all. Then y = w^a · x^b.
     num, den = mpz(1), mpz(1)
     for share, lam in zip(shares, lambdas, strict=True):
-        exp = 2 * lam * a
-        if exp > 0:
-            num = num * powmod_public(mpz(share.value), exp, N) % N
-        elif exp < 0:
-            den = den * powmod_public(mpz(share.value), -exp, N) % N
-    if b > 0:
-        num = num * powmod_public(x, b, N) % N
-    elif b < 0:
-        den = den * powmod_public(x, -b, N) % N
-    return num * gmpy2.invert(den, N) % N
+        if lam > 0:
+            num = num * powmod_public(mpz(share.value), 2 * lam, N) % N
+        elif lam < 0:
+            den = den * powmod_public(mpz(share.value), -2 * lam, N) % N
+    top, bottom = (num, den) if a > 0 else (den, num)
+    w_a = powmod_public(top * gmpy2.invert(bottom, N) % N, abs(a), N)
+    return w_a * powmod_public(x, b, N) % N
 
 
 def _is_signature(params: PublicParams, y: mpz, x: mpz) -> bool:
@@ -109,13 +106,22 @@ def combine(params: PublicParams, x: int, shares: Sequence[SignatureShare], *,
     Raises :class:`CombineError` if the result is not a valid signature. ``check=False``
     skips that final check and exists only for benchmarks: never release such a value.
     """
-    check_representative(params, x)
+    if not 0 < x < params.modulus:
+        check_representative(params, x)
     if len(shares) != params.k:
         raise ParameterError(f"combine takes exactly k={params.k} shares, got {len(shares)}")
     for share in shares:
-        check_share(params, share)
+        check_share(params, share, unit=False)
     if len({s.index for s in shares}) != len(shares):
         raise ParameterError("shares must come from distinct nodes")
+    # One gcd for all: x·Π x_j is a unit iff each factor is. Name the culprit if not.
+    product = mpz(x)
+    for share in shares:
+        product = product * share.value % params.N
+    if gmpy2.gcd(product, params.N) != 1:
+        check_representative(params, x)
+        for share in shares:
+            check_share(params, share)
     xm = mpz(x)
     y = _combine_unchecked(params, xm, shares)
     if check and not _is_signature(params, y, xm):

@@ -69,11 +69,12 @@ def challenge(params: PublicParams, index: int, x_tilde: int, xi_sq: int, v_prim
     return int.from_bytes(h.digest(), "big")
 
 
-def check_share(params: PublicParams, share: SignatureShare) -> None:
+def check_share(params: PublicParams, share: SignatureShare, *, unit: bool = True) -> None:
     """Range checks on a share from outside, before any arithmetic with it.
 
-    ``1 <= index <= n``, ``0 < x_i < N``, ``gcd(x_i, N) = 1``, and the proof's numbers
-    within the sizes an honest prover produces.
+    ``1 <= index <= n``, ``0 < x_i < N``, ``gcd(x_i, N) = 1`` (``unit=False`` leaves
+    that to a caller who checks a whole product at once), and the proof's numbers within
+    the sizes an honest prover produces.
     """
     index = share.index
     if not isinstance(index, int) or not 1 <= index <= params.n:
@@ -81,7 +82,7 @@ def check_share(params: PublicParams, share: SignatureShare) -> None:
     value = share.value
     if not isinstance(value, int) or not 0 < value < params.modulus:
         raise InvalidShare(index, "share value out of range 0 < x_i < N")
-    if math.gcd(value, params.modulus) != 1:
+    if unit and math.gcd(value, params.modulus) != 1:
         raise InvalidShare(index, "share value is not a unit modulo N")
     if share.proof is not None:
         c, z = share.proof.c, share.proof.z
