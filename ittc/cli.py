@@ -242,8 +242,8 @@ register(Command("keygen", "generate a new key from safe primes and write a clus
 register(Command("split", "split an existing RSA key into a cluster folder",
                  _setup_split, _run_split))
 register(Command("info", "describe a cluster folder", _setup_info, _run_info))
-# More commands (node, cluster up, sign, demo, ca, bench, audit) register here.
-
+# More commands register themselves when their modules are imported.
+from ittc import cli_ca, cli_network  # noqa: E402,F401  (registration side effects)
 
 # -- entry point -----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ and the field; nothing secret is ever written into these files.
 from __future__ import annotations
 
 import ipaddress
+import os
 import pathlib
 import re
 import tomllib
@@ -214,7 +215,7 @@ class ClusterFile:
         raise ConfigError(f"{self.path}: no node {index}")
 
     @classmethod
-    def load(cls, path: str | pathlib.Path) -> ClusterFile:
+    def load(cls, path: str | os.PathLike[str]) -> ClusterFile:
         """Read ``DIR/cluster.toml`` (``path`` may be the folder or the file)."""
         path = pathlib.Path(path)
         if path.is_dir():
@@ -307,7 +308,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
-    def load(cls, path: str | pathlib.Path) -> NodeConfig:
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
         path = pathlib.Path(path)
         r = _Reader(path, _load_toml(path))
         _check_format(r, NODE_FORMAT)
