@@ -3,7 +3,8 @@
 For ``ittc cluster up``, ``ittc demo``, the benchmarks and the tests: each node is
 ``python -m ittc_node --config DIR/node-<i>/node.toml`` in its own process, and is
 considered up when its standard health service says SERVING over mutual TLS. Nodes can
-be killed (SIGKILL), stopped (SIGTERM) and restarted one by one.
+be killed (SIGKILL), stopped (SIGTERM) and restarted one by one. Each node runs in its
+own process group, so killing a node kills its worker processes too.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class LocalCluster:
             raise IttcError("the cluster file names no client identity to probe health with")
         self._creds = tls.channel_credentials(self.cluster.client_cert, self.cluster.client_key,
                                               self.cluster.ca)
+        self._groups: set[int] = set()
 
     # -- processes --------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class LocalCluster:
                     [self.python, "-m", "ittc_node", "--config", str(proc.config)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env=child_env, start_new_session=True)
+                self._groups.add(proc.popen.pid)  # new session: its pid is its group id
             finally:
                 log.close()
         if wait:
@@ -141,7 +144,7 @@ class LocalCluster:
 
     def terminate(self, index: int, *, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait for a graceful exit; returns the exit code."""
-        self._signal(index, signal.SIGTERM)
+        self._signal(index, signal.SIGTERM, group=False)
         return self._reap(index, timeout)
 
     def pause(self, index: int) -> None:
@@ -156,12 +159,20 @@ class LocalCluster:
         self.start([index], timeout=timeout)
 
     def stop(self, *, timeout: float = 15.0) -> dict[int, int | None]:
-        """SIGTERM every node, then SIGKILL what is left; returns exit codes."""
+        """SIGTERM every node, then SIGKILL what is left (workers too); returns exit codes."""
         for index in self.indices:
             if self.running(index):
                 self._signal(index, signal.SIGCONT)
-                self._signal(index, signal.SIGTERM)
-        return {index: self._reap(index, timeout) for index in self.indices}
+                self._signal(index, signal.SIGTERM, group=False)
+        try:
+            return {index: self._reap(index, timeout) for index in self.indices}
+        finally:
+            for group in self._groups:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self._groups.clear()
 
     def log_tail(self, index: int, lines: int = 20) -> str:
         try:
@@ -170,11 +181,16 @@ class LocalCluster:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def _signal(self, index: int, sig: signal.Signals) -> None:
+    def _signal(self, index: int, sig: signal.Signals, *, group: bool = True) -> None:
+        """Signal a node; ``group`` reaches its worker processes too (not for SIGTERM,
+        which the daemon handles itself, stopping its workers in order)."""
         popen = self._procs[index].popen
         if popen is not None and popen.poll() is None:
             try:
-                popen.send_signal(sig)
+                if group:
+                    os.killpg(popen.pid, sig)
+                else:
+                    popen.send_signal(sig)
             except ProcessLookupError:  # pragma: no cover - raced with its exit
                 pass
 

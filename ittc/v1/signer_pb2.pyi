@@ -1,11 +1,9 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -55,7 +53,7 @@ class NodeInfo(_message.Message):
     ready: bool
     max_batch: int
     freshness_window_ms: int
-    def __init__(self, index: int | None = ..., key_id: str | None = ..., n: int | None = ..., k: int | None = ..., modulus_bits: int | None = ..., proofs_sound: bool | None = ..., software_version: str | None = ..., ready: bool | None = ..., max_batch: int | None = ..., freshness_window_ms: int | None = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., n: _Optional[int] = ..., k: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., proofs_sound: _Optional[bool] = ..., software_version: _Optional[str] = ..., ready: _Optional[bool] = ..., max_batch: _Optional[int] = ..., freshness_window_ms: _Optional[int] = ...) -> None: ...
 
 class SignItem(_message.Message):
     __slots__ = ("padding", "hash", "digest", "salt")
@@ -67,7 +65,7 @@ class SignItem(_message.Message):
     hash: Hash
     digest: bytes
     salt: bytes
-    def __init__(self, padding: Padding | str | None = ..., hash: Hash | str | None = ..., digest: bytes | None = ..., salt: bytes | None = ...) -> None: ...
+    def __init__(self, padding: _Optional[_Union[Padding, str]] = ..., hash: _Optional[_Union[Hash, str]] = ..., digest: _Optional[bytes] = ..., salt: _Optional[bytes] = ...) -> None: ...
 
 class SignRequest(_message.Message):
     __slots__ = ("request_id", "timestamp_ms", "key_id", "with_proofs", "items")
@@ -81,7 +79,7 @@ class SignRequest(_message.Message):
     key_id: str
     with_proofs: bool
     items: _containers.RepeatedCompositeFieldContainer[SignItem]
-    def __init__(self, request_id: str | None = ..., timestamp_ms: int | None = ..., key_id: str | None = ..., with_proofs: bool | None = ..., items: _Iterable[SignItem | _Mapping] | None = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., with_proofs: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ...) -> None: ...
 
 class Share(_message.Message):
     __slots__ = ("value", "proof_c", "proof_z")
@@ -91,7 +89,7 @@ class Share(_message.Message):
     value: bytes
     proof_c: bytes
     proof_z: bytes
-    def __init__(self, value: bytes | None = ..., proof_c: bytes | None = ..., proof_z: bytes | None = ...) -> None: ...
+    def __init__(self, value: _Optional[bytes] = ..., proof_c: _Optional[bytes] = ..., proof_z: _Optional[bytes] = ...) -> None: ...
 
 class SignResponse(_message.Message):
     __slots__ = ("index", "key_id", "shares")
@@ -101,4 +99,4 @@ class SignResponse(_message.Message):
     index: int
     key_id: str
     shares: _containers.RepeatedCompositeFieldContainer[Share]
-    def __init__(self, index: int | None = ..., key_id: str | None = ..., shares: _Iterable[Share | _Mapping] | None = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ...) -> None: ...

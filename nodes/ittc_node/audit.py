@@ -1,0 +1,372 @@
+"""The node's audit log: append-only JSON lines, hash-chained, fsynced before answering.
+
+Every line is one JSON object with a ``"prev"`` field: the hex SHA-256 of the previous
+line's bytes (without its newline). The first line's ``prev`` is the SHA-256 of a fixed
+genesis string followed by the node's key id, and that first line names the key id, so
+a log cannot be moved to another key unnoticed. Editing, inserting, reordering or
+deleting a line breaks the chain at the line after it; :func:`verify_audit_log` names
+the first bad line. A chain alone cannot show that lines were cut off the *end*: copy
+the last line's hash (:func:`audit_log_head`) somewhere else now and then, or ship the
+log to a remote store, to catch that too.
+
+Writes are group-committed: one writer task takes every line queued while the previous
+``write + fsync`` ran and writes them with one more ``write + fsync``, so many
+concurrent requests cost few fsyncs. A request is answered only after its line is on
+disk; if writing ever fails the log stays failed and the node refuses to sign until it
+is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ittc.errors import AuditLogError
+
+__all__ = ["AuditLog", "GENESIS", "audit_log_head", "genesis_hash", "utc_iso",
+           "verify_audit_log"]
+
+log = logging.getLogger("ittc_node.audit")
+
+#: Hashed with the key id to make the first line's ``prev``.
+GENESIS = b"ittc/v1/audit-log\x00"
+#: A line longer than this is not one the node wrote (a refused request's items are
+#: truncated well below it).
+MAX_LINE_BYTES = 16 << 20
+_TAIL_BLOCK = 64 << 10
+
+
+def genesis_hash(key_id: str) -> str:
+    """``prev`` of a log's first line."""
+    return hashlib.sha256(GENESIS + key_id.encode("ascii")).hexdigest()
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def utc_iso(timestamp: float) -> str:
+    """Seconds since the epoch as UTC ISO 8601 with milliseconds."""
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    # ensure_ascii: a caller's string can never smuggle a newline or odd bytes in.
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _parse_line(path: os.PathLike[str] | str, label: str, line: bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise AuditLogError(f"{os.fspath(path)}: {label}: not a JSON object") from None
+    if not isinstance(record, dict) or not isinstance(record.get("prev"), str):
+        raise AuditLogError(f"{os.fspath(path)}: {label}: not an audit record "
+                            "(no \"prev\" hash)")
+    return record
+
+
+def _check_first(path: os.PathLike[str] | str, record: dict[str, Any]) -> str:
+    key_id = record.get("key_id")
+    if not isinstance(key_id, str) or not key_id.isascii():
+        raise AuditLogError(f"{os.fspath(path)}: line 1: does not name the node's key id")
+    if record["prev"] != genesis_hash(key_id):
+        raise AuditLogError(f"{os.fspath(path)}: line 1: does not start the hash chain "
+                            "(lines were deleted before it, or it was edited)")
+    return key_id
+
+
+def verify_audit_log(path: str | os.PathLike[str]) -> int:
+    """Check the whole hash chain; return the number of lines.
+
+    Raises :class:`AuditLogError` naming the first bad line (1-based): a line that is not
+    JSON, does not end in a newline, or whose ``prev`` is not the hash of the line
+    before it (an edited, inserted or deleted line).
+    """
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise AuditLogError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
+    with fh:
+        number = 0
+        previous: bytes | None = None
+        while True:
+            line = fh.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                return number
+            number += 1
+            if not line.endswith(b"\n"):
+                problem = "too long" if len(line) > MAX_LINE_BYTES else \
+                    "incomplete (no newline: a write was cut short)"
+                raise AuditLogError(f"{os.fspath(path)}: line {number}: {problem}")
+            line = line[:-1]
+            record = _parse_line(path, f"line {number}", line)
+            if previous is None:
+                _check_first(path, record)
+            elif record["prev"] != _line_hash(previous):
+                raise AuditLogError(f"{os.fspath(path)}: line {number}: hash chain broken "
+                                    f"(line {number - 1} was edited, or lines were "
+                                    "deleted or inserted here)")
+            previous = line
+
+
+def audit_log_head(path: str | os.PathLike[str]) -> str:
+    """Hash of the log's last line: record it elsewhere to detect a truncated log later."""
+    with open(path, "rb") as fh:
+        lines = _tail_lines(fh.fileno(), os.fstat(fh.fileno()).st_size, 1)
+    return _line_hash(lines[-1]) if lines else ""
+
+
+def _tail_lines(fd: int, size: int, count: int) -> list[bytes]:
+    """The last ``count`` complete lines (without newlines), reading backwards in blocks."""
+    if size == 0:
+        return []
+    data = b""
+    pos = size
+    while pos > 0 and data.count(b"\n") <= count and len(data) <= (count + 1) * MAX_LINE_BYTES:
+        step = min(_TAIL_BLOCK, pos)
+        pos -= step
+        data = os.pread(fd, step, pos) + data
+    if not data.endswith(b"\n"):
+        raise AuditLogError("the last line is incomplete (no newline: a write was cut short)")
+    lines = data[:-1].split(b"\n")
+    if pos > 0:
+        lines = lines[1:]  # the first piece may be a partial line
+    return lines[-count:]
+
+
+def _read_first_line(fd: int) -> bytes:
+    data = b""
+    pos = 0
+    while b"\n" not in data and len(data) <= MAX_LINE_BYTES:
+        chunk = os.pread(fd, _TAIL_BLOCK, pos)
+        if not chunk:
+            break
+        data += chunk
+        pos += len(chunk)
+    return data.split(b"\n", 1)[0]
+
+
+class AuditLog:
+    """One node's audit log, open for appending.
+
+    :meth:`open` checks the existing file (mode, first line, the last lines' chain) and
+    never writes; :meth:`start` launches the writer; :meth:`append` returns once the
+    record is durable or raises :class:`AuditLogError`.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str, fd: int, key_id: str, prev: str,
+                 created: bool, lines: int) -> None:
+        self.path = os.fspath(path)
+        self.key_id = key_id
+        self.created = created
+        #: Lines in the file when it was opened plus lines written since.
+        self.lines = lines
+        self._fd = fd
+        self._prev = prev
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="ittc-audit")
+        self._closing = False
+        self.failure: str | None = None
+        self.on_failure: Callable[[str], None] | None = None
+        self.fsyncs = 0
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: os.PathLike[str] | str, key_id: str) -> AuditLog:
+        """Open (or create, mode 0600) the log at ``path`` for node key ``key_id``.
+
+        An existing log must be a regular file not writable by group or others, start
+        with this key's chain, and end in complete, chained lines. Nothing is written.
+        """
+        where = os.fspath(path)
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+                 | getattr(os, "O_NOFOLLOW", 0))
+        existed = os.path.lexists(where)
+        try:
+            fd = os.open(where, flags, 0o600)
+        except OSError as exc:
+            raise AuditLogError(f"audit log {where}: cannot open for appending: "
+                                f"{exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise AuditLogError(f"audit log {where}: not a regular file")
+            if st.st_mode & 0o022:
+                raise AuditLogError(f"audit log {where}: writable by group or other users "
+                                    f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}")
+            prev, lines = cls._continue_chain(where, key_id, st.st_size)
+            if not existed:
+                _fsync_dir(os.path.dirname(os.path.abspath(where)))
+        except BaseException:
+            os.close(fd)
+            if not existed:
+                _unlink_quietly(where)
+            raise
+        return cls(where, fd, key_id, prev, not existed, lines)
+
+    @staticmethod
+    def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, int]:
+        """(hash to chain the next line to, lines known) for an existing log."""
+        if size == 0:
+            return genesis_hash(key_id), 0
+        try:
+            rfd = os.open(where, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
+        try:
+            first = _read_first_line(rfd)
+            record = _parse_line(where, "line 1", first)
+            found = _check_first(where, record)
+            if found != key_id:
+                raise AuditLogError(f"audit log {where}: belongs to key {found[:16]}, not to "
+                                    f"this node's key {key_id[:16]}")
+            try:
+                tail = _tail_lines(rfd, size, 2)
+            except AuditLogError as exc:
+                raise AuditLogError(f"audit log {where}: {exc}") from None
+        finally:
+            os.close(rfd)
+        last = tail[-1]
+        last_record = _parse_line(where, "last line", last)
+        if len(tail) == 2:
+            _parse_line(where, "line before the last", tail[0])
+            if last_record["prev"] != _line_hash(tail[0]):
+                raise AuditLogError(f"audit log {where}: the last line does not chain to the "
+                                    "one before it (the log was altered); check it with "
+                                    "`ittc audit verify` and keep it as evidence")
+        return _line_hash(last), -1  # line count unknown without reading the whole log
+
+    # -- writing -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the writer task on the running event loop."""
+        self._wake = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    @property
+    def healthy(self) -> bool:
+        return self.failure is None and not self._closing
+
+    async def append(self, record: dict[str, Any]) -> None:
+        """Queue ``record`` (a fresh dict; ``prev`` is added) and wait until it is durable."""
+        if self.failure is not None:
+            raise AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
+        if self._closing or self._wake is None:
+            raise AuditLogError(f"audit log {self.path}: closed")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((record, future))
+        self._wake.set()
+        # If the caller is cancelled the line is still written: only the wait ends.
+        await future
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            prev = self._prev
+            lines = []
+            for record, _ in batch:
+                record["prev"] = prev
+                line = _dumps(record)
+                prev = _line_hash(line)
+                lines.append(line)
+            data = b"\n".join(lines) + b"\n"
+            try:
+                await loop.run_in_executor(self._io, self._write_sync, data)
+            except OSError as exc:
+                self._fail(f"write failed: {exc.strerror or exc}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(AuditLogError(
+                            f"audit log {self.path}: unavailable ({self.failure})"))
+                continue
+            self._prev = prev
+            if self.lines >= 0:
+                self.lines += len(batch)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+            if self._closing and not self._queue:
+                return
+
+    def _write_sync(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        os.fsync(self._fd)
+        self.fsyncs += 1
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.error("audit log %s: %s; refusing to sign until restarted", self.path, reason)
+        # Anything queued behind the failed write fails too: the chain is now unknown.
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(AuditLogError(f"audit log {self.path}: unavailable"))
+        if self.on_failure is not None:
+            self.on_failure(reason)
+
+    async def close(self) -> None:
+        """Write what is queued, then close the file."""
+        self._closing = True
+        if self._writer is not None and self._wake is not None:
+            self._wake.set()
+            await self._writer
+        self.discard()
+
+    def discard(self) -> None:
+        """Close without writing anything more (startup failed)."""
+        self._closing = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._io.shutdown(wait=False)
+        if self.created and self.lines == 0:
+            # Startup failed after creating an empty log: leave the disk as it was.
+            _unlink_quietly(self.path)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        if os.path.getsize(path) == 0:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,331 @@
+"""Starting, serving and stopping one node.
+
+:func:`run` is the command-line entry point (``python -m ittc_node --config node.toml``
+and ``ittc node --config node.toml``): it reads the config, the public parameters and
+the passphrase, decrypts the share, self-tests it, and only then serves. Anything wrong
+at startup is one line on stderr naming the file and the problem, exit status 2, and
+nothing written or changed on disk.
+
+:func:`serve` runs the gRPC server for an already-loaded share; tests embed it with an
+injected clock. Health (``grpc.health.v1``, services ``""`` and ``ittc.v1.Signer``) is
+NOT_SERVING until the node is ready, SERVING while it can sign, and NOT_SERVING again
+when the audit log or the compute pool fails and during shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+import ittc
+from ittc import storage, tls
+from ittc.config import NodeConfig
+from ittc.errors import AuditLogError, ConfigError, IttcError
+from ittc.scheme.keyshare import KeyShare
+from ittc.scheme.params import PublicParams
+from ittc.scheme.proofs import L1, nonce_bits
+from ittc.v1 import signer_pb2_grpc
+from ittc_node.audit import AuditLog, utc_iso
+from ittc_node.compute import ComputeError, make_compute
+from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
+from ittc_node.replay import ReplayCache
+from ittc_node.service import SignerService
+
+__all__ = ["StartupError", "load_share", "read_passphrase", "run", "serve"]
+
+log = logging.getLogger("ittc_node")
+
+SERVICE_NAME = "ittc.v1.Signer"
+#: Concurrent RPCs a node accepts before gRPC itself refuses with RESOURCE_EXHAUSTED.
+MAX_CONCURRENT_RPCS = 512
+#: Longest graceful shutdown: in-flight requests get this long to finish.
+MAX_GRACE_SECONDS = 10.0
+EXIT_OK, EXIT_FAILED, EXIT_STARTUP = 0, 1, 2
+
+
+class StartupError(IttcError):
+    """The node cannot start; the message names the file and the problem."""
+
+
+# -- startup -------------------------------------------------------------------------
+
+def read_passphrase(config: NodeConfig) -> bytes:
+    """The share's passphrase: from the configured file, the named environment variable,
+    or the terminal; never from the command line."""
+    if config.passphrase_file is not None:
+        return storage.read_passphrase_file(config.passphrase_file)
+    if config.passphrase_env is not None:
+        value = os.environ.pop(config.passphrase_env, "")  # worker processes must not inherit it
+        if not value:
+            raise StartupError(f"{config.path}: key.passphrase_env names "
+                               f"${config.passphrase_env}, which is not set or empty")
+        return value.encode("utf-8")
+    if sys.stdin is not None and sys.stdin.isatty():
+        try:
+            entered = getpass.getpass(f"passphrase for {config.share_file}: ")
+        except (EOFError, KeyboardInterrupt):
+            entered = ""
+        if not entered:
+            raise StartupError(f"{config.share_file}: no passphrase entered")
+        return entered.encode("utf-8")
+    raise StartupError(f"{config.path}: no passphrase: set key.passphrase_file or "
+                       "key.passphrase_env, or start the node on a terminal")
+
+
+def load_share(config: NodeConfig) -> KeyShare:
+    """Decrypt and self-test this node's share (nothing is written).
+
+    Raises :class:`StartupError` naming the file at fault.
+    """
+    try:
+        params = config.load_params()
+    except IttcError as exc:
+        raise StartupError(str(exc)) from None
+    try:
+        passphrase = read_passphrase(config)
+    except OSError as exc:
+        raise StartupError(f"{exc.filename or config.passphrase_file}: cannot read the "
+                           f"passphrase file: {exc.strerror}") from None
+    except StartupError:
+        raise
+    except IttcError as exc:  # InsecureFileMode, an empty passphrase file
+        raise StartupError(str(exc)) from None
+    try:
+        share = storage.read_share_file(config.share_file, params, config.index, passphrase)
+    except OSError as exc:
+        raise StartupError(f"{config.share_file}: cannot read the share file: "
+                           f"{exc.strerror}") from None
+    except IttcError as exc:  # every ShareFileError names the file
+        raise StartupError(str(exc)) from None
+    finally:
+        del passphrase
+    if share.index != config.index or share.params.key_id != params.key_id:
+        raise StartupError(f"{config.share_file}: holds node {share.index}'s share of key "
+                           f"{share.params.short_id}, not node {config.index}'s of "
+                           f"{params.short_id}")
+    try:
+        share.self_test()
+    except IttcError as exc:
+        raise StartupError(f"{config.share_file}: {exc}") from None
+    return share
+
+
+def _check_limits(config: NodeConfig, params: PublicParams) -> None:
+    """A full batch's answer must fit in one message, or the node could never send it."""
+    z_bytes = (nonce_bits(params) + 1 + 7) // 8
+    per_share = params.size_bytes + L1 // 8 + z_bytes + 16
+    needed = config.limits.max_batch * per_share + 1024
+    if needed > config.limits.max_message_bytes:
+        limits = config.limits
+        raise StartupError(f"{config.path}: limits.max_message_bytes = "
+                           f"{limits.max_message_bytes} cannot carry {limits.max_batch} shares "
+                           f"with proofs of a {params.bits}-bit key (needs {needed})")
+
+
+def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials:
+    """mTLS credentials, after checking the key file's mode and that it fits the cert."""
+    try:
+        key = tls.load_private_key(config.tls_key)  # refuses a key others can read
+        cert = tls.load_cert(config.tls_cert)
+        tls.load_cert(config.tls_ca)
+        if cert.public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
+            raise StartupError(f"{config.tls_cert}: is not the certificate of the key "
+                               f"{config.tls_key}")
+        return tls.server_credentials(config.tls_cert, config.tls_key, config.tls_ca)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+# -- serving -------------------------------------------------------------------------
+
+class _Health:
+    """Sets both health names at once; once shutting down, stays NOT_SERVING."""
+
+    def __init__(self) -> None:
+        self.servicer = health_aio.HealthServicer()
+
+    async def set(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", SERVICE_NAME):
+            await self.servicer.set(name, status)
+
+
+async def _hold_start(path: pathlib.Path, stop: asyncio.Event) -> None:
+    """Test fault ``hold-start``: wait until ``path`` exists (or the node is stopped)."""
+    while not path.exists() and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.05)
+
+
+async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], float] = time.time,
+                stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
+                faults: Faults | None = None) -> None:
+    """Serve until ``stop`` is set, then shut down gracefully.
+
+    ``share`` must be this node's, already self-tested. Opens the audit log (raising
+    :class:`AuditLogError` before serving anything if it cannot), binds the port, starts
+    the compute pool, then reports SERVING and sets ``ready``. ``faults`` defaults to
+    what the environment asks for (see :mod:`ittc_node.faults`).
+    """
+    params = share.params
+    if share.index != config.index:
+        raise StartupError(f"{config.path}: node.index is {config.index} but the share is "
+                           f"node {share.index}'s")
+    _check_limits(config, params)
+    stop = stop if stop is not None else asyncio.Event()
+    faults = faults if faults is not None else Faults.from_env()
+    if faults.ignored:
+        log.warning("%s is set but %s is not: test faults ignored", FAULT_VAR, ENABLE_VAR)
+    if faults.active:
+        log.warning("!!! TEST FAULTS ACTIVE (%s): this node LIES ON PURPOSE; it must never "
+                    "hold a real key !!!", faults.describe())
+
+    creds = _server_credentials(config)
+    audit = AuditLog.open(config.audit_log, params.key_id)
+    compute = None
+    server = None
+    health = _Health()
+    try:
+        limits = config.limits
+        server = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", limits.max_message_bytes),
+                     ("grpc.max_send_message_length", limits.max_message_bytes),
+                     # Without this a second node could bind the same port unnoticed.
+                     ("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+        try:
+            port = server.add_secure_port(config.listen, creds)
+        except RuntimeError:
+            port = 0
+        if not port:
+            raise StartupError(f"{config.path}: cannot listen on {config.listen} (address in "
+                               "use or not local)")
+        compute = make_compute(share, workers=config.workers, threads=config.threads,
+                               proof_nonces=config.proof_nonces)
+        service = SignerService(config=config, params=params, compute=compute, audit=audit,
+                                replay=ReplayCache(limits.freshness_seconds), faults=faults,
+                                clock=clock)
+        signer_pb2_grpc.add_SignerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        await health.set(False)
+        audit.start()
+        await server.start()
+        log.info("node %d of key %s listening on %s (not ready yet)", config.index,
+                 params.short_id, config.listen)
+
+        await compute.start()
+        if faults.hold_start is not None:
+            await _hold_start(faults.hold_start, stop)
+
+        tasks: set[asyncio.Task[None]] = set()
+
+        def failed(reason: str) -> None:
+            # Sign refuses by itself (it checks the audit log and the pool); tell probes.
+            task = asyncio.get_running_loop().create_task(health.set(False))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        audit.on_failure = failed
+        compute.on_failure = failed
+        await audit.append({"time": utc_iso(clock()), "type": "start", "node": config.index,
+                            "key_id": params.key_id, "software_version": ittc.__version__,
+                            "listen": config.listen, "workers": config.workers,
+                            "test_faults": faults.describe()})
+    except BaseException:
+        if server is not None:
+            await server.stop(None)
+        if compute is not None:
+            await compute.close()
+        audit.discard()
+        raise
+
+    service.ready = True
+    await health.set(True)
+    log.info("node %d ready (share decrypted and self-tested): %s, %d allowed client(s)",
+             config.index,
+             f"{config.workers} worker processes" if config.workers else
+             f"{compute.parallelism} compute threads", len(config.allowed_clients))
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("node %d stopping", config.index)
+        service.ready = False
+        await health.servicer.enter_graceful_shutdown()
+        await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
+        await compute.close()
+        with contextlib.suppress(AuditLogError):
+            await audit.append({"time": utc_iso(clock()), "type": "stop",
+                                "node": config.index})
+        await audit.close()
+        log.info("node %d stopped", config.index)
+
+
+# -- the command line ----------------------------------------------------------------
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s ittc-node %(levelname)s %(message)s"))
+    root = logging.getLogger("ittc_node")
+    if not root.handlers:
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def _fail(message: str) -> int:
+    print(f"ittc-node: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_STARTUP
+
+
+async def _main(config: NodeConfig, share: KeyShare) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(config, share, stop=stop, faults=Faults.from_env())
+
+
+def run(config_path: pathlib.Path | str) -> int:
+    """Run a node until SIGTERM/SIGINT. Returns the exit status: 0 after a clean stop,
+    2 if the node could not start (one line on stderr says why), 1 on a later failure."""
+    _configure_logging()
+    config_path = pathlib.Path(config_path)
+    try:
+        Faults.from_env()  # a malformed fault list is a startup error, not a surprise later
+        config = NodeConfig.load(config_path)
+        share = load_share(config)
+    except (StartupError, ConfigError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted")
+    try:
+        asyncio.run(_main(config, share))
+    except (StartupError, AuditLogError) as exc:
+        return _fail(str(exc))
+    except ComputeError as exc:
+        return _fail(f"{config.path}: {exc}")
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception:
+        log.exception("node %d failed", config.index)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,285 @@
+"""The ``ittc.v1.Signer`` gRPC service: who may ask, what is checked, what is answered.
+
+Every call starts with the caller's identity, taken from the TLS peer certificate and
+nowhere else; a caller not in ``allowed_clients`` is refused and the refusal audited.
+``Sign`` then validates the whole request before any arithmetic (cheapest checks first),
+builds each message representative itself from (padding, hash, digest, salt) — a node
+never exponentiates a caller's integer — computes the shares off the event loop, writes
+the audit record, and answers only once that record is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+import ittc
+from ittc import tls
+from ittc.config import NodeConfig
+from ittc.errors import AuditLogError, EncodingError
+from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, encode
+from ittc.scheme.params import PublicParams
+from ittc.v1 import signer_pb2 as pb
+from ittc.v1 import signer_pb2_grpc
+from ittc_node.audit import AuditLog, utc_iso
+from ittc_node.compute import Compute, ComputeError
+from ittc_node.faults import Faults
+from ittc_node.replay import ReplayCache
+
+__all__ = ["SignerService"]
+
+log = logging.getLogger("ittc_node.service")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_PADDINGS = {pb.PADDING_PKCS1V15: Scheme.PKCS1V15, pb.PADDING_PSS: Scheme.PSS}
+_HASHES = {pb.HASH_SHA256: "sha256", pb.HASH_SHA384: "sha384", pb.HASH_SHA512: "sha512"}
+#: Wire strings shown in audit lines are cut to this length (a refused request's fields
+#: are the caller's, unchecked).
+_SHOWN_CHARS = 128
+
+
+class _Refusal(Exception):
+    """A request the node will not serve: the status code and the reason it sends back."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Caller:
+    identity: str | None
+    peer: str
+
+
+def _enum_name(enum: Any, value: int) -> str:
+    try:
+        return str(enum.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def _items_summary(items: Any, limit: int) -> list[dict[str, Any]]:
+    """What the audit line records about the items (bounded, whatever the caller sent)."""
+    out = []
+    for item in list(items)[:limit]:
+        out.append({
+            "padding": _enum_name(pb.Padding, item.padding),
+            "hash": _enum_name(pb.Hash, item.hash),
+            "digest": bytes(item.digest[:64]).hex(),
+            "salt": bytes(item.salt[:MAX_SALT_BYTES]).hex(),
+        })
+    return out
+
+
+class SignerService(signer_pb2_grpc.SignerServicer):
+    """One node's Signer. ``ready`` is False until the daemon finished starting."""
+
+    def __init__(self, *, config: NodeConfig, params: PublicParams, compute: Compute,
+                 audit: AuditLog, replay: ReplayCache, faults: Faults,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.params = params
+        self.limits = config.limits
+        self.compute = compute
+        self.audit = audit
+        self.replay = replay
+        self.faults = faults
+        self.clock = clock
+        self.ready = False
+        self._allowed = frozenset(config.allowed_clients)
+        self._window_ms = int(self.limits.freshness_seconds * 1000)
+        # The replay cache lives in memory and a restart empties it, so a request made
+        # before this start might have been served already: refuse those.
+        self.started_ms = clock() * 1000.0
+
+    # -- shared steps ------------------------------------------------------------------
+
+    def _record(self, caller: _Caller, method: str, outcome: str, reason: str,
+                request: pb.SignRequest | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "time": utc_iso(self.clock()), "type": "request", "client": caller.identity,
+            "peer": caller.peer[:_SHOWN_CHARS], "method": method,
+        }
+        if request is not None:
+            items = request.items
+            record.update({
+                "request_id": request.request_id[:_SHOWN_CHARS],
+                "key_id": request.key_id[:_SHOWN_CHARS],
+                "timestamp_ms": request.timestamp_ms,
+                "with_proofs": request.with_proofs,
+                "items": _items_summary(items, self.limits.max_batch),
+            })
+            if len(items) > self.limits.max_batch:
+                record["items_total"] = len(items)
+        record["outcome"] = outcome
+        record["reason"] = reason
+        return record
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, caller: _Caller, method: str,
+                      refusal: _Refusal, request: pb.SignRequest | None = None) -> NoReturn:
+        """Audit the refusal, then abort the call with its status."""
+        try:
+            await self.audit.append(self._record(caller, method, "refused", refusal.reason,
+                                                 request))
+        except AuditLogError:
+            pass  # the refusal stands; the audit failure is logged and health reflects it
+        await context.abort(refusal.code, refusal.reason)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def _authorize(self, context: grpc.aio.ServicerContext, method: str,
+                         request: pb.SignRequest | None = None) -> _Caller:
+        caller = _Caller(tls.peer_identity(context.auth_context()), context.peer() or "")
+        if caller.identity is None:
+            await self._refuse(context, caller, method, _Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, "no client identity (a client certificate "
+                "with one common name is required)"), request)
+        if caller.identity not in self._allowed:
+            log.warning("refused %s from %r at %s: identity not allowed", method,
+                        caller.identity, caller.peer)
+            await self._refuse(context, caller, method, _Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {caller.identity!r} is not allowed on this node"), request)
+        return caller
+
+    # -- GetInfo -----------------------------------------------------------------------
+
+    async def GetInfo(self, request: pb.GetInfoRequest,  # noqa: N802 - gRPC's name
+                      context: grpc.aio.ServicerContext) -> pb.NodeInfo:
+        """Who this node is; needs an allowed identity like Sign (not audited when allowed)."""
+        await self._authorize(context, "GetInfo")
+        p = self.params
+        return pb.NodeInfo(
+            index=self.config.index, key_id=p.key_id, n=p.n, k=p.k, modulus_bits=p.bits,
+            proofs_sound=p.proofs_sound, software_version=ittc.__version__,
+            ready=self.serving, max_batch=self.limits.max_batch,
+            freshness_window_ms=self._window_ms)
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and self.audit.healthy and self.compute.failure is None
+
+    # -- Sign --------------------------------------------------------------------------
+
+    def _validate(self, request: pb.SignRequest, now: float) -> list[int]:
+        """Every check on a request, in order; the representatives to sign, or _Refusal."""
+        limits = self.limits
+        if not _REQUEST_ID.fullmatch(request.request_id):
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                           "request_id must be 16..64 characters of [A-Za-z0-9_-]")
+        if request.key_id != self.params.key_id:
+            raise _Refusal(grpc.StatusCode.NOT_FOUND, "unknown key id")
+        skew_ms = request.timestamp_ms - now * 1000.0
+        if skew_ms < -self._window_ms:
+            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"stale request: timestamp is {-skew_ms / 1000:.1f} s behind the "
+                           f"node's clock (allowed: {limits.freshness_seconds:g} s)")
+        if skew_ms > self._window_ms:
+            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"request from the future: timestamp is {skew_ms / 1000:.1f} s "
+                           f"ahead of the node's clock (allowed: {limits.freshness_seconds:g} s)")
+        if request.timestamp_ms < self.started_ms:
+            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                           "stale request: made before this node (re)started, so it may "
+                           "have been served already; send a new request")
+        if self.replay.seen(request.request_id, now):
+            raise _Refusal(grpc.StatusCode.ALREADY_EXISTS, "request_id already used")
+        if self.replay.full(now):
+            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           "too many recent requests (replay cache full); retry later")
+        count = len(request.items)
+        if not 1 <= count <= limits.max_batch:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"a request holds 1..{limits.max_batch} items, not {count}")
+        bits = self.params.bits
+        xs = []
+        for position, item in enumerate(request.items):
+            where = f"items[{position}]"
+            scheme = _PADDINGS.get(item.padding)
+            if scheme is None:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown padding "
+                               f"{_enum_name(pb.Padding, item.padding)}")
+            hash_name = _HASHES.get(item.hash)
+            if hash_name is None:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown hash "
+                               f"{_enum_name(pb.Hash, item.hash)}")
+            size = HASHES[hash_name].digest_size
+            if len(item.digest) != size:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: a {hash_name} "
+                               f"digest is {size} bytes, not {len(item.digest)}")
+            if scheme is Scheme.PKCS1V15 and item.salt:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{where}: PKCS#1 v1.5 takes no salt")
+            if len(item.salt) > MAX_SALT_BYTES:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes")
+            signed = self.faults.item(scheme, hash_name, bytes(item.digest), bytes(item.salt))
+            try:
+                xs.append(encode(*signed[:3], bits, signed[3]))
+            except EncodingError as exc:
+                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}") from None
+        pending = self.compute.pending
+        if pending + count > limits.max_pending_items:
+            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"node busy: {pending} items waiting; retry later")
+        return xs
+
+    async def Sign(self, request: pb.SignRequest,  # noqa: N802 - gRPC's name
+                   context: grpc.aio.ServicerContext) -> pb.SignResponse:
+        """Signature shares for a validated batch, after the audit record is durable."""
+        caller = await self._authorize(context, "Sign", request)
+
+        async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
+            await self._refuse(context, caller, "Sign", _Refusal(code, reason), request)
+
+        if not self.ready:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "node is starting")
+        if not self.audit.healthy:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
+        if self.compute.failure is not None:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
+        if self.faults.refuse:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "refused (test fault)")
+        now = self.clock()
+        try:
+            xs = self._validate(request, now)
+        except _Refusal as refusal:
+            await self._refuse(context, caller, "Sign", refusal, request)
+        # Validated: from here on this request_id is spent, whatever happens next.
+        self.replay.remember(request.request_id, now)
+
+        remaining = context.time_remaining()
+        budget = self.limits.max_deadline_seconds
+        if remaining is not None:
+            budget = min(budget, remaining)
+        if not budget > 0 or math.isnan(budget):
+            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+        try:
+            shares = await asyncio.wait_for(self.compute.sign(xs, request.with_proofs), budget)
+        except TimeoutError:
+            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"not done within the deadline ({budget:.3f} s)")
+        except ComputeError:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
+        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the node
+            log.error("Sign %s: internal error: %s", request.request_id, type(exc).__name__)
+            await refuse(grpc.StatusCode.INTERNAL, "internal error")
+        shares = self.faults.shares(shares, self.params.modulus)
+        if self.faults.slow_ms:
+            await asyncio.sleep(self.faults.slow_ms / 1000)
+
+        try:
+            await self.audit.append(self._record(caller, "Sign", "signed", "", request))
+        except AuditLogError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
+        return pb.SignResponse(
+            index=self.faults.index(self.config.index, self.params.n), key_id=self.params.key_id,
+            shares=[pb.Share(value=v, proof_c=c, proof_z=z) for v, c, z in shares])

@@ -1,0 +1,164 @@
+"""Signing through real node processes over real mutual TLS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from ittc.client import ClusterClient, SignItem, SyncClusterClient
+from ittc.errors import ParameterError, SigningError
+from ittc.scheme.encoding import Scheme
+
+pytestmark = pytest.mark.network
+
+HASHES = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+
+
+def _padding(name: str, algorithm: hashes.HashAlgorithm) -> padding.AsymmetricPadding:
+    if name == "pss":
+        return padding.PSS(padding.MGF1(algorithm), algorithm.digest_size)
+    return padding.PKCS1v15()
+
+
+@pytest.mark.parametrize("pad", ["pkcs1v15", "pss"])
+@pytest.mark.parametrize("hash_name", sorted(HASHES))
+def test_sign_through_five_nodes(cluster, pad, hash_name, tmp_path):
+    message = f"through the cluster {pad} {hash_name}".encode()
+    with SyncClusterClient(cluster.cluster) as client:
+        signature = client.sign(message, padding=pad, hash_name=hash_name)
+        assert client.stats.rpcs == client.params.k  # exactly k nodes asked
+    algorithm = HASHES[hash_name]
+    public = cluster.cluster.params.public_key()
+    public.verify(signature, message, _padding(pad, algorithm), algorithm)
+    (tmp_path / "msg").write_bytes(message)
+    (tmp_path / "sig").write_bytes(signature)
+    cmd = ["openssl", "dgst", f"-{hash_name}", "-verify", str(cluster.cluster.public_key),
+           "-signature", str(tmp_path / "sig")]
+    if pad == "pss":
+        cmd += ["-sigopt", "rsa_padding_mode:pss", "-sigopt",
+                f"rsa_pss_saltlen:{algorithm.digest_size}"]
+    out = subprocess.run(cmd + [str(tmp_path / "msg")], capture_output=True, text=True)
+    assert out.returncode == 0 and "Verified OK" in out.stdout
+
+
+def test_concurrent_distinct_messages_each_signature_for_its_own_message(cluster):
+    params = cluster.cluster.params
+    public = params.public_key()
+
+    async def run() -> tuple[list[bytes], list[bytes], int]:
+        messages = [os.urandom(24) for _ in range(300)]
+        async with ClusterClient(cluster.cluster) as client:
+            sigs = await asyncio.gather(*(client.sign(m) for m in messages))
+            return messages, list(sigs), client.stats.batches
+
+    messages, sigs, batches = asyncio.run(run())
+    assert len(set(sigs)) == len(messages)
+    for message, sig in zip(messages, sigs, strict=True):
+        public.verify(sig, message, padding.PKCS1v15(), hashes.SHA256())
+    assert batches < len(messages)  # concurrent calls were batched together
+
+
+def test_batch_api_and_prehashed_digests(cluster):
+    items = [SignItem.make(digest=hashlib.sha384(b"%d" % i).digest(), hash_name="sha384",
+                           padding="pss") for i in range(10)]
+    with SyncClusterClient(cluster.cluster) as client:
+        sigs = client.sign_items(items)
+    public = cluster.cluster.params.public_key()
+    for i, sig in enumerate(sigs):
+        public.verify(sig, items[i].digest, padding.PSS(padding.MGF1(hashes.SHA384()), 48),
+                      Prehashed(hashes.SHA384()))
+
+
+def test_two_nodes_killed_still_signs(cluster):
+    cluster.kill(1)
+    cluster.kill(4)
+    with SyncClusterClient(cluster.cluster, deadline=10) as client:
+        for i in range(5):
+            sig = client.sign(b"survives %d" % i)
+            client.params.public_key().verify(sig, b"survives %d" % i, padding.PKCS1v15(),
+                                              hashes.SHA256())
+        assert client.stats.node_failures[1] + client.stats.node_failures[4] >= 1
+
+
+def test_three_nodes_killed_typed_error_within_deadline(cluster):
+    for index in (2, 3, 5):
+        cluster.kill(index)
+    with SyncClusterClient(cluster.cluster, deadline=4.0) as client:
+        started = time.monotonic()
+        with pytest.raises(SigningError) as info:
+            client.sign(b"cannot be signed")
+        elapsed = time.monotonic() - started
+    assert elapsed < 4.0 + 1.0
+    assert {2, 3, 5} <= set(info.value.nodes)
+    assert "node 2" in str(info.value)
+
+
+def test_node_restarted_is_used_again(cluster):
+    with SyncClusterClient(cluster.cluster) as client:
+        cluster.kill(2)
+        for i in range(3):
+            client.sign(b"while node 2 is down %d" % i)
+        cluster.start([2])
+        time.sleep(0.5)  # past the client's first backoff
+        before = dict(client.stats.node_failures)
+        answered = set()
+        for i in range(20):
+            client.sign(b"after restart %d" % i)
+        answered = {i for i, node in client._client._nodes.items() if node.latency > 0}
+        assert 2 in answered
+        assert client.stats.node_failures[2] == before.get(2, 0)
+
+
+def test_all_mode_and_proofs_always(cluster):
+    with SyncClusterClient(cluster.cluster, mode="all") as client:
+        sig = client.sign(b"all n, first k")
+        assert client.stats.rpcs == client.params.n
+    cluster.cluster.params.public_key().verify(sig, b"all n, first k", padding.PKCS1v15(),
+                                               hashes.SHA256())
+    with SyncClusterClient(cluster.cluster, proofs="always") as client:
+        sig = client.sign(b"with proofs", padding="pss")
+    cluster.cluster.params.public_key().verify(
+        sig, b"with proofs", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+
+
+def test_slow_node_is_hedged(cluster):
+    cluster.pause(3)  # SIGSTOP: connected but silent
+    with SyncClusterClient(cluster.cluster, deadline=5.0, hedge_after=0.2) as client:
+        started = time.monotonic()
+        for i in range(6):
+            client.sign(b"around a hung node %d" % i)
+        elapsed = time.monotonic() - started
+        assert client.stats.hedges >= 1 or client.stats.node_failures[3] >= 1
+    assert elapsed < 5.0
+
+
+def test_client_parameter_errors(cluster):
+    with pytest.raises(ParameterError):
+        SignItem.make(data=b"x", digest=b"y" * 32)
+    with pytest.raises(ParameterError):
+        SignItem.make(data=b"x", padding=Scheme.PKCS1V15, salt_length=8)
+    with pytest.raises(ParameterError):
+        ClusterClient(cluster.cluster, mode="some")  # type: ignore[arg-type]
+
+
+def test_cli_sign_then_openssl_verifies(cluster, tmp_path):
+    data = tmp_path / "document.txt"
+    data.write_bytes(b"a document to sign from the command line\n")
+    sig = tmp_path / "document.sig"
+    root = cluster.cluster.root
+    out = subprocess.run([sys.executable, "-m", "ittc", "sign", "--cluster", str(root), "--in",
+                          str(data), "--out", str(sig)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    ok = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(root / "public.pem"),
+                         "-signature", str(sig), str(data)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "Verified OK" in ok.stdout

@@ -1,0 +1,737 @@
+"""The node daemon, as real processes over real mutual TLS on loopback.
+
+One 3-of-5 test cluster serves the whole module: nodes 1-3 run throughout; node 4 is
+started, stopped and restarted by the lifecycle test; node 5 runs with worker processes;
+copies of node folders are broken on purpose to check that a node refuses to start.
+A few tests embed :func:`ittc_node.daemon.serve` in this process to inject a clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ittc_node import compute as compute_mod
+from ittc_node.audit import AuditLog, verify_audit_log
+from ittc_node.daemon import serve
+from ittc_node.faults import Faults
+from ittc_node.replay import ReplayCache
+
+from ittc import storage
+from ittc.config import NodeConfig
+from ittc.errors import AuditLogError, InvalidShare
+from ittc.scheme.combine import combine
+from ittc.scheme.encoding import Scheme, encode
+from ittc.scheme.proofs import Proof, SignatureShare, verify_share
+from ittc.v1 import signer_pb2 as pb
+from ittc.v1 import signer_pb2_grpc
+from tests.cluster import (
+    CLIENT,
+    PASSPHRASE,
+    LocalCluster,
+    copy_node,
+    fault_env,
+    foreign_client,
+    free_ports,
+    group_members,
+    issue_client,
+    make_cluster,
+    pkcs1_item,
+    pss_item,
+    sign_request,
+    write_private,
+)
+
+TIMEOUT = 20.0
+_HASHES = {pb.HASH_SHA256: "sha256", pb.HASH_SHA384: "sha384", pb.HASH_SHA512: "sha512"}
+_CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
+# -- fixtures and helpers --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    root = make_cluster(tmp_path_factory.mktemp("nodes"))
+    toml = root / "node-5" / "node.toml"
+    toml.write_text(re.sub(r"(?m)^workers = 0$", "workers = 2", toml.read_text()))
+    with LocalCluster(root) as cluster:
+        cluster.start([1, 2, 3], timeout=120)
+        yield cluster
+
+
+def representative(params: Any, item: pb.SignItem) -> int:
+    scheme = Scheme.PKCS1V15 if item.padding == pb.PADDING_PKCS1V15 else Scheme.PSS
+    return encode(scheme, _HASHES[item.hash], item.digest, params.bits, item.salt)
+
+
+def to_share(index: int, share: pb.Share) -> SignatureShare:
+    proof = None
+    if share.proof_c:
+        proof = Proof(int.from_bytes(share.proof_c, "big"), int.from_bytes(share.proof_z, "big"))
+    return SignatureShare(index, int.from_bytes(share.value, "big"), proof)
+
+
+def verify_signature(params: Any, item: pb.SignItem, signature: bytes) -> None:
+    algorithm = _CRYPTO_HASHES[_HASHES[item.hash]]()
+    if item.padding == pb.PADDING_PKCS1V15:
+        pad: padding.AsymmetricPadding = padding.PKCS1v15()
+    else:
+        pad = padding.PSS(padding.MGF1(algorithm), salt_length=len(item.salt))
+    params.public_key().verify(signature, item.digest, pad, Prehashed(algorithm))
+
+
+def audit_lines(path: pathlib.Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def health(cluster: LocalCluster, index: int) -> str:
+    return cluster.health(index, timeout=5)
+
+
+# -- signing ---------------------------------------------------------------------------
+
+def test_get_info(nodes: LocalCluster) -> None:
+    info = nodes.stub(2).GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)
+    p = nodes.params
+    assert (info.index, info.key_id, info.n, info.k) == (2, p.key_id, 5, 3)
+    assert info.modulus_bits == p.bits and info.proofs_sound and info.ready
+    assert info.max_batch == 64 and info.freshness_window_ms == 120_000
+    assert info.software_version
+
+
+def test_sign_batch_combines_to_standard_signatures(nodes: LocalCluster) -> None:
+    p = nodes.params
+    items = [pkcs1_item(b"one"), pss_item(b"two"), pkcs1_item(b"three", "sha512"),
+             pss_item(b"four", "sha384", salt=b""), pss_item(b"five", "sha512", salt=b"s" * 20)]
+    answers = {}
+    for index in (1, 2, 3):
+        response = nodes.stub(index).Sign(sign_request(p, items), timeout=TIMEOUT)
+        assert response.index == index and response.key_id == p.key_id
+        assert len(response.shares) == len(items)
+        assert all(len(s.value) == p.size_bytes and not s.proof_c for s in response.shares)
+        answers[index] = response
+    for position, item in enumerate(items):
+        x = representative(p, item)
+        shares = [to_share(i, answers[i].shares[position]) for i in (1, 2, 3)]
+        verify_signature(p, item, combine(p, x, shares))
+
+
+def test_proofs_verify(nodes: LocalCluster) -> None:
+    p = nodes.params
+    items = [pkcs1_item(b"proof me"), pss_item(b"and me")]
+    response = nodes.stub(3).Sign(sign_request(p, items, with_proofs=True), timeout=TIMEOUT)
+    for item, share in zip(items, response.shares, strict=True):
+        assert len(share.proof_c) == 32 and share.proof_z[0] != 0
+        verify_share(p, representative(p, item), to_share(3, share))
+
+
+# -- refusals --------------------------------------------------------------------------
+
+def _bad_item(**fields: Any) -> pb.SignItem:
+    item = pkcs1_item(b"x")
+    for name, value in fields.items():
+        setattr(item, name, value)
+    return item
+
+
+REFUSALS: dict[str, tuple[Callable[[Any], pb.SignRequest], grpc.StatusCode, str]] = {
+    "short request id": (lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="short"),
+                         grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+    "request id charset": (lambda p: sign_request(p, [pkcs1_item(b"x")],
+                                                  request_id="has spaces in it, see?"),
+                           grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+    "request id too long": (lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="a" * 65),
+                            grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+    "unknown key id": (lambda p: sign_request(p, [pkcs1_item(b"x")], key_id="00" * 32),
+                       grpc.StatusCode.NOT_FOUND, "unknown key id"),
+    "stale": (lambda p: sign_request(p, [pkcs1_item(b"x")],
+                                     timestamp_ms=int(time.time() * 1000) - 600_000),
+              grpc.StatusCode.FAILED_PRECONDITION, "stale"),
+    "future": (lambda p: sign_request(p, [pkcs1_item(b"x")],
+                                      timestamp_ms=int(time.time() * 1000) + 600_000),
+               grpc.StatusCode.FAILED_PRECONDITION, "future"),
+    "no items": (lambda p: sign_request(p, []), grpc.StatusCode.INVALID_ARGUMENT, "1..64"),
+    "too many items": (lambda p: sign_request(p, [pkcs1_item(b"x")] * 65),
+                       grpc.StatusCode.INVALID_ARGUMENT, "1..64"),
+    "padding unspecified": (lambda p: sign_request(p, [pkcs1_item(b"ok"), _bad_item(padding=0)]),
+                            grpc.StatusCode.INVALID_ARGUMENT, "items[1]: unknown padding"),
+    "padding unknown": (lambda p: sign_request(p, [_bad_item(padding=7)]),
+                        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: unknown padding"),
+    "hash unspecified": (lambda p: sign_request(p, [pkcs1_item(b"a"), pkcs1_item(b"b"),
+                                                    _bad_item(hash=0)]),
+                         grpc.StatusCode.INVALID_ARGUMENT, "items[2]: unknown hash"),
+    "digest length": (lambda p: sign_request(p, [_bad_item(digest=b"\x01" * 31)]),
+                      grpc.StatusCode.INVALID_ARGUMENT, "items[0]: a sha256 digest is 32"),
+    "digest of another hash": (lambda p: sign_request(p, [_bad_item(hash=pb.HASH_SHA512)]),
+                               grpc.StatusCode.INVALID_ARGUMENT, "sha512 digest is 64"),
+    "salt with pkcs1": (lambda p: sign_request(p, [_bad_item(salt=b"salt")]),
+                        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: PKCS#1 v1.5 takes no salt"),
+    "pss salt too long": (lambda p: sign_request(p, [pss_item(b"x", salt=b"s" * 513)]),
+                          grpc.StatusCode.INVALID_ARGUMENT, "items[0]: PSS salt longer"),
+    "pss salt too long for the modulus": (
+        lambda p: sign_request(p, [pss_item(b"x", "sha512", salt=b"s" * 100)]),
+        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: modulus too short"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_sign_refusals(nodes: LocalCluster, case: str) -> None:
+    make, code, words = REFUSALS[case]
+    request = make(nodes.params)
+    error = rpc_error(lambda: nodes.stub(1).Sign(request, timeout=TIMEOUT))
+    assert error.code() == code, error.details()
+    assert words in error.details()
+    last = audit_lines(nodes.audit_log(1))[-1]
+    assert last["outcome"] == "refused" and last["client"] == CLIENT
+    assert last["request_id"] == request.request_id[:128] and words in last["reason"]
+    assert health(nodes, 1) == "SERVING"
+
+
+def test_reused_request_id_is_refused(nodes: LocalCluster) -> None:
+    request = sign_request(nodes.params, [pkcs1_item(b"once")])
+    nodes.stub(2).Sign(request, timeout=TIMEOUT)
+    error = rpc_error(lambda: nodes.stub(2).Sign(request, timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    mine = [r for r in audit_lines(nodes.audit_log(2)) if r.get("request_id") == request.request_id]
+    assert [r["outcome"] for r in mine] == ["signed", "refused"]
+
+
+def test_identity_outside_allowed_clients_is_refused_and_audited(
+        nodes: LocalCluster, tmp_path: pathlib.Path) -> None:
+    cert, key = issue_client(nodes.root, "mallory", tmp_path)
+    stub = nodes.stub(1, cert, key)
+    request = sign_request(nodes.params, [pkcs1_item(b"let me in")])
+    error = rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert rpc_error(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)).code() == \
+        grpc.StatusCode.PERMISSION_DENIED
+    sign_line, info_line = audit_lines(nodes.audit_log(1))[-2:]
+    assert (sign_line["client"], sign_line["method"], sign_line["outcome"]) == \
+        ("mallory", "Sign", "refused")
+    assert sign_line["request_id"] == request.request_id
+    assert sign_line["peer"].startswith("ipv4:127.0.0.1:") and "not allowed" in sign_line["reason"]
+    assert (info_line["client"], info_line["method"]) == ("mallory", "GetInfo")
+    # Health is open to any certificate of the cluster: operators' probes need no grant.
+    assert nodes.health_as(1, cert, key) == "SERVING"
+
+
+def test_node_certificate_is_not_a_client(nodes: LocalCluster,
+                                          tmp_path: pathlib.Path) -> None:
+    # A node's own certificate is for serverAuth only: TLS refuses it as a client...
+    before = nodes.audit_log(1).read_bytes()
+    node2 = nodes.node_dir(2)
+    stub = nodes.stub(1, node2 / "tls.pem", node2 / "tls.key")
+    request = sign_request(nodes.params, [pkcs1_item(b"x")])
+    assert rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code() == \
+        grpc.StatusCode.UNAVAILABLE
+    assert nodes.audit_log(1).read_bytes() == before
+    # ...and a client certificate carrying a node's name is still not an allowed client.
+    cert, key = issue_client(nodes.root, "ittc-node-2", tmp_path)
+    error = rpc_error(lambda: nodes.stub(1, cert, key).Sign(request, timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    last = audit_lines(nodes.audit_log(1))[-1]
+    assert (last["client"], last["outcome"]) == ("ittc-node-2", "refused")
+
+
+def test_client_from_another_ca_fails_the_handshake(nodes: LocalCluster,
+                                                    tmp_path: pathlib.Path) -> None:
+    before = nodes.audit_log(1).read_bytes()
+    cert, key = foreign_client(tmp_path)  # even with the allowed name "ittc-client"
+    stub = nodes.stub(1, cert, key)
+    error = rpc_error(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert nodes.audit_log(1).read_bytes() == before  # no RPC ever reached the node
+    assert health(nodes, 1) == "SERVING"
+
+
+# -- startup refusals ------------------------------------------------------------------
+
+def _break_wrong_passphrase(folder: pathlib.Path) -> pathlib.Path:
+    wrong = write_private(folder / "wrong-passphrase", b"not the passphrase\n")
+    return wrong  # the share file it fails to open
+
+
+def _break_tampered_share(folder: pathlib.Path) -> pathlib.Path:
+    share = folder / "share.enc"
+    data = bytearray(share.read_bytes())
+    data[-5] ^= 0x40
+    share.write_bytes(bytes(data))
+    return share
+
+
+def _break_share_mode(folder: pathlib.Path) -> pathlib.Path:
+    os.chmod(folder / "share.enc", 0o644)
+    return folder / "share.enc"
+
+
+def _break_audit_log(folder: pathlib.Path) -> pathlib.Path:
+    # The audit log's folder is a regular file: it cannot be created, even by root.
+    (folder / "not-a-folder").write_text("")
+    return folder / "not-a-folder" / "audit.log"
+
+
+def _break_audit_chain(folder: pathlib.Path) -> pathlib.Path:
+    return folder / "audit.log"
+
+
+def _break_tls_key_mode(folder: pathlib.Path) -> pathlib.Path:
+    os.chmod(folder / "tls.key", 0o644)
+    return folder / "tls.key"
+
+
+def _break_config(folder: pathlib.Path) -> pathlib.Path:
+    return folder / "node.toml"
+
+
+STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] = {
+    "wrong passphrase": (_break_wrong_passphrase, "passphrase does not open"),
+    "tampered share file": (_break_tampered_share, "altered"),
+    "share file mode 0644": (_break_share_mode, "chmod 600"),
+    "unwritable audit log": (_break_audit_log, "cannot open for appending"),
+    "audit log does not verify": (_break_audit_chain, "does not chain"),
+    "bad config": (_break_config, "unknown field"),
+    "no passphrase and no terminal": (_break_config, "no passphrase"),
+    "tls key readable by others": (_break_tls_key_mode, "chmod 600"),
+    "audit log of another key": (_break_audit_chain, "belongs to key"),
+}
+
+
+def _write_broken_chain(path: pathlib.Path, key_id: str, edit: bool = True) -> None:
+    async def write() -> None:
+        log = AuditLog.open(path, key_id)
+        log.start()
+        for n in range(3):
+            await log.append({"type": "start" if n == 0 else "note", "key_id": key_id, "n": n})
+        await log.close()
+    asyncio.run(write())
+    if not edit:
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"n":1', b'"n":7')
+    path.write_bytes(b"".join(lines))
+
+
+@pytest.fixture(scope="module")
+def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.Path, pathlib.Path]]:
+    """Start one broken copy of node 4 per case, all at once; collect exit code and stderr."""
+    procs = {}
+    for n, (case, (breaker, _)) in enumerate(STARTUP_FAILURES.items()):
+        folder = copy_node(nodes.root, 4, f"node-4-broken-{n}")
+        (folder / "audit.log").unlink(missing_ok=True)
+        toml = folder / "node.toml"
+        culprit = breaker(folder)
+        text = toml.read_text()
+        if case == "wrong passphrase":
+            text = re.sub(r'(?m)^passphrase_file = .*$', f'passphrase_file = "{culprit}"', text)
+            culprit = folder / "share.enc"
+        elif case == "unwritable audit log":
+            text = re.sub(r'(?m)^path = .*$', f'path = "{culprit}"', text)
+        elif case == "audit log does not verify":
+            _write_broken_chain(culprit, nodes.params.key_id)
+        elif case == "audit log of another key":
+            _write_broken_chain(culprit, "ab" * 32, edit=False)
+        elif case == "bad config":
+            text = text.replace("[node]\n", "[node]\ncolour = \"blue\"\n")
+        elif case == "no passphrase and no terminal":
+            text = re.sub(r"(?m)^passphrase_file = .*$", "", text)
+        toml.write_text(text)
+        before = sorted(p.name for p in folder.iterdir())
+        procs[case] = (subprocess.Popen(
+            [sys.executable, "-m", "ittc_node", "--config", str(toml)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE), culprit, folder, before)
+    results = {}
+    for case, (proc, culprit, folder, before) in procs.items():
+        _, err = proc.communicate(timeout=60)
+        assert sorted(p.name for p in folder.iterdir()) == before, f"{case}: files changed"
+        results[case] = (proc.returncode, err.decode(), culprit, folder)
+    return results
+
+
+@pytest.mark.parametrize("case", list(STARTUP_FAILURES))
+def test_node_refuses_to_start(startup_failures: dict[str, Any], case: str) -> None:
+    code, stderr, culprit, folder = startup_failures[case]
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("ittc-node: error: ")
+    assert str(culprit) in lines[0] and STARTUP_FAILURES[case][1] in lines[0]
+    if "audit log" not in case or "unwritable" in case:
+        assert not (folder / "audit.log").exists()
+
+
+# -- lifecycle and the audit log -------------------------------------------------------
+
+def _sign_and_check(cluster: LocalCluster, index: int) -> None:
+    item = pss_item(f"node {index}".encode())
+    response = cluster.stub(index).Sign(sign_request(cluster.params, [item], with_proofs=True),
+                                        timeout=TIMEOUT)
+    verify_share(cluster.params, representative(cluster.params, item),
+                 to_share(index, response.shares[0]))
+
+
+def _wait_health(cluster: LocalCluster, index: int, status: str) -> None:
+    for _ in range(600):
+        if cluster.health(index, timeout=2) == status:
+            return
+        assert cluster.running(index), cluster.log(index)
+        time.sleep(0.05)
+    raise AssertionError(f"node {index} never became {status}: {cluster.log(index)}")
+
+
+def test_health_sigterm_audit_chain_and_restart(nodes: LocalCluster,
+                                                tmp_path: pathlib.Path) -> None:
+    gate = tmp_path / "go"
+    nodes.start([4], wait=False, env=fault_env(f"hold-start:{gate}"))
+    _wait_health(nodes, 4, "NOT_SERVING")
+    gate.write_text("")
+    _wait_health(nodes, 4, "SERVING")
+    assert "TEST FAULTS ACTIVE" in nodes.log(4)
+    _sign_and_check(nodes, 4)
+    assert nodes.terminate(4) == 0
+    log = nodes.audit_log(4)
+    assert verify_audit_log(log) == 3
+    assert [r["type"] for r in audit_lines(log)] == ["start", "request", "stop"]
+
+    # Restart without faults, the passphrase now from an environment variable.
+    toml = nodes.node_dir(4) / "node.toml"
+    original = toml.read_text()
+    toml.write_text(re.sub(r"(?m)^passphrase_file = .*$",
+                           'passphrase_env = "ITTC_TEST_NODE_PASSPHRASE"', original))
+    try:
+        nodes.start([4], env={"ITTC_TEST_NODE_PASSPHRASE": PASSPHRASE.decode()})
+        _sign_and_check(nodes, 4)
+        assert nodes.terminate(4) == 0
+    finally:
+        toml.write_text(original)
+    assert verify_audit_log(log) == 6
+    records = audit_lines(log)
+    assert [r["type"] for r in records] == ["start", "request", "stop"] * 2
+    third = log.read_bytes().splitlines()[2]
+    assert records[3]["prev"] == hashlib.sha256(third).hexdigest()  # the chain continues
+
+
+def test_audit_log_edits_and_deletions_are_detected(nodes: LocalCluster,
+                                                    tmp_path: pathlib.Path) -> None:
+    original = nodes.audit_log(1).read_bytes().splitlines(keepends=True)
+    assert len(original) >= 5
+    good = tmp_path / "good.log"
+    good.write_bytes(b"".join(original))
+    assert verify_audit_log(good) == len(original)
+
+    def check(lines: list[bytes], bad_line: int) -> None:
+        path = tmp_path / f"bad-{bad_line}.log"
+        path.write_bytes(b"".join(lines))
+        with pytest.raises(AuditLogError, match=rf": line {bad_line}: "):
+            verify_audit_log(path)
+
+    edited = list(original)
+    edited[2] = edited[2].replace(b'"time":"', b'"time":"1999', 1)
+    assert edited[2] != original[2]
+    check(edited, 4)                                     # the line after the edit breaks
+    check(original[:3] + original[4:], 4)                # a line deleted
+    check(original[1:], 1)                               # the first line deleted
+    check(original[:2] + [original[3], original[2]] + original[4:], 3)  # two lines swapped
+    check(original[:-1] + [original[-1][:-1]], len(original))           # cut short
+    check(original[:2] + [b"not json\n"] + original[2:], 3)            # a line inserted
+
+
+# -- worker processes ------------------------------------------------------------------
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(600):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+def test_worker_processes_sign_correctly(nodes: LocalCluster) -> None:
+    nodes.start([5])
+    try:
+        assert "2 worker processes" in nodes.log(5)
+        p = nodes.params
+        items = [pkcs1_item(f"worker {n}".encode()) for n in range(5)]
+        answers = {i: nodes.stub(i).Sign(sign_request(p, items), timeout=TIMEOUT)
+                   for i in (1, 2, 5)}
+        for position, item in enumerate(items):
+            shares = [to_share(i, answers[i].shares[position]) for i in (1, 2, 5)]
+            verify_signature(p, item, combine(p, representative(p, item), shares))
+        _sign_and_check(nodes, 5)
+        pid = nodes.pid(5)
+        assert pid is not None and len(group_members(pid)) >= 3  # daemon + 2 workers
+        os.kill(pid, signal.SIGINT)  # Ctrl-C stops gracefully, like SIGTERM
+        _wait(lambda: nodes.returncode(5) is not None, "node 5 to exit on SIGINT")
+        assert nodes.returncode(5) == 0
+        assert verify_audit_log(nodes.audit_log(5)) == 4
+        _wait(lambda: not group_members(pid), "worker processes to exit")
+
+        # Workers hold the share: they must not outlive a daemon killed with SIGKILL.
+        nodes.start([5])
+        pid = nodes.pid(5)
+        assert pid is not None and len(group_members(pid)) >= 3
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not group_members(pid), "orphaned workers to exit")
+    finally:
+        nodes.kill(5)
+
+
+# -- embedded node with an injected clock ----------------------------------------------
+
+class EmbeddedNode:
+    """serve() on its own event loop thread, for tests that need to set the clock."""
+
+    def __init__(self, config: NodeConfig, clock: Callable[[], float], faults: Faults) -> None:
+        params = config.load_params()
+        share = storage.read_share_file(config.share_file, params, config.index, PASSPHRASE)
+        self.share = share
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def events() -> tuple[asyncio.Event, asyncio.Event]:
+            return asyncio.Event(), asyncio.Event()
+
+        self.stop, self.ready = asyncio.run_coroutine_threadsafe(events(), self.loop).result()
+        self.task = asyncio.run_coroutine_threadsafe(
+            serve(config, share, clock=clock, stop=self.stop, ready=self.ready,
+                  faults=faults), self.loop)
+        while not self.ready.is_set():
+            if self.task.done():
+                self.task.result()
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop.set)
+        try:
+            self.task.result(timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def embedded(nodes: LocalCluster, tmp_path: pathlib.Path) -> Iterator[Callable[..., Any]]:
+    """Start node 3's share in-process on a fresh port, with the given clock and limits."""
+    started: list[EmbeddedNode] = []
+    counter = iter(range(100))
+
+    def start(clock: Callable[[], float], faults: Faults | None = None,
+              **limits: Any) -> tuple[Any, ...]:
+        folder = copy_node(nodes.root, 3, f"node-3-embedded-{tmp_path.name}-{next(counter)}")
+        (folder / "audit.log").unlink(missing_ok=True)
+        base = NodeConfig.load(folder / "node.toml")
+        config = dataclasses.replace(base, listen=f"127.0.0.1:{free_ports(1)[0]}",
+                                     limits=dataclasses.replace(base.limits, **limits))
+        node = EmbeddedNode(config, clock, faults or Faults())
+        started.append(node)
+        channel = nodes.channel_at(config.listen, "ittc-node-3")
+        return node, signer_pb2_grpc.SignerStub(channel), config, channel
+
+    yield start
+    for node in started:
+        node.close()
+
+
+def ask_code(stub: Any, params: Any, timestamp_ms: int,
+             request_id: str | None = None) -> grpc.StatusCode:
+    try:
+        stub.Sign(sign_request(params, [pkcs1_item(b"t")], timestamp_ms=timestamp_ms,
+                               request_id=request_id), timeout=TIMEOUT)
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_freshness_window_edges_with_injected_clock(nodes: LocalCluster, embedded: Any) -> None:
+    now = [1_900_000_000.0]
+    _, stub, config, _ = embedded(lambda: now[0])
+    p = nodes.params
+    window_ms = int(config.limits.freshness_seconds * 1000)
+    started = int(now[0] * 1000)
+    # A request older than the node's start may have been served before a restart.
+    assert ask_code(stub, p, started - 1) == grpc.StatusCode.FAILED_PRECONDITION
+    assert ask_code(stub, p, started) == grpc.StatusCode.OK
+    now[0] += 3600
+    base = int(now[0] * 1000)
+
+    def ask(ts: int, request_id: str | None = None) -> grpc.StatusCode:
+        return ask_code(stub, p, ts, request_id)
+
+    assert ask(base - window_ms) == grpc.StatusCode.OK
+    assert ask(base - window_ms - 1) == grpc.StatusCode.FAILED_PRECONDITION
+    assert ask(base + window_ms) == grpc.StatusCode.OK
+    assert ask(base + window_ms + 1) == grpc.StatusCode.FAILED_PRECONDITION
+    # An id is remembered for twice the window, then forgotten (no fresh copy can exist).
+    rid = "replay-me-0123456789"
+    assert ask(base, rid) == grpc.StatusCode.OK
+    now[0] += 2 * config.limits.freshness_seconds - 1
+    assert ask(int(now[0] * 1000), rid) == grpc.StatusCode.ALREADY_EXISTS
+    now[0] += 2
+    assert ask(int(now[0] * 1000), rid) == grpc.StatusCode.OK
+
+
+def test_pending_message_size_and_deadline_limits(nodes: LocalCluster, embedded: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    p = nodes.params
+    _, stub, config, _ = embedded(time.time, max_pending_items=2)
+    error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"a")] * 3), timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    stub.Sign(sign_request(p, [pkcs1_item(b"a")] * 2), timeout=TIMEOUT)
+
+    _, stub, config, _ = embedded(time.time, max_message_bytes=8192, max_batch=4)
+    big = sign_request(p, [pss_item(b"b", salt=b"s" * 512)] * 20)
+    assert big.ByteSize() > 8192
+    assert rpc_error(lambda: stub.Sign(big, timeout=TIMEOUT)).code() == \
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    # The node gives up at max_deadline_seconds even if the caller would wait longer.
+    _, stub, config, _ = embedded(time.time, max_deadline_seconds=0.05)
+    release = threading.Event()
+    real_sign_chunk = compute_mod.sign_chunk
+
+    def stuck(*args: Any) -> Any:
+        release.wait(TIMEOUT)
+        return real_sign_chunk(*args)
+
+    monkeypatch.setattr(compute_mod, "sign_chunk", stuck)
+    try:
+        error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"a")]), timeout=TIMEOUT))
+    finally:
+        release.set()
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    last = audit_lines(config.audit_log)[-1]
+    assert last["outcome"] == "refused" and "deadline" in last["reason"]
+
+
+LIES = ["random-share", "other-message", "replay-old", "wrong-index", "bad-proof", "slow:1",
+        "refuse"]
+
+
+@pytest.mark.parametrize("fault", LIES)
+def test_test_faults_lie_as_documented(nodes: LocalCluster, embedded: Any, fault: str) -> None:
+    """A fault that did not really lie would let the combiner's fault tests pass vacuously."""
+    p = nodes.params
+    node, stub, _, _ = embedded(time.time, faults=Faults.parse(fault))
+    items = [pkcs1_item(b"first"), pss_item(b"second")]
+    request = sign_request(p, items, with_proofs=True)
+    if fault == "refuse":
+        assert rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code() == \
+            grpc.StatusCode.UNAVAILABLE
+        return
+    response = stub.Sign(request, timeout=TIMEOUT)
+    assert response.index == (4 if fault == "wrong-index" else 3)
+    xs = [representative(p, item) for item in items]
+    shares = [to_share(3, s) for s in response.shares]
+    honest = [node.share.signature_share(x).value for x in xs]
+    values_honest = [s.value for s in shares] == honest
+    proofs_ok = []
+    for x, share in zip(xs, shares, strict=True):
+        try:
+            verify_share(p, x, share)
+            proofs_ok.append(True)
+        except InvalidShare:
+            proofs_ok.append(False)
+    if fault in ("wrong-index", "slow:1"):
+        assert values_honest and all(proofs_ok)
+    elif fault == "bad-proof":
+        assert values_honest and not any(proofs_ok)
+    else:
+        assert not values_honest and not any(proofs_ok)
+    if fault == "replay-old":
+        assert shares[0].value == shares[1].value
+    if fault == "other-message":
+        flipped = bytes([items[0].digest[0] ^ 1]) + items[0].digest[1:]
+        verify_share(p, encode(Scheme.PKCS1V15, "sha256", flipped, p.bits), shares[0])
+
+
+def test_audit_failure_stops_signing_and_health(nodes: LocalCluster, embedded: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    p = nodes.params
+    _, stub, config, channel = embedded(time.time)
+    stub.Sign(sign_request(p, [pkcs1_item(b"before")]), timeout=TIMEOUT)
+
+    def disk_full(self: AuditLog, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(AuditLog, "_write_sync", disk_full)
+    error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"after")]), timeout=TIMEOUT))
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
+    error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"again")]), timeout=TIMEOUT))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    status = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="ittc.v1.Signer"), timeout=TIMEOUT).status
+    assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    records = audit_lines(config.audit_log)
+    assert [r["outcome"] for r in records if r["type"] == "request"] == ["signed"]
+
+
+# -- units -----------------------------------------------------------------------------
+
+def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    key_id = "cd" * 32
+
+    async def write(count: int) -> int:
+        log = AuditLog.open(path, key_id)
+        log.start()
+        await log.append({"type": "start", "key_id": key_id})
+        await asyncio.gather(*(log.append({"type": "request", "n": n}) for n in range(count)))
+        await log.close()
+        return log.fsyncs
+
+    assert asyncio.run(write(50)) < 51  # concurrent lines share fsyncs
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    asyncio.run(write(5))               # reopening continues the chain
+    assert verify_audit_log(path) == 57
+    with pytest.raises(AuditLogError, match="belongs to key"):
+        AuditLog.open(path, "ef" * 32)
+
+
+def test_replay_cache_refuses_when_full_instead_of_forgetting() -> None:
+    cache = ReplayCache(window_seconds=10, max_entries=2)
+    cache.remember("a" * 16, now=0)
+    cache.remember("b" * 16, now=1)
+    assert cache.seen("a" * 16, now=19) and cache.full(now=19)
+    assert not cache.seen("a" * 16, now=20) and not cache.full(now=20)
+    assert cache.seen("b" * 16, now=20.5)
+
+
+def test_example_config_in_the_operator_guide_loads() -> None:
+    example = pathlib.Path(__file__).resolve().parent.parent / "nodes" / "examples" / "node.toml"
+    config = NodeConfig.load(example)
+    assert (config.index, config.workers, config.limits.max_batch) == (3, 0, 64)
+    assert config.passphrase_file is not None and config.passphrase_env is None
+
+
+def test_faults_need_the_enabling_variable() -> None:
+    assert not Faults.from_env({"ITTC_TEST_FAULT": "random-share"}).active
+    assert Faults.from_env({"ITTC_TEST_FAULT": "random-share"}).ignored
+    faults = Faults.from_env(fault_env("random-share,slow:20,wrong-index"))
+    assert faults.random_share and faults.slow_ms == 20 and faults.index(5, 5) == 1
+    with pytest.raises(ValueError, match="unknown test fault"):
+        Faults.from_env(fault_env("be-evil"))
