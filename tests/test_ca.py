@@ -1,0 +1,204 @@
+"""The cluster as a CA key: certificates, CRLs and OCSP responses signed through the
+network and accepted by OpenSSL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo, Prehashed
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ittc import ca
+from ittc.cakey import OperationRefused, ThresholdRSAPrivateKey
+from ittc.errors import IttcError
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="module")
+def key(live_cluster):
+    with ThresholdRSAPrivateKey.open(live_cluster.cluster) as k:
+        yield k
+
+
+@pytest.fixture(scope="module")
+def root(key):
+    return ca.selfsign(key, "CN=ittc test root,O=ittc tests", 30)
+
+
+def _pem(obj) -> bytes:
+    return obj.public_bytes(serialization.Encoding.PEM)
+
+
+def _csr(name: str = "www.example.test", *, sans=True, key=None):
+    leaf_key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName(name), x509.DNSName("alt." + name)]), critical=False)
+    return builder.sign(leaf_key, hashes.SHA256())
+
+
+def _openssl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_key_object_is_an_rsa_private_key(key, live_cluster):
+    assert isinstance(key, rsa.RSAPrivateKey)
+    assert key.key_size == live_cluster.cluster.params.bits
+    assert key.public_key().public_numbers().n == live_cluster.cluster.params.modulus
+    for algorithm in (hashes.SHA256(), hashes.SHA384(), hashes.SHA512()):
+        sig = key.sign(b"data", padding.PKCS1v15(), algorithm)
+        key.public_key().verify(sig, b"data", padding.PKCS1v15(), algorithm)
+        pss = padding.PSS(padding.MGF1(algorithm), padding.PSS.MAX_LENGTH)
+        sig = key.sign(b"data", pss, algorithm)
+        key.public_key().verify(sig, b"data", pss, algorithm)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(b"prehashed")
+    d = digest.finalize()
+    sig = key.sign(d, padding.PSS(padding.MGF1(hashes.SHA256()), 32), Prehashed(hashes.SHA256()))
+    key.public_key().verify(sig, b"prehashed", padding.PSS(padding.MGF1(hashes.SHA256()), 32),
+                            hashes.SHA256())
+
+
+def test_key_refuses_decrypt_export_and_raw_signing(key):
+    with pytest.raises(OperationRefused):
+        key.decrypt(b"\x00" * 128, padding.PKCS1v15())
+    with pytest.raises(OperationRefused):
+        key.private_numbers()
+    with pytest.raises(OperationRefused):
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                          serialization.NoEncryption())
+    with pytest.raises(OperationRefused):
+        key.sign(b"\x01" * 32, padding.PKCS1v15(), NoDigestInfo())
+    with pytest.raises(IttcError):
+        key.sign(b"data", padding.PKCS1v15(), hashes.SHA1())
+    assert "ThresholdRSAPrivateKey" in repr(key)
+
+
+def test_root_certificate_verifies_with_openssl(root, key, tmp_path):
+    assert root.public_key().public_numbers() == key.public_key().public_numbers()
+    (tmp_path / "root.pem").write_bytes(_pem(root))
+    out = _openssl("verify", "-CAfile", str(tmp_path / "root.pem"), str(tmp_path / "root.pem"))
+    assert out.returncode == 0, out.stderr
+    bc = root.extensions.get_extension_for_class(x509.BasicConstraints).value
+    assert bc.ca is True
+
+
+@pytest.mark.parametrize("pad", ["pkcs1v15", "pss"])
+def test_issue_certificate_from_csr(root, key, tmp_path, pad):
+    cert = ca.issue(key, root, _csr(), 30, pad=pad)
+    (tmp_path / "root.pem").write_bytes(_pem(root))
+    (tmp_path / "cert.pem").write_bytes(_pem(cert))
+    out = _openssl("verify", "-CAfile", str(tmp_path / "root.pem"), str(tmp_path / "cert.pem"))
+    assert out.returncode == 0, out.stderr
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["www.example.test", "alt.www.example.test"]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    expected = "rsassaPss" if pad == "pss" else "sha256WithRSAEncryption"
+    assert cert.signature_algorithm_oid._name == expected
+
+
+def test_csr_with_bad_signature_is_refused(root, key):
+    good = _csr("tampered.example.test")
+    der = bytearray(good.public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # inside the signature
+    bad = x509.load_der_x509_csr(bytes(der))
+    assert not bad.is_signature_valid
+    with pytest.raises(ca.CAError, match="CSR"):
+        ca.issue(key, root, bad, 30)
+
+
+def test_crl_verifies_with_openssl(root, key, tmp_path):
+    cert = ca.issue(key, root, _csr("revoked.example.test"), 30)
+    crl = ca.crl(key, root, [cert.serial_number, 0x1234])
+    assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    (tmp_path / "root.pem").write_bytes(_pem(root))
+    (tmp_path / "crl.pem").write_bytes(_pem(crl))
+    out = _openssl("crl", "-in", str(tmp_path / "crl.pem"), "-CAfile", str(tmp_path / "root.pem"),
+                   "-noout", "-verify")
+    assert out.returncode == 0 and "verify OK" in out.stderr
+    # And the revoked certificate fails a CRL-checking verification.
+    (tmp_path / "cert.pem").write_bytes(_pem(cert))
+    chk = _openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "root.pem"), "-CRLfile",
+                   str(tmp_path / "crl.pem"), str(tmp_path / "cert.pem"))
+    assert chk.returncode != 0 and "revoked" in (chk.stdout + chk.stderr)
+
+
+@pytest.mark.parametrize("status", ["good", "revoked"])
+def test_ocsp_response_verifies_with_openssl(root, key, tmp_path, status):
+    cert = ca.issue(key, root, _csr("ocsp.example.test"), 30)
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, root, hashes.SHA1()).build()
+    response = ca.ocsp_response(key, root, request, status)
+    (tmp_path / "root.pem").write_bytes(_pem(root))
+    (tmp_path / "cert.pem").write_bytes(_pem(cert))
+    (tmp_path / "resp.der").write_bytes(response.public_bytes(serialization.Encoding.DER))
+    out = _openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-issuer",
+                   str(tmp_path / "root.pem"), "-cert", str(tmp_path / "cert.pem"),
+                   "-CAfile", str(tmp_path / "root.pem"), "-VAfile", str(tmp_path / "root.pem"))
+    assert out.returncode == 0, out.stderr
+    assert "Response verify OK" in out.stderr
+    assert f"cert.pem: {status}" in out.stdout
+
+
+def test_ocsp_request_for_another_issuer_is_refused(root, key):
+    other_key = rsa.generate_private_key(65537, 2048)
+    other_root = ca.selfsign(other_key, "CN=someone else", 10)
+    leaf = ca.issue(other_key, other_root, _csr("x.example.test"), 10)
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, other_root, hashes.SHA1()).build()
+    with pytest.raises(ca.CAError, match="another issuer"):
+        ca.ocsp_response(key, root, request, "good")
+
+
+def test_ca_command_line_end_to_end(live_cluster, tmp_path):
+    cluster_dir = str(live_cluster.cluster.root)
+
+    def ittc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ittc", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    root_pem, cert_pem = tmp_path / "root.pem", tmp_path / "cert.pem"
+    out = ittc("ca", "selfsign", "--cluster", cluster_dir, "--subject", "CN=CLI Root,O=ittc",
+               "--days", "30", "--out", str(root_pem))
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "req.pem").write_bytes(_pem(_csr("cli.example.test")))
+    out = ittc("ca", "issue", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--csr",
+               str(tmp_path / "req.pem"), "--days", "10", "--out", str(cert_pem),
+               "--padding", "pss")
+    assert out.returncode == 0, out.stderr
+    assert _openssl("verify", "-CAfile", str(root_pem), str(cert_pem)).returncode == 0
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    out = ittc("ca", "crl", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--revoke",
+               str(cert.serial_number), "--out", str(tmp_path / "crl.pem"))
+    assert out.returncode == 0, out.stderr
+    assert _openssl("crl", "-in", str(tmp_path / "crl.pem"), "-CAfile", str(root_pem),
+                    "-noout", "-verify").returncode == 0
+    req = _openssl("ocsp", "-issuer", str(root_pem), "-cert", str(cert_pem), "-reqout",
+                   str(tmp_path / "req.der"), "-no_nonce")
+    assert req.returncode == 0, req.stderr
+    out = ittc("ca", "ocsp", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--request",
+               str(tmp_path / "req.der"), "--status", "revoked", "--out",
+               str(tmp_path / "resp.der"))
+    assert out.returncode == 0, out.stderr
+    chk = _openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-issuer", str(root_pem),
+                   "-cert", str(cert_pem), "-VAfile", str(root_pem))
+    assert chk.returncode == 0 and "revoked" in chk.stdout
+    # A CSR whose signature is broken: refused, nothing written.
+    der = bytearray(_csr("bad.example.test").public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01
+    (tmp_path / "bad.der").write_bytes(bytes(der))
+    out = ittc("ca", "issue", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--csr",
+               str(tmp_path / "bad.der"), "--days", "10", "--out", str(tmp_path / "bad.pem"))
+    assert out.returncode == 2 and "CSR" in out.stderr
+    assert not (tmp_path / "bad.pem").exists()
