@@ -181,14 +181,21 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
     Raises :class:`NotEnoughShares` when no ``k`` shares make a valid signature; never
     returns a wrong one.
     """
-    check_representative(params, x)
     xm = mpz(x)
+    # One gcd for x and all shares together; per-value gcds only if that finds a non-unit.
+    product = xm
+    for share in shares:
+        if isinstance(share.value, int) and 0 < share.value < params.modulus:
+            product = product * share.value % params.N
+    units_checked = 0 < x < params.modulus and gmpy2.gcd(product, params.N) == 1
+    if not units_checked:
+        check_representative(params, x)
     k = params.k
     bad: dict[int, str] = {}
     candidates: dict[int, SignatureShare] = {}
     for share in shares:
         try:
-            check_share(params, share)
+            check_share(params, share, unit=not units_checked)
         except IttcError as exc:
             if isinstance(share.index, int) and 1 <= share.index <= params.n:
                 bad[share.index] = getattr(exc, "reason", str(exc))
