@@ -14,6 +14,7 @@ from the node folders and tells the operator to move it offline.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import os
 import pathlib
@@ -268,16 +269,30 @@ def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> str | None:
     """The authenticated client's name (its certificate's CN), or None.
 
     Pass ``context.auth_context()``. None when the connection is not TLS, the peer
-    presented no certificate, or the certificate has no single UTF-8 common name. With
-    :func:`server_credentials` the handshake has already checked the chain to the CA.
+    presented no certificate, or the certificate has no single UTF-8 common name. The
+    name is read from the certificate itself (gRPC's ``x509_common_name`` shows only the
+    first of several). With :func:`server_credentials` the handshake has already checked
+    the chain to the CA.
     """
     if list(auth_context.get("transport_security_type", ())) != [b"ssl"]:
         return None
-    names = list(auth_context.get("x509_common_name", ()))
+    pems = list(auth_context.get("x509_pem_cert", ()))
+    if len(pems) != 1:
+        return None
+    return _single_common_name(bytes(pems[0]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _single_common_name(pem: bytes) -> str | None:
+    """The one common name of a certificate's subject, or None (cached: a client
+    presents the same certificate on every call)."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(names) != 1:
         return None
-    try:
-        name = bytes(names[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    value = names[0].value
+    name = value if isinstance(value, str) else value.decode("utf-8", "replace")
     return name or None

@@ -13,18 +13,26 @@ its own process group, so worker processes go too).
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import datetime
 import hashlib
 import os
 import pathlib
 import secrets
 import shutil
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc import tls
@@ -37,9 +45,10 @@ from ittc.storage import KdfLimits
 from ittc.v1 import signer_pb2 as pb
 from ittc.v1 import signer_pb2_grpc
 
-__all__ = ["CLIENT", "PASSPHRASE", "LocalCluster", "copy_node", "fault_env", "foreign_client",
-           "free_ports", "group_members", "issue_client", "make_cluster", "pkcs1_item",
-           "pss_item", "sign_request", "write_private"]
+__all__ = ["CLIENT", "PASSPHRASE", "EmbeddedNode", "FakeClock", "LocalCluster", "cluster_ca",
+           "copy_node", "fault_env", "file_state", "foreign_client", "free_ports",
+           "group_members", "issue_client", "issue_client_cert", "make_cluster", "pkcs1_item",
+           "pss_item", "raw_method", "sign_request", "write_private"]
 
 #: The passphrase of every share file make_cluster writes (and of its passphrase file).
 PASSPHRASE = b"correct horse battery staple"
@@ -70,16 +79,29 @@ def write_private(path: pathlib.Path, data: bytes) -> pathlib.Path:
     return path
 
 
-def make_cluster(tmp_path: pathlib.Path, bits: int = 1024, n: int = 5, k: int = 3) -> pathlib.Path:
+def make_cluster(tmp_path: pathlib.Path, bits: int = 1024, n: int = 5, k: int = 3, *,
+                 addresses: Sequence[str] | None = None,
+                 split_existing_key: bool = False) -> pathlib.Path:
     """A cluster folder ``tmp_path/cluster`` for a small TEST key: fast KDF, free ports,
-    a 0600 passphrase file ``tmp_path/passphrase`` named by every node.toml."""
+    a 0600 passphrase file ``tmp_path/passphrase`` named by every node.toml.
+
+    ``addresses`` (``host:port``, one per node) replaces the loopback ports: each node
+    listens on its own address and its certificate carries that IP.
+    ``split_existing_key`` shares an ordinary RSA key over the integers instead (no safe
+    primes, so share proofs are not sound: the ``ittc split`` path)."""
     tmp_path = pathlib.Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
     pass_file = write_private(tmp_path / "passphrase", PASSPHRASE + b"\n")
-    dealt = dealer.generate(bits, n=n, k=k, insecure_allow_small_modulus_for_tests=True)
+    if split_existing_key:
+        numbers = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
+        dealt = dealer.deal_integer(numbers.public_numbers.n, numbers.public_numbers.e,
+                                    numbers.d, n, k)
+    else:
+        dealt = dealer.generate(bits, n=n, k=k, insecure_allow_small_modulus_for_tests=True)
     out = tmp_path / "cluster"
     create_cluster(out, dealt, passphrases=[PASSPHRASE], passphrase_file=pass_file,
-                   addresses=[f"127.0.0.1:{p}" for p in free_ports(n)],
+                   addresses=(list(addresses) if addresses is not None
+                              else [f"127.0.0.1:{p}" for p in free_ports(n)]),
                    kdf=KdfLimits.fast_for_tests())
     return out
 
@@ -100,6 +122,85 @@ def issue_client(root: pathlib.Path, name: str, out: pathlib.Path) -> tuple[path
     tls.write_cert(out / f"{name}.pem", cert, overwrite=True)
     tls.write_private_key(out / f"{name}.key", key, overwrite=True)
     return out / f"{name}.pem", out / f"{name}.key"
+
+
+def cluster_ca(root: pathlib.Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The cluster CA's certificate and key, from the folder the ceremony wrote."""
+    return (tls.load_cert(root / "ca" / "ca.pem"),
+            tls.load_private_key(root / "ca" / "ca.key"))
+
+
+def issue_client_cert(out: pathlib.Path, file_name: str, *,
+                      issuer: tuple[x509.Certificate | x509.Name, ec.EllipticCurvePrivateKey],
+                      common_names: Sequence[str] = (CLIENT,),
+                      not_before: datetime.datetime | None = None,
+                      not_after: datetime.datetime | None = None,
+                      usage: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH,
+                      san: str | None = "ittc-client") -> tuple[pathlib.Path, pathlib.Path]:
+    """A client certificate with every field the caller wants wrong: any issuer (a CA's
+    certificate, or just a name, for issuers that are not CAs), any validity period,
+    zero or several common names, another extended key usage. ``(cert, key)`` paths.
+
+    ``issuer=cluster_ca(root)`` with ``not_after`` in the past makes an expired
+    certificate from the cluster's own CA.
+    """
+    issuer_cert, issuer_key = issuer
+    issuer_name = issuer_cert.subject if isinstance(issuer_cert, x509.Certificate) \
+        else issuer_cert
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)
+                         for name in common_names]
+                        or [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no common name")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - datetime.timedelta(minutes=5))
+        .not_valid_after(not_after or now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False), critical=True)
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if san is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]),
+                                        critical=False)
+    if isinstance(issuer_cert, x509.Certificate):
+        try:
+            ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
+                critical=False)
+        except x509.ExtensionNotFound:
+            pass
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    out.mkdir(parents=True, exist_ok=True)
+    tls.write_cert(out / f"{file_name}.pem", cert, overwrite=True)
+    tls.write_private_key(out / f"{file_name}.key", key, overwrite=True)
+    return out / f"{file_name}.pem", out / f"{file_name}.key"
+
+
+def raw_method(channel: grpc.Channel, method: str) -> Any:
+    """``/ittc.v1.Signer/<method>`` taking and returning raw bytes (no protobuf on our
+    side), to send a node anything at all."""
+    return channel.unary_unary(f"/ittc.v1.Signer/{method}", request_serializer=None,
+                               response_deserializer=None)
+
+
+def file_state(path: pathlib.Path) -> tuple[bytes, int, int] | None:
+    """(bytes, mtime in ns, mode) of a file, or None if there is none: compare before/after."""
+    try:
+        st = os.lstat(path)
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+    except FileNotFoundError:
+        return None
+    return data, st.st_mtime_ns, st.st_mode
 
 
 def foreign_client(out: pathlib.Path, name: str = CLIENT) -> tuple[pathlib.Path, pathlib.Path]:
@@ -229,3 +330,177 @@ def copy_node(root: pathlib.Path, index: int, name: str) -> pathlib.Path:
     target = root / name
     shutil.copytree(root / f"node-{index}", target)
     return target
+
+
+# -- a node in this process, with its clock injected -------------------------------------
+
+class FakeClock:
+    """A clock for ``serve(clock=...)`` that moves only when told to (seconds)."""
+
+    def __init__(self, now: float = 1_900_000_000.0) -> None:
+        self.now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def set(self, now: float) -> None:
+        with self._lock:
+            self.now = now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+    @property
+    def ms(self) -> int:
+        return round(self() * 1000)
+
+
+class EmbeddedNode:
+    """:func:`ittc_node.daemon.serve` for a copy of node ``index``'s folder, on its own
+    event-loop thread and a fresh port, with an injected clock, limits and faults.
+
+        node = EmbeddedNode.start(root, 3, "replay", clock=FakeClock(), freshness_seconds=60)
+        node.stub.Sign(...); node.close()
+    """
+
+    def __init__(self, config: NodeConfig, clock: Callable[[], float], faults: Any,
+                 channel: grpc.Channel) -> None:
+        from ittc_node.daemon import serve
+
+        from ittc import storage
+
+        self.config = config
+        self.clock = clock
+        self.share = storage.read_share_file(config.share_file, config.load_params(),
+                                             config.index, PASSPHRASE)
+        self.channel = channel
+        self.stub = signer_pb2_grpc.SignerStub(channel)  # type: ignore[no-untyped-call]
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def events() -> tuple[asyncio.Event, asyncio.Event]:
+            return asyncio.Event(), asyncio.Event()
+
+        self._stop, ready = asyncio.run_coroutine_threadsafe(events(), self.loop).result()
+        self.task = asyncio.run_coroutine_threadsafe(
+            serve(config, self.share, clock=clock, stop=self._stop, ready=ready,
+                  faults=faults), self.loop)
+        while not ready.is_set():
+            if self.task.done():
+                self.close()
+                self.task.result()
+            time.sleep(0.01)
+
+    @classmethod
+    def start(cls, cluster: LocalCluster, index: int, name: str, *,
+              clock: Callable[[], float], faults: Any = None,
+              **limits: Any) -> EmbeddedNode:
+        """Copy node ``index``'s folder to ``<root>/<name>`` (a fresh audit log and port)
+        and serve it here."""
+        import dataclasses
+
+        from ittc_node.faults import Faults
+
+        folder = copy_node(cluster.root, index, name)
+        (folder / "audit.log").unlink(missing_ok=True)
+        base = NodeConfig.load(folder / "node.toml")
+        config = dataclasses.replace(base, listen=f"127.0.0.1:{free_ports(1)[0]}",
+                                     limits=dataclasses.replace(base.limits, **limits))
+        channel = cluster.channel_at(config.listen, f"ittc-node-{index}")
+        return cls(config, clock, faults if faults is not None else Faults(), channel)
+
+    def restart(self) -> EmbeddedNode:
+        """Stop this node, then serve the same folder (share, audit log, port) again."""
+        from ittc_node.faults import Faults
+
+        self.close()
+        return EmbeddedNode(self.config, self.clock, Faults(), self.channel)
+
+    def close(self) -> None:
+        """Stop serving (gracefully) and end the loop thread; safe to call twice."""
+        if not self.thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self._stop.set)
+        try:
+            if not self.task.done():
+                self.task.result(timeout=30)
+        except Exception:  # noqa: BLE001 - the start failure is raised by the caller
+            pass
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+
+
+# -- faults, answers and resources (tests/test_faults.py, tests/test_multihost.py) --------
+
+class FaultCluster(LocalCluster):
+    """A :class:`LocalCluster` whose nodes run with chosen test faults (``ittc_node.faults``).
+
+    ``set_faults({2: "random-share", 4: "slow:3000"})`` brings every node up, resumed,
+    with exactly those faults (the rest honest), restarting only the nodes that change.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | ClusterFile, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.faults: dict[int, str] = {}
+
+    def set_faults(self, faults: Mapping[int, str] | None = None, *,
+                   timeout: float = 60.0) -> None:
+        wanted = {i: spec for i, spec in (faults or {}).items() if spec}
+        changed = [i for i in self.indices
+                   if self.faults.get(i) != wanted.get(i) or not self.running(i)]
+        for index in self.indices:
+            self.resume(index)
+        for index in changed:
+            if self.running(index):
+                self.kill(index)  # not SIGTERM: a slow node would wait for its requests
+            spec = wanted.get(index)
+            self.start([index], wait=False, env=fault_env(spec) if spec else None)
+            self.faults[index] = spec if spec else ""
+            if not spec:
+                del self.faults[index]
+        self.wait_serving(changed, timeout=timeout)
+
+
+def track_answers(client: Any) -> collections.Counter[int]:
+    """Count, per node index, the RPCs a :class:`~ittc.client.ClusterClient` got a
+    well-formed answer to (the client's own bookkeeping hook ``_mark_ok``)."""
+    answered: collections.Counter[int] = collections.Counter()
+    mark_ok = client._mark_ok
+
+    def counting(node: Any, elapsed: float) -> None:
+        answered[node.index] += 1
+        mark_ok(node, elapsed)
+
+    client._mark_ok = counting
+    return answered
+
+
+def track_asks(client: Any) -> collections.Counter[int]:
+    """Count, per node index, the Sign RPCs a :class:`~ittc.client.ClusterClient` sent
+    (wraps the client's ``_ask``)."""
+    asked: collections.Counter[int] = collections.Counter()
+    ask = client._ask
+
+    async def counting(node: Any, *args: Any) -> Any:
+        asked[node.index] += 1
+        return await ask(node, *args)
+
+    client._ask = counting
+    return asked
+
+
+def open_fds(pid: int | str = "self") -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process (Linux /proc), in bytes."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmRSS for process {pid}")

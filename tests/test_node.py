@@ -717,7 +717,8 @@ def test_replay_cache_refuses_when_full_instead_of_forgetting() -> None:
     cache.remember("a" * 16, now=0)
     cache.remember("b" * 16, now=1)
     assert cache.seen("a" * 16, now=19) and cache.full(now=19)
-    assert not cache.seen("a" * 16, now=20) and not cache.full(now=20)
+    assert cache.seen("a" * 16, now=20)  # remembered up to and including 2 * window
+    assert not cache.seen("a" * 16, now=20.25) and not cache.full(now=20.25)
     assert cache.seen("b" * 16, now=20.5)
 
 

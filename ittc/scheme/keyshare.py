@@ -111,7 +111,9 @@ class KeyShare:
         return len(self._nonces)
 
     def _fresh_nonce(self) -> tuple[mpz, mpz]:
-        r = mpz(secrets.randbits(nonce_bits(self.params))) | 1  # powmod_sec needs r > 0
+        r = mpz(0)
+        while r == 0:  # uniform in [1, 2^bits): forcing bits (r | 1) would leak s_i's parity
+            r = mpz(secrets.randbits(nonce_bits(self.params)))
         return r, powmod_secret(self.params.V, r, self.params.N)
 
     def _prove(self, x: mpz, xi: mpz) -> Proof:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +28,8 @@ import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from ittc.errors import AuditLogError
 
@@ -64,25 +66,72 @@ def _dumps(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _parse_line(path: os.PathLike[str] | str, label: str, line: bytes) -> dict[str, Any]:
+class _Broken(Exception):
+    """Where a log's chain fails: the 1-based line number and what is wrong with it."""
+
+    def __init__(self, number: int, problem: str, chain: bool = False) -> None:
+        super().__init__(problem)
+        self.number, self.problem, self.chain = number, problem, chain
+
+
+def _parse_line(number: int, line: bytes) -> dict[str, Any]:
     try:
         record = json.loads(line)
     except ValueError:
-        raise AuditLogError(f"{os.fspath(path)}: {label}: not a JSON object") from None
+        raise _Broken(number, "not a JSON object") from None
     if not isinstance(record, dict) or not isinstance(record.get("prev"), str):
-        raise AuditLogError(f"{os.fspath(path)}: {label}: not an audit record "
-                            "(no \"prev\" hash)")
+        raise _Broken(number, "not an audit record (no \"prev\" hash)")
     return record
 
 
-def _check_first(path: os.PathLike[str] | str, record: dict[str, Any]) -> str:
+def _check_first(record: dict[str, Any]) -> str:
     key_id = record.get("key_id")
     if not isinstance(key_id, str) or not key_id.isascii():
-        raise AuditLogError(f"{os.fspath(path)}: line 1: does not name the node's key id")
+        raise _Broken(1, "does not name the node's key id")
     if record["prev"] != genesis_hash(key_id):
-        raise AuditLogError(f"{os.fspath(path)}: line 1: does not start the hash chain "
-                            "(lines were deleted before it, or it was edited)")
+        raise _Broken(1, "does not start the hash chain (lines were deleted before it, or "
+                      "it was edited)")
     return key_id
+
+
+@dataclass
+class _Walked:
+    """What reading a whole, intact log found."""
+
+    lines: int = 0
+    #: The last line, without its newline.
+    last: bytes | None = None
+    #: The key id line 1 names.
+    key_id: str | None = None
+    #: The newest ``timestamp_ms`` of a request the node signed (answered with shares).
+    newest_signed_ms: int | None = None
+
+
+def _walk_chain(fh: BinaryIO) -> _Walked:
+    """Check a whole log from its start. Raises :class:`_Broken` at the first bad line."""
+    walked = _Walked()
+    number = 0
+    previous: bytes | None = None
+    while True:
+        line = fh.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            walked.lines, walked.last = number, previous
+            return walked
+        number += 1
+        if not line.endswith(b"\n"):
+            raise _Broken(number, "too long" if len(line) > MAX_LINE_BYTES else
+                          "incomplete (no newline: a write was cut short)")
+        line = line[:-1]
+        record = _parse_line(number, line)
+        if previous is None:
+            walked.key_id = _check_first(record)
+        elif record["prev"] != _line_hash(previous):
+            raise _Broken(number, f"hash chain broken (line {number - 1} was edited, or "
+                          "lines were deleted or inserted here)", chain=True)
+        signed_ms = record.get("timestamp_ms")
+        if record.get("outcome") == "signed" and type(signed_ms) is int:
+            walked.newest_signed_ms = max(walked.newest_signed_ms or signed_ms, signed_ms)
+        previous = line
 
 
 def verify_audit_log(path: str | os.PathLike[str]) -> int:
@@ -97,26 +146,11 @@ def verify_audit_log(path: str | os.PathLike[str]) -> int:
     except OSError as exc:
         raise AuditLogError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
     with fh:
-        number = 0
-        previous: bytes | None = None
-        while True:
-            line = fh.readline(MAX_LINE_BYTES + 1)
-            if not line:
-                return number
-            number += 1
-            if not line.endswith(b"\n"):
-                problem = "too long" if len(line) > MAX_LINE_BYTES else \
-                    "incomplete (no newline: a write was cut short)"
-                raise AuditLogError(f"{os.fspath(path)}: line {number}: {problem}")
-            line = line[:-1]
-            record = _parse_line(path, f"line {number}", line)
-            if previous is None:
-                _check_first(path, record)
-            elif record["prev"] != _line_hash(previous):
-                raise AuditLogError(f"{os.fspath(path)}: line {number}: hash chain broken "
-                                    f"(line {number - 1} was edited, or lines were "
-                                    "deleted or inserted here)")
-            previous = line
+        try:
+            return _walk_chain(fh).lines
+        except _Broken as broken:
+            raise AuditLogError(f"{os.fspath(path)}: line {broken.number}: "
+                                f"{broken.problem}") from None
 
 
 def audit_log_head(path: str | os.PathLike[str]) -> str:
@@ -144,33 +178,24 @@ def _tail_lines(fd: int, size: int, count: int) -> list[bytes]:
     return lines[-count:]
 
 
-def _read_first_line(fd: int) -> bytes:
-    data = b""
-    pos = 0
-    while b"\n" not in data and len(data) <= MAX_LINE_BYTES:
-        chunk = os.pread(fd, _TAIL_BLOCK, pos)
-        if not chunk:
-            break
-        data += chunk
-        pos += len(chunk)
-    return data.split(b"\n", 1)[0]
-
-
 class AuditLog:
     """One node's audit log, open for appending.
 
-    :meth:`open` checks the existing file (mode, first line, the last lines' chain) and
-    never writes; :meth:`start` launches the writer; :meth:`append` returns once the
+    :meth:`open` checks the existing file (mode, and its whole hash chain) and never
+    writes; :meth:`start` launches the writer; :meth:`append` returns once the
     record is durable or raises :class:`AuditLogError`.
     """
 
     def __init__(self, path: os.PathLike[str] | str, fd: int, key_id: str, prev: str,
-                 created: bool, lines: int) -> None:
+                 created: bool, lines: int, newest_signed_ms: int | None = None) -> None:
         self.path = os.fspath(path)
         self.key_id = key_id
         self.created = created
         #: Lines in the file when it was opened plus lines written since.
         self.lines = lines
+        #: The newest timestamp of a request signed before this run (from the log), or
+        #: None: a replay memory lost in a restart is rebuilt from it (see the service).
+        self.newest_signed_ms = newest_signed_ms
         self._fd = fd
         self._prev = prev
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
@@ -189,11 +214,14 @@ class AuditLog:
         """Open (or create, mode 0600) the log at ``path`` for node key ``key_id``.
 
         An existing log must be a regular file not writable by group or others, start
-        with this key's chain, and end in complete, chained lines. Nothing is written.
+        with this key's chain, and verify to its last line, which must be complete: the
+        node does not extend a chain that is already broken. That reads the whole log
+        (about a second per 100 MB): rotate logs (nodes/README.md). Nothing is written.
         """
         where = os.fspath(path)
+        # O_NONBLOCK: opening a FIFO planted at the path must fail, not wait for a reader.
         flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-                 | getattr(os, "O_NOFOLLOW", 0))
+                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         existed = os.path.lexists(where)
         try:
             fd = os.open(where, flags, 0o600)
@@ -204,10 +232,12 @@ class AuditLog:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise AuditLogError(f"audit log {where}: not a regular file")
+            if hasattr(os, "O_NONBLOCK"):
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
             if st.st_mode & 0o022:
                 raise AuditLogError(f"audit log {where}: writable by group or other users "
                                     f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}")
-            prev, lines = cls._continue_chain(where, key_id, st.st_size)
+            prev, walked = cls._continue_chain(where, key_id, st.st_size)
             if not existed:
                 _fsync_dir(os.path.dirname(os.path.abspath(where)))
         except BaseException:
@@ -215,39 +245,34 @@ class AuditLog:
             if not existed:
                 _unlink_quietly(where)
             raise
-        return cls(where, fd, key_id, prev, not existed, lines)
+        return cls(where, fd, key_id, prev, not existed, walked.lines,
+                   walked.newest_signed_ms)
 
     @staticmethod
-    def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, int]:
-        """(hash to chain the next line to, lines known) for an existing log."""
+    def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, _Walked]:
+        """(hash to chain the next line to, what the log holds) for an existing log."""
         if size == 0:
-            return genesis_hash(key_id), 0
+            return genesis_hash(key_id), _Walked()
         try:
-            rfd = os.open(where, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fh = open(where, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
-        try:
-            first = _read_first_line(rfd)
-            record = _parse_line(where, "line 1", first)
-            found = _check_first(where, record)
-            if found != key_id:
-                raise AuditLogError(f"audit log {where}: belongs to key {found[:16]}, not to "
-                                    f"this node's key {key_id[:16]}")
+        with fh:
             try:
-                tail = _tail_lines(rfd, size, 2)
-            except AuditLogError as exc:
-                raise AuditLogError(f"audit log {where}: {exc}") from None
-        finally:
-            os.close(rfd)
-        last = tail[-1]
-        last_record = _parse_line(where, "last line", last)
-        if len(tail) == 2:
-            _parse_line(where, "line before the last", tail[0])
-            if last_record["prev"] != _line_hash(tail[0]):
-                raise AuditLogError(f"audit log {where}: the last line does not chain to the "
-                                    "one before it (the log was altered); check it with "
-                                    "`ittc audit verify` and keep it as evidence")
-        return _line_hash(last), -1  # line count unknown without reading the whole log
+                walked = _walk_chain(fh)
+            except _Broken as broken:
+                if broken.chain:
+                    raise AuditLogError(
+                        f"audit log {where}: line {broken.number} does not chain to the line "
+                        f"before it (the log was altered); keep it as evidence, check it with "
+                        "`ittc audit verify`, and start the node with a new log") from None
+                raise AuditLogError(f"audit log {where}: line {broken.number}: "
+                                    f"{broken.problem}") from None
+        if walked.key_id != key_id:
+            raise AuditLogError(f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
+                                f"not to this node's key {key_id[:16]}")
+        assert walked.last is not None
+        return _line_hash(walked.last), walked
 
     # -- writing -----------------------------------------------------------------------
 

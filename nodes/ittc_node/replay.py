@@ -1,10 +1,12 @@
 """Request ids a node has accepted recently, so a captured request cannot be replayed.
 
-A request is fresh for ``window`` seconds either side of the node's clock; an id is
-remembered for ``2 * window`` after it was accepted, which outlives any fresh copy of
-the request. Memory is bounded: when the cache is full of ids that are still live, the
-node refuses new requests (RESOURCE_EXHAUSTED) rather than forget one and let it be
-replayed.
+A request is fresh for ``window`` seconds either side of the node's clock, edges
+included; an id is remembered for ``2 * window`` after it was accepted, edge included
+too, which outlives any fresh copy of the request: one accepted at ``t`` with the
+latest fresh timestamp ``t + window`` stays fresh until ``t + 2 * window`` exactly, and
+its id is still remembered at that instant. Memory is bounded: when the cache is full
+of ids that are still live, the node refuses new requests (RESOURCE_EXHAUSTED) rather
+than forget one and let it be replayed.
 """
 
 from __future__ import annotations
@@ -35,16 +37,16 @@ class ReplayCache:
         # Insertion order is expiry order while the clock runs forward; if it ever steps
         # back, pruning stops early and ids are kept longer, never forgotten early.
         order, expiry = self._order, self._expiry
-        while order and order[0][0] <= now:
+        while order and order[0][0] < now:
             _, request_id = order.popleft()
-            if expiry.get(request_id, now + 1) <= now:
+            if expiry.get(request_id, now + 1) < now:
                 del expiry[request_id]
 
     def seen(self, request_id: str, now: float) -> bool:
-        """Whether ``request_id`` was accepted within the retention period."""
+        """Whether ``request_id`` was accepted within the retention period (edge included)."""
         self._prune(now)
         expires = self._expiry.get(request_id)
-        return expires is not None and expires > now
+        return expires is not None and expires >= now
 
     def full(self, now: float) -> bool:
         """Whether one more id would exceed the bound (after pruning expired ones)."""

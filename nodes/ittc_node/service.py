@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 import ittc
 from ittc import tls
-from ittc.config import NodeConfig
+from ittc.config import Limits, NodeConfig
 from ittc.errors import AuditLogError, EncodingError
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, encode
 from ittc.scheme.params import PublicParams
@@ -33,7 +34,7 @@ from ittc_node.compute import Compute, ComputeError
 from ittc_node.faults import Faults
 from ittc_node.replay import ReplayCache
 
-__all__ = ["SignerService"]
+__all__ = ["Refusal", "SignerService", "parse_message", "validate_sign_request"]
 
 log = logging.getLogger("ittc_node.service")
 
@@ -45,13 +46,16 @@ _HASHES = {pb.HASH_SHA256: "sha256", pb.HASH_SHA384: "sha384", pb.HASH_SHA512: "
 _SHOWN_CHARS = 128
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
     """A request the node will not serve: the status code and the reason it sends back."""
 
     def __init__(self, code: grpc.StatusCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+_NO_FAULTS = Faults()
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,92 @@ def _items_summary(items: Any, limit: int) -> list[dict[str, Any]]:
     return out
 
 
+def parse_message(message_type: Any, data: bytes) -> Any:
+    """``data`` parsed as ``message_type``, or :class:`Refusal` (INVALID_ARGUMENT).
+
+    The node parses requests itself (not gRPC), so that a message that is not one is
+    refused with the right status, after the caller's identity is checked, and audited.
+    """
+    try:
+        return message_type.FromString(data)
+    except DecodeError:
+        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"not a valid {message_type.DESCRIPTOR.full_name} message "
+                      f"({len(data)} bytes)") from None
+
+
+def validate_sign_request(request: pb.SignRequest, *, params: PublicParams, limits: Limits,
+                          now: float, started_ms: float, replay: ReplayCache,
+                          pending: int = 0, faults: Faults = _NO_FAULTS) -> list[int]:
+    """Every check on a SignRequest, cheapest first; the representatives to sign.
+
+    ``now`` is the node's clock (seconds), ``started_ms`` when it started (ms), ``pending``
+    the items already waiting for compute. Raises :class:`Refusal` with the status code
+    and reason the caller is sent. Reads ``replay`` but does not record the id: the
+    caller does that once it commits to the request. No I/O, no gRPC.
+    """
+    window_ms = int(limits.freshness_seconds * 1000)
+    if not _REQUEST_ID.fullmatch(request.request_id):
+        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                      "request_id must be 16..64 characters of [A-Za-z0-9_-]")
+    if request.key_id != params.key_id:
+        raise Refusal(grpc.StatusCode.NOT_FOUND, "unknown key id")
+    skew_ms = request.timestamp_ms - now * 1000.0
+    if skew_ms < -window_ms:
+        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"stale request: timestamp is {-skew_ms / 1000:.1f} s behind the "
+                      f"node's clock (allowed: {limits.freshness_seconds:g} s)")
+    if skew_ms > window_ms:
+        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                      f"request from the future: timestamp is {skew_ms / 1000:.1f} s "
+                      f"ahead of the node's clock (allowed: {limits.freshness_seconds:g} s)")
+    if request.timestamp_ms < started_ms:
+        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
+                      "stale request: dated before this node (re)started, or not after a "
+                      "request it signed before that, so it may have been served already; "
+                      "send a new request")
+    if replay.seen(request.request_id, now):
+        raise Refusal(grpc.StatusCode.ALREADY_EXISTS, "request_id already used")
+    if replay.full(now):
+        raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "too many recent requests (replay cache full); retry later")
+    count = len(request.items)
+    if not 1 <= count <= limits.max_batch:
+        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"a request holds 1..{limits.max_batch} items, not {count}")
+    bits = params.bits
+    xs = []
+    for position, item in enumerate(request.items):
+        where = f"items[{position}]"
+        scheme = _PADDINGS.get(item.padding)
+        if scheme is None:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown padding "
+                          f"{_enum_name(pb.Padding, item.padding)}")
+        hash_name = _HASHES.get(item.hash)
+        if hash_name is None:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown hash "
+                          f"{_enum_name(pb.Hash, item.hash)}")
+        size = HASHES[hash_name].digest_size
+        if len(item.digest) != size:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: a {hash_name} "
+                          f"digest is {size} bytes, not {len(item.digest)}")
+        if scheme is Scheme.PKCS1V15 and item.salt:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{where}: PKCS#1 v1.5 takes no salt")
+        if len(item.salt) > MAX_SALT_BYTES:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes")
+        signed = faults.item(scheme, hash_name, bytes(item.digest), bytes(item.salt))
+        try:
+            xs.append(encode(*signed[:3], bits, signed[3]))
+        except EncodingError as exc:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}") from None
+    if pending + count > limits.max_pending_items:
+        raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      f"node busy: {pending} items waiting; retry later")
+    return xs
+
+
 class SignerService(signer_pb2_grpc.SignerServicer):
     """One node's Signer. ``ready`` is False until the daemon finished starting."""
 
@@ -98,17 +188,24 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self._allowed = frozenset(config.allowed_clients)
         self._window_ms = int(self.limits.freshness_seconds * 1000)
         # The replay cache lives in memory and a restart empties it, so a request made
-        # before this start might have been served already: refuse those.
+        # before this start might have been served already: refuse those. So might one
+        # dated after it, if an earlier run signed it while it was dated in the future: the
+        # audit log names the newest timestamp signed, and nothing up to it is served again.
         self.started_ms = clock() * 1000.0
+        if audit.newest_signed_ms is not None:
+            self.started_ms = max(self.started_ms, audit.newest_signed_ms + 1.0)
 
     # -- shared steps ------------------------------------------------------------------
 
     def _record(self, caller: _Caller, method: str, outcome: str, reason: str,
-                request: pb.SignRequest | None = None) -> dict[str, Any]:
+                request: pb.SignRequest | None = None,
+                unparsed_bytes: int | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "time": utc_iso(self.clock()), "type": "request", "client": caller.identity,
             "peer": caller.peer[:_SHOWN_CHARS], "method": method,
         }
+        if unparsed_bytes is not None:
+            record["request_bytes"] = unparsed_bytes  # what arrived was not a message
         if request is not None:
             items = request.items
             record.update({
@@ -125,11 +222,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return record
 
     async def _refuse(self, context: grpc.aio.ServicerContext, caller: _Caller, method: str,
-                      refusal: _Refusal, request: pb.SignRequest | None = None) -> NoReturn:
+                      refusal: Refusal, request: pb.SignRequest | None = None,
+                      unparsed_bytes: int | None = None) -> NoReturn:
         """Audit the refusal, then abort the call with its status."""
         try:
             await self.audit.append(self._record(caller, method, "refused", refusal.reason,
-                                                 request))
+                                                 request, unparsed_bytes))
         except AuditLogError:
             pass  # the refusal stands; the audit failure is logged and health reflects it
         await context.abort(refusal.code, refusal.reason)
@@ -139,16 +237,47 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                          request: pb.SignRequest | None = None) -> _Caller:
         caller = _Caller(tls.peer_identity(context.auth_context()), context.peer() or "")
         if caller.identity is None:
-            await self._refuse(context, caller, method, _Refusal(
+            await self._refuse(context, caller, method, Refusal(
                 grpc.StatusCode.UNAUTHENTICATED, "no client identity (a client certificate "
                 "with one common name is required)"), request)
         if caller.identity not in self._allowed:
             log.warning("refused %s from %r at %s: identity not allowed", method,
                         caller.identity, caller.peer)
-            await self._refuse(context, caller, method, _Refusal(
+            await self._refuse(context, caller, method, Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"client {caller.identity!r} is not allowed on this node"), request)
         return caller
+
+    # -- the wire ----------------------------------------------------------------------
+
+    def rpc_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """The Signer's methods taking the request's raw bytes: the node parses them itself
+        (:func:`parse_message`) after checking who the caller is, so a message that is not
+        one is refused INVALID_ARGUMENT and audited, like any other bad request."""
+        return {
+            "GetInfo": grpc.unary_unary_rpc_method_handler(
+                self._get_info_wire, response_serializer=pb.NodeInfo.SerializeToString),
+            "Sign": grpc.unary_unary_rpc_method_handler(
+                self._sign_wire, response_serializer=pb.SignResponse.SerializeToString),
+        }
+
+    async def _get_info_wire(self, data: bytes,
+                             context: grpc.aio.ServicerContext) -> pb.NodeInfo:
+        try:
+            parse_message(pb.GetInfoRequest, data)
+        except Refusal as refusal:
+            caller = await self._authorize(context, "GetInfo")
+            await self._refuse(context, caller, "GetInfo", refusal, None, len(data))
+        return await self.GetInfo(pb.GetInfoRequest(), context)
+
+    async def _sign_wire(self, data: bytes,
+                         context: grpc.aio.ServicerContext) -> pb.SignResponse:
+        try:
+            request: pb.SignRequest = parse_message(pb.SignRequest, data)
+        except Refusal as refusal:
+            caller = await self._authorize(context, "Sign")
+            await self._refuse(context, caller, "Sign", refusal, None, len(data))
+        return await self.Sign(request, context)
 
     # -- GetInfo -----------------------------------------------------------------------
 
@@ -170,67 +299,10 @@ class SignerService(signer_pb2_grpc.SignerServicer):
     # -- Sign --------------------------------------------------------------------------
 
     def _validate(self, request: pb.SignRequest, now: float) -> list[int]:
-        """Every check on a request, in order; the representatives to sign, or _Refusal."""
-        limits = self.limits
-        if not _REQUEST_ID.fullmatch(request.request_id):
-            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                           "request_id must be 16..64 characters of [A-Za-z0-9_-]")
-        if request.key_id != self.params.key_id:
-            raise _Refusal(grpc.StatusCode.NOT_FOUND, "unknown key id")
-        skew_ms = request.timestamp_ms - now * 1000.0
-        if skew_ms < -self._window_ms:
-            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"stale request: timestamp is {-skew_ms / 1000:.1f} s behind the "
-                           f"node's clock (allowed: {limits.freshness_seconds:g} s)")
-        if skew_ms > self._window_ms:
-            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                           f"request from the future: timestamp is {skew_ms / 1000:.1f} s "
-                           f"ahead of the node's clock (allowed: {limits.freshness_seconds:g} s)")
-        if request.timestamp_ms < self.started_ms:
-            raise _Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                           "stale request: made before this node (re)started, so it may "
-                           "have been served already; send a new request")
-        if self.replay.seen(request.request_id, now):
-            raise _Refusal(grpc.StatusCode.ALREADY_EXISTS, "request_id already used")
-        if self.replay.full(now):
-            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           "too many recent requests (replay cache full); retry later")
-        count = len(request.items)
-        if not 1 <= count <= limits.max_batch:
-            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"a request holds 1..{limits.max_batch} items, not {count}")
-        bits = self.params.bits
-        xs = []
-        for position, item in enumerate(request.items):
-            where = f"items[{position}]"
-            scheme = _PADDINGS.get(item.padding)
-            if scheme is None:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown padding "
-                               f"{_enum_name(pb.Padding, item.padding)}")
-            hash_name = _HASHES.get(item.hash)
-            if hash_name is None:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown hash "
-                               f"{_enum_name(pb.Hash, item.hash)}")
-            size = HASHES[hash_name].digest_size
-            if len(item.digest) != size:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: a {hash_name} "
-                               f"digest is {size} bytes, not {len(item.digest)}")
-            if scheme is Scheme.PKCS1V15 and item.salt:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{where}: PKCS#1 v1.5 takes no salt")
-            if len(item.salt) > MAX_SALT_BYTES:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes")
-            signed = self.faults.item(scheme, hash_name, bytes(item.digest), bytes(item.salt))
-            try:
-                xs.append(encode(*signed[:3], bits, signed[3]))
-            except EncodingError as exc:
-                raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}") from None
-        pending = self.compute.pending
-        if pending + count > limits.max_pending_items:
-            raise _Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"node busy: {pending} items waiting; retry later")
-        return xs
+        """Every check on a request, in order; the representatives to sign, or Refusal."""
+        return validate_sign_request(request, params=self.params, limits=self.limits, now=now,
+                                     started_ms=self.started_ms, replay=self.replay,
+                                     pending=self.compute.pending, faults=self.faults)
 
     async def Sign(self, request: pb.SignRequest,  # noqa: N802 - gRPC's name
                    context: grpc.aio.ServicerContext) -> pb.SignResponse:
@@ -238,7 +310,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         caller = await self._authorize(context, "Sign", request)
 
         async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
-            await self._refuse(context, caller, "Sign", _Refusal(code, reason), request)
+            await self._refuse(context, caller, "Sign", Refusal(code, reason), request)
 
         if not self.ready:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node is starting")
@@ -251,7 +323,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         now = self.clock()
         try:
             xs = self._validate(request, now)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             await self._refuse(context, caller, "Sign", refusal, request)
         # Validated: from here on this request_id is spent, whatever happens next.
         self.replay.remember(request.request_id, now)
