@@ -6,6 +6,7 @@ split to check the existing-key path. The mTLS tests run a real gRPC server on l
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import pathlib
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -256,16 +257,31 @@ def test_server_cert_hosts_become_dns_or_ip_entries() -> None:
 
 
 def test_peer_identity_needs_an_authenticated_tls_peer() -> None:
-    assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_common_name": [b"ittc-client"]}) == "ittc-client"
+    ca_cert, ca_key = tls.make_ca()
+
+    def pem(*names: str) -> bytes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, n) for n in names])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                .sign(ca_key, hashes.SHA256()))
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    ok = {"transport_security_type": [b"ssl"], "x509_pem_cert": [pem("ittc-client")]}
+    assert tls.peer_identity(ok) == "ittc-client"
     assert tls.peer_identity({}) is None
-    assert tls.peer_identity({"transport_security_type": [b"insecure"],
-                              "x509_common_name": [b"ittc-client"]}) is None
+    assert tls.peer_identity({**ok, "transport_security_type": [b"insecure"]}) is None
     assert tls.peer_identity({"transport_security_type": [b"ssl"]}) is None
+    # gRPC's x509_common_name shows only the first name: the certificate itself decides.
     assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_common_name": [b"a", b"b"]}) is None
+                              "x509_common_name": [b"ittc-client"],
+                              "x509_pem_cert": [pem("ittc-client", "mallory")]}) is None
     assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_common_name": [b"\xff"]}) is None
+                              "x509_pem_cert": [pem()]}) is None
+    assert tls.peer_identity({"transport_security_type": [b"ssl"],
+                              "x509_pem_cert": [b"not a certificate"]}) is None
 
 
 def test_channel_options() -> None:
