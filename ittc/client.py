@@ -345,9 +345,24 @@ class ClusterClient:
 
     def _mark_failed(self, node: _Node, reason: str) -> None:
         self.stats.node_failures[node.index] += 1
-        node.backoff = min(max(node.backoff * 2, 0.25), 30.0)
-        node.down_until = time.monotonic() + node.backoff
+        self._back_off(node)
         log.warning("node %d failed: %s (retry in %.2f s)", node.index, reason, node.backoff)
+
+    def _mark_slow(self, node: _Node) -> None:
+        """The node was hedged around and had not answered when the batch was done:
+        prefer the others for a while (it is asked again after the backoff)."""
+        self._back_off(node)
+        log.info("node %d is slow: hedged around (asked again in %.2f s)", node.index,
+                 node.backoff)
+
+    @staticmethod
+    def _back_off(node: _Node) -> None:
+        # One step per outage: the many RPCs that were in flight when a node died (or
+        # went silent) fail together and must not push its backoff to the maximum.
+        now = time.monotonic()
+        if node.down_until <= now:
+            node.backoff = min(max(node.backoff * 2, 0.25), 30.0)
+            node.down_until = now + node.backoff
 
     def _mark_ok(self, node: _Node, elapsed: float) -> None:
         node.down_until = 0.0
@@ -430,6 +445,7 @@ class ClusterClient:
         failures: dict[int, str] = {}
         asked: set[int] = set()
         running: dict[asyncio.Task[list[SignatureShare]], _Node] = {}
+        hedged: set[int] = set()  # nodes that were running when a hedge was launched
 
         def launch(node: _Node) -> None:
             asked.add(node.index)
@@ -460,6 +476,7 @@ class ClusterClient:
                     spare = self._available(asked)
                     if spare:
                         self.stats.hedges += 1
+                        hedged.update(node.index for node in running.values())
                         launch(spare[0])
                     continue
                 for task in done:
@@ -487,8 +504,10 @@ class ClusterClient:
                 raise SigningError(f"fewer than k={k} nodes answered", reasons)
         finally:
             # In "all" mode (or after hedging) late answers are not needed.
-            for task in running:
+            for task, node in running.items():
                 task.cancel()
+                if node.index in hedged:
+                    self._mark_slow(node)
 
         results: list[bytes | IttcError] = []
         wrong: list[int] = []
@@ -526,37 +545,73 @@ class ClusterClient:
             targets = [n for n in self._nodes.values() if n.index in answers
                        or n.index not in failures]
         timeout = max(min(self.node_timeout, end - time.monotonic()), 0.001)
-        tasks = {node.index: asyncio.ensure_future(self._ask(node, items, want_proofs, timeout))
+        tasks = {asyncio.ensure_future(self._ask(node, items, want_proofs, timeout)): node
                  for node in targets}
-        await asyncio.wait(list(tasks.values()))
+        started = time.monotonic()
         collected: dict[int, list[SignatureShare]] = {}
-        for index, task in tasks.items():
-            exc = task.exception()
-            if exc is None:
-                collected[index] = task.result()
-            else:
-                reason = exc.reason if isinstance(exc, _NodeFailure) else repr(exc)
-                failures[index] = reason
-                if isinstance(exc, _NodeFailure) and exc.lying:
-                    self._blame(index, reason)
-        if not want_proofs:
-            # Keep the first-round shares too: more candidates for the subset search.
-            for index, shares in answers.items():
-                collected.setdefault(index, [s for j, s in enumerate(shares) if j in wrong])
+        # Without proofs, keep the first-round shares too: more candidates for the subset
+        # search.
+        earlier = {} if want_proofs else {
+            index: [s for j, s in enumerate(shares) if j in wrong]
+            for index, shares in answers.items()}
+        pending: set[asyncio.Task[list[SignatureShare]]] = set(tasks)
+        open_slots = list(range(len(wrong)))
         blamed: set[int] = set()
-        for slot, pos in enumerate(wrong):
-            shares = [collected[i][slot] for i in sorted(collected)]
-            try:
-                result = combine_robust(params, batch[pos].x, shares,
-                                        use_proofs=want_proofs or None)
-            except NotEnoughShares as exc:
-                results[pos] = SigningError(
-                    f"fewer than k={params.k} valid shares", failures | exc.bad)
-                continue
-            results[pos] = result.signature
-            for index, reason in result.bad.items():
-                failures[index] = reason
-                blamed.add(index)
+
+        async def collect(**wait: Any) -> None:
+            nonlocal pending
+            done, pending = await asyncio.wait(pending, **wait)
+            for task in done:
+                index = tasks[task].index
+                exc = task.exception()
+                if exc is None:
+                    collected[index] = task.result()
+                else:
+                    reason = exc.reason if isinstance(exc, _NodeFailure) else repr(exc)
+                    failures[index] = reason
+                    if isinstance(exc, _NodeFailure) and exc.lying:
+                        self._blame(index, reason)
+
+        graced = False
+        try:
+            while open_slots:
+                if pending:
+                    # Wait for k answers; then give the others as long again (at least a
+                    # hedge delay), not until a silent node's timeout.
+                    if len(earlier.keys() | collected.keys()) < params.k:
+                        await collect(return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    if not graced:
+                        graced = True
+                        await collect(timeout=max(self._hedge_delay([tasks[t] for t in pending]),
+                                                  time.monotonic() - started))
+                candidates = earlier | collected
+                retry = []
+                for slot in open_slots:
+                    pos = wrong[slot]
+                    shares = [candidates[i][slot] for i in sorted(candidates)]
+                    try:
+                        result = combine_robust(params, batch[pos].x, shares,
+                                                use_proofs=want_proofs or None)
+                    except NotEnoughShares as exc:
+                        if pending:
+                            retry.append(slot)  # more answers are coming
+                        else:
+                            results[pos] = SigningError(
+                                f"fewer than k={params.k} valid shares", failures | exc.bad)
+                        continue
+                    results[pos] = result.signature
+                    for index, reason in result.bad.items():
+                        failures[index] = reason
+                        blamed.add(index)
+                open_slots = retry
+                if retry:
+                    await collect(return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:  # every item is signed: stragglers are not needed
+                self._mark_slow(tasks[task])
+        finally:
+            for task in pending:
+                task.cancel()
         for index in blamed:
             self._blame(index, failures[index])
 

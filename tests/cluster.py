@@ -45,10 +45,11 @@ from ittc.storage import KdfLimits
 from ittc.v1 import signer_pb2 as pb
 from ittc.v1 import signer_pb2_grpc
 
-__all__ = ["CLIENT", "PASSPHRASE", "EmbeddedNode", "FakeClock", "LocalCluster", "cluster_ca",
-           "copy_node", "fault_env", "file_state", "foreign_client", "free_ports",
-           "group_members", "issue_client", "issue_client_cert", "make_cluster", "pkcs1_item",
-           "pss_item", "raw_method", "sign_request", "write_private"]
+__all__ = ["CLIENT", "PASSPHRASE", "EmbeddedNode", "FakeClock", "FaultCluster", "LocalCluster",
+           "cluster_ca", "copy_node", "fault_env", "file_state", "foreign_client", "free_ports",
+           "group_members", "issue_client", "issue_client_cert", "make_cluster", "open_fds",
+           "pkcs1_item", "pss_item", "raw_method", "rss_bytes", "sign_request", "track_answers",
+           "track_asks", "write_private"]
 
 #: The passphrase of every share file make_cluster writes (and of its passphrase file).
 PASSPHRASE = b"correct horse battery staple"
