@@ -49,6 +49,9 @@ log = logging.getLogger("ittc.client")
 _PADDING = {Scheme.PKCS1V15: pb.PADDING_PKCS1V15, Scheme.PSS: pb.PADDING_PSS}
 _HASH = {"sha256": pb.HASH_SHA256, "sha384": pb.HASH_SHA384, "sha512": pb.HASH_SHA512}
 _MAX_MESSAGE = 4 << 20
+#: A failing or silent node is retried after at most this long, so a healed partition
+#: brings it back within seconds (a dead node costs one failed RPC per interval).
+MAX_BACKOFF = 5.0
 
 T = TypeVar("T")
 
@@ -361,7 +364,7 @@ class ClusterClient:
         # went silent) fail together and must not push its backoff to the maximum.
         now = time.monotonic()
         if node.down_until <= now:
-            node.backoff = min(max(node.backoff * 2, 0.25), 30.0)
+            node.backoff = min(max(node.backoff * 2, 0.25), MAX_BACKOFF)
             node.down_until = now + node.backoff
 
     def _mark_ok(self, node: _Node, elapsed: float) -> None:
