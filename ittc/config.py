@@ -217,7 +217,7 @@ class ClusterFile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ClusterFile:
         """Read ``DIR/cluster.toml`` (``path`` may be the folder or the file)."""
-        path = pathlib.Path(path)
+        path = pathlib.Path(path).absolute()
         if path.is_dir():
             path = path / "cluster.toml"
         r = _Reader(path, _load_toml(path))
@@ -309,7 +309,7 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
-        path = pathlib.Path(path)
+        path = pathlib.Path(path).absolute()
         r = _Reader(path, _load_toml(path))
         _check_format(r, NODE_FORMAT)
         r.unknown({"format", "version", "node", "key", "tls", "access", "audit", "limits"})

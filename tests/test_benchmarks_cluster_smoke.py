@@ -1,0 +1,156 @@
+"""The cluster benchmark runs against real nodes and writes a complete report.
+
+A small test cluster (1024-bit key, real ``python -m ittc_node`` processes, mutual TLS)
+is loaded for a fraction of a second per point; only the shape and sanity of the output
+are checked. Speed is measured by ``python -m benchmarks.cluster`` and never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from benchmarks import cluster as bench
+from benchmarks import report as reporting
+from tests.cluster import make_cluster
+
+MACHINE_FIELDS = {"date", "cpu_model", "cpu_count", "cpus_usable", "python", "gmpy2", "gmp",
+                  "cryptography", "openssl", "ittc_commit", "loadavg_start", "loadavg_end"}
+POINT_FIELDS = {"sweep", "label", "bits", "n", "k", "concurrency", "batch", "mode", "proofs",
+                "fault", "fault_node", "window_s", "warmup_s", "signatures", "calls",
+                "throughput_per_s", "throughput_count_per_s", "latency_s", "errors", "cpu",
+                "client_stats_window", "client_stats_run", "baseline", "cores", "bound_per_s",
+                "efficiency", "efficiency_available", "latency_p50_over_t_share",
+                "verified_signatures", "loadavg"}
+LATENCY_FIELDS = {"n", "p50", "p90", "p99", "max", "min", "mean"}
+CPU_FIELDS = {"client_s", "nodes_s", "machine_busy_s", "others_s", "client_per_signature_s",
+              "nodes_per_signature_s", "total_per_signature_s", "ours_utilization",
+              "others_utilization", "total_over_ideal"}
+
+
+def _positive(value):
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench-cluster")
+    root = make_cluster(tmp / "key", bits=1024)
+    out = tmp / "results"
+    plot = importlib.util.find_spec("matplotlib") is not None
+    argv = ["--test-cluster", str(root), "--sweep", "lone", "proofs", "liar", "--quick",
+            "--duration", "0.4", "--warmup", "0.2", "--max-quiet-wait", "0", "--out", str(out),
+            "--no-progress"]
+    assert bench.main(argv if plot else [*argv, "--no-plot"]) == 0
+    jsons = sorted(out.glob("cluster-*.json"))
+    assert len(jsons) == 1
+    return json.loads(jsons[0].read_text()), jsons[0], out, plot
+
+
+def test_machine_facts_and_config(run):
+    doc, *_ = run
+    assert doc["schema"] == bench.SCHEMA
+    assert doc["command"].startswith("python -m benchmarks.cluster --test-cluster")
+    assert MACHINE_FIELDS <= set(doc["machine"])
+    assert doc["config"]["target"] == "test" and doc["config"]["cores"] >= 1
+    assert doc["config"]["sweeps"] == ["lone", "proofs", "liar"]
+    [cluster] = doc["clusters"]
+    assert cluster["bits"] == 1024 and cluster["n"] == 5 and cluster["k"] == 3
+
+
+def test_every_point_complete_and_sane(run):
+    doc, *_ = run
+    points = doc["points"]
+    assert [p["sweep"] for p in points] == ["lone"] + ["proofs"] * 4 + ["liar"] * 2
+    for p in points:
+        assert POINT_FIELDS <= set(p), p["label"]
+        assert p["signatures"] >= 1 and p["calls"] >= 1, p["label"]
+        assert p["signatures"] == p["calls"] * p["batch"], p["label"]
+        assert p["verified_signatures"] >= 1, p["label"]
+        for name in ("window_s", "throughput_per_s", "throughput_count_per_s", "bound_per_s",
+                     "efficiency"):
+            assert _positive(p[name]), (p["label"], name)
+        lat = p["latency_s"]
+        assert set(lat) == LATENCY_FIELDS and lat["n"] == p["calls"]
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        cpu = p["cpu"]
+        assert CPU_FIELDS <= set(cpu)
+        for name in ("client_s", "nodes_s", "client_per_signature_s", "nodes_per_signature_s",
+                     "total_per_signature_s", "total_over_ideal"):
+            assert _positive(cpu[name]), (p["label"], name)
+        assert 0 < cpu["ours_utilization"]
+        base = p["baseline"]
+        for name in ("t_share_s", "t_share_wall_s", "openssl_sign_s", "openssl_one_thread_per_s",
+                     "openssl_threads_per_s"):
+            assert _positive(base[name]), (p["label"], name)
+        assert base["share_exponent_bits"] > 1024
+        if p["proofs"] == "always":
+            for name in ("t_share_proof_s", "t_verify_s"):
+                assert _positive(base[name]), (p["label"], name)
+            assert base["t_share_proof_s"] > base["t_share_s"]
+            assert p["bound_per_s"] < p["bound_optimistic_per_s"]
+        else:
+            assert p["bound_per_s"] == pytest.approx(
+                p["cores"] / (p["k"] * base["t_share_s"]))
+        stats = p["client_stats_run"]
+        assert stats["signatures"] >= p["signatures"] and stats["rpcs"] >= 1
+        if p["fault"] is None:
+            assert p["errors"] == {} and stats["blamed"] == {}, p["label"]
+
+
+def test_lone_signature_and_liar(run):
+    doc, *_ = run
+    lone = doc["points"][0]
+    assert lone["concurrency"] == 1 and lone["batch"] == 1
+    assert lone["signatures"] == 60  # --quick counts 60 signatures
+    assert _positive(lone["baseline"]["k_parallel_makespan_s"])
+    assert _positive(lone["latency_p50_over_makespan"])
+    liar = doc["points"][-1]
+    assert liar["fault"] == "random-share" and liar["fault_node"] == bench.FAULT_NODE
+    assert liar["client_stats_run"]["blamed"] == {str(bench.FAULT_NODE): 1}
+    assert liar["warmup_until_blamed_s"] is not None
+    assert liar["warmup_s"] >= liar["warmup_until_blamed_s"]
+
+
+def test_targets_and_report(run):
+    doc, json_path, out, plot = run
+    targets = {t["id"]: t for t in doc["targets"]}
+    # "efficiency" is judged on optimistic points outside the lone sweep (here the
+    # proofs sweep's).
+    assert set(targets) == {"efficiency", "efficiency_proofs", "liar_over_honest",
+                            "liar_blamed_exactly", "lone_p50_over_t_share"}
+    for t in doc["targets"]:
+        assert isinstance(t["pass"], bool) and t["bits"] == 1024 and t["k"] == 3
+    assert targets["liar_blamed_exactly"]["pass"] is True
+    md = json_path.with_suffix(".md").read_text()
+    assert "## Targets (issue 5)" in md and ("PASS" in md or "MISS" in md)
+    assert "## A lone signature" in md and "## Sweep: one node lying" in md
+    assert (out / "LATEST.md").read_text().endswith(md)
+    if plot:
+        # The run above has no concurrency sweep; its points still draw every plot.
+        points = [dict(p, sweep="concurrency", concurrency=c) for c, p in zip(
+            (1, 4, 16), [p for p in doc["points"] if p["proofs"] == "on-failure"], strict=False)]
+        points += [dict(points[0], sweep="k", k=k) for k in (2, 3)]
+        points += [dict(points[0], sweep="batch", batch=b) for b in (1, 8)]
+        written = reporting.write_plots(dict(doc, points=points), out / "plots")
+        assert [name for name, _ in written] == ["plots-throughput.png", "plots-latency.png",
+                                                 "plots-k.png", "plots-batch.png"]
+        for name, _ in written:
+            assert (out / name).stat().st_size > 1000
+
+
+def test_plan_and_targets_logic():
+    full = bench.plan(bench.SWEEPS, quick=False)
+    assert {p.sweep for p in full} == set(bench.SWEEPS)
+    assert sorted({p.k for p in full if p.sweep == "k"}) == [2, 3, 4, 5]
+    assert sorted({p.bits for p in full if p.sweep == "bits"}) == [2048, 3072, 4096]
+    assert sorted({p.batch for p in full if p.sweep == "batch"}) == [1, 2, 4, 8, 16, 32, 64]
+    assert max(p.concurrency for p in full if p.sweep == "concurrency") == 256
+    quick = bench.plan(bench.SWEEPS, quick=True)
+    assert len(quick) < len(full)
+    # A batching combiner finishes signatures in bursts; the slope sees the true rate.
+    bursts = [(0.1 + 0.25 * i + j * 1e-5, 1) for i in range(10) for j in range(64)]
+    assert bench.completion_slope(bursts) == pytest.approx(64 / 0.25, rel=0.02)
