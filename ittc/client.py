@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,11 +35,12 @@ import grpc
 from ittc import tls
 from ittc.config import ClusterFile, NodeEntry
 from ittc.errors import IttcError, NotEnoughShares, ParameterError, SigningError
-from ittc.scheme.combine import combine_robust
+from ittc.scheme.combine import CombineResult, combine_robust
+from ittc.scheme.ct import release_gil
 from ittc.scheme.encoding import Scheme, encode, hash_spec
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
-from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits
+from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits, verify_share
 from ittc.v1 import signer_pb2 as pb
 from ittc.v1 import signer_pb2_grpc as pb_grpc
 
@@ -52,6 +54,8 @@ _MAX_MESSAGE = 4 << 20
 #: A failing or silent node is retried after at most this long, so a healed partition
 #: brings it back within seconds (a dead node costs one failed RPC per interval).
 MAX_BACKOFF = 5.0
+#: Round trips older than this say nothing about a node's speed now (seconds).
+_LATENCY_MEMORY = 5.0
 
 T = TypeVar("T")
 
@@ -129,6 +133,7 @@ class _Node:
     #: Quarantined for lying until this time.
     suspect_until: float = 0.0
     latency: float = 0.0  # EWMA of successful RPC round trips, seconds
+    latency_at: float = 0.0  # when the last round trip was measured (monotonic)
 
     @property
     def index(self) -> int:
@@ -176,6 +181,9 @@ class ClusterClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rotation = 0
         self._closed = False
+        # Combining (and checking proofs) off the event loop, on every core: gmpy2
+        # releases the GIL in these threads.
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -215,6 +223,9 @@ class ClusterClient:
         for node in self._nodes.values():
             await node.channel.close()
         self._nodes.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     # -- public API -------------------------------------------------------------------
 
@@ -322,16 +333,30 @@ class ClusterClient:
 
     # -- node selection ---------------------------------------------------------------
 
+    def _typical_latency(self) -> float:
+        """Median round trip of the nodes that answered lately (0 when none has)."""
+        known = sorted(n.latency for n in self._nodes.values() if n.latency > 0)
+        return known[len(known) // 2] if known else 0.0
+
     def _available(self, exclude: set[int]) -> list[_Node]:
-        """Nodes to ask next: healthy first (least busy, rotating), then recovering ones."""
+        """Nodes to ask next: healthy first (least busy, rotating; markedly slow ones after
+        the others), then recovering ones, then quarantined ones."""
         now = time.monotonic()
         nodes = [n for n in self._nodes.values() if n.index not in exclude]
         n = len(self._nodes)
         self._rotation = (self._rotation + 1) % max(n, 1)
+        slow = 3 * self._typical_latency()
 
         def rank(node: _Node) -> tuple[int, int, int]:
-            state = 0 if node.down_until <= now and node.suspect_until <= now else (
-                1 if node.suspect_until <= now else 2)
+            if node.suspect_until > now:
+                state = 3
+            elif node.down_until > now:
+                state = 2
+            else:
+                # Slow lately: after the others. An old measurement does not count, so a
+                # node that was slow once is tried again and measured afresh.
+                recent = now - node.latency_at <= _LATENCY_MEMORY
+                state = 1 if slow and recent and node.latency > slow else 0
             return (state, node.inflight, (node.index - self._rotation) % n)
 
         return sorted(nodes, key=rank)
@@ -370,7 +395,10 @@ class ClusterClient:
     def _mark_ok(self, node: _Node, elapsed: float) -> None:
         node.down_until = 0.0
         node.backoff = 0.0
-        node.latency = elapsed if node.latency == 0 else 0.8 * node.latency + 0.2 * elapsed
+        now = time.monotonic()
+        stale = now - node.latency_at > _LATENCY_MEMORY
+        node.latency = elapsed if stale else 0.8 * node.latency + 0.2 * elapsed
+        node.latency_at = now
 
     def _blame(self, index: int, reason: str) -> None:
         node = self._nodes[index]
@@ -380,11 +408,12 @@ class ClusterClient:
         log.warning("node %d sent a bad share: %s (quarantined for %.0f s)", index, reason,
                     quarantine)
 
-    def _hedge_delay(self, asked: Sequence[_Node]) -> float:
+    def _hedge_delay(self) -> float:
+        """How long to wait for a node before asking another: a few typical round trips
+        (the median over all nodes, so one slow node does not set its own timeout)."""
         if self.hedge_after is not None:
             return self.hedge_after
-        known = [n.latency for n in asked if n.latency > 0]
-        typical = max(known) if known else 0.25
+        typical = self._typical_latency() or 0.25
         return min(max(4 * typical, 0.05), self.node_timeout)
 
     # -- one RPC ----------------------------------------------------------------------
@@ -437,11 +466,86 @@ class ClusterClient:
 
     # -- the signing protocol for one batch -------------------------------------------
 
-    async def _sign_batch(self, batch: list[_Pending]) -> list[bytes | IttcError]:
+    # -- combining off the event loop -------------------------------------------------
+
+    async def _combine_many(self, jobs: Sequence[tuple[int, list[SignatureShare]]],
+                            use_proofs: bool | None) -> list[CombineResult | NotEnoughShares]:
+        """``combine_robust`` for each (x, shares); spread over the cores when it is
+        heavy (proofs to check, or a big batch), inline when it is a few cheap items."""
+        params = self.params
+
+        def work(chunk: Sequence[tuple[int, list[SignatureShare]]]
+                 ) -> list[CombineResult | NotEnoughShares]:
+            out: list[CombineResult | NotEnoughShares] = []
+            for x, shares in chunk:
+                try:
+                    out.append(combine_robust(params, x, shares, use_proofs=use_proofs))
+                except NotEnoughShares as exc:
+                    out.append(exc)
+            return out
+
+        proofs_to_check = use_proofs is not False and any(
+            s.proof is not None for _, shares in jobs for s in shares)
+        if not proofs_to_check and len(jobs) < 8:
+            return work(jobs)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "ittc-combine",
+                                            initializer=release_gil)
+        parts = min(len(jobs), os.cpu_count() or 1)
+        size = -(-len(jobs) // parts)
+        loop = asyncio.get_running_loop()
+        chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        done = await asyncio.gather(*(loop.run_in_executor(self._pool, work, c) for c in chunks))
+        return [r for part in done for r in part]
+
+    async def _find_liars(self, item: _Pending, answers: dict[int, list[SignatureShare]],
+                          pos: int, end: float) -> set[int]:
+        """Ask the nodes whose shares failed to combine to prove their share of one item.
+
+        A node whose proof fails, or whose proven share differs from what it sent first,
+        lied. One proof per node instead of proofs for the whole batch.
+        """
+        timeout = max(min(self.node_timeout, end - time.monotonic()), 0.001)
+        nodes = [self._nodes[i] for i in sorted(answers)]
+        replies = await asyncio.gather(*(self._ask(n, [item], True, timeout) for n in nodes),
+                                       return_exceptions=True)
+        liars: set[int] = set()
+        checks = []
+        for node, reply in zip(nodes, replies, strict=True):
+            if isinstance(reply, _NodeFailure):
+                if reply.lying:
+                    liars.add(node.index)
+                continue
+            if isinstance(reply, BaseException):
+                continue
+            share = reply[0]
+            if share.value != answers[node.index][pos].value:
+                liars.add(node.index)
+            else:
+                checks.append(share)
+
+        def verify(share: SignatureShare) -> int | None:
+            try:
+                verify_share(self.params, item.x, share)
+            except IttcError:
+                return share.index
+            return None
+
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "ittc-combine",
+                                            initializer=release_gil)
+        verdicts = await asyncio.gather(*(loop.run_in_executor(self._pool, verify, sh)
+                                          for sh in checks))
+        liars.update(i for i in verdicts if i is not None)
+        return liars
+
+    async def _sign_batch(self, batch: list[_Pending], end: float | None = None,
+                          depth: int = 0) -> list[bytes | IttcError]:
         params = self.params
         k = params.k
         start = time.monotonic()
-        end = start + self.deadline
+        end = start + self.deadline if end is None else end
         always_proofs = self.proofs == "always"
         # node index -> list of shares (aligned with batch) or a failure reason
         answers: dict[int, list[SignatureShare]] = {}
@@ -471,7 +575,7 @@ class ClusterClient:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
                     break
-                hedge = self._hedge_delay([running[t] for t in running])
+                hedge = self._hedge_delay()
                 done, _ = await asyncio.wait(list(running), timeout=min(hedge, remaining),
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
@@ -514,19 +618,40 @@ class ClusterClient:
 
         results: list[bytes | IttcError] = []
         wrong: list[int] = []
-        for pos, p in enumerate(batch):
-            shares = [answers[i][pos] for i in sorted(answers)]
-            try:
-                result = combine_robust(params, p.x, shares, use_proofs=always_proofs or None)
-                results.append(result.signature)
-                for index, reason in result.bad.items():
-                    failures[index] = reason
-            except NotEnoughShares:
+        order = sorted(answers)
+        outcomes = await self._combine_many(
+            [(p.x, [answers[i][pos] for i in order]) for pos, p in enumerate(batch)],
+            always_proofs or None)
+        for pos, outcome in enumerate(outcomes):
+            if isinstance(outcome, CombineResult):
+                results.append(outcome.signature)
+            else:
                 results.append(SigningError("pending"))
                 wrong.append(pos)
-        for index in {i for i, r in failures.items() if i in answers}:
+            failures.update(outcome.bad)
+        liars = {i for i in failures if i in answers}
+        if wrong and not liars and params.proofs_sound and depth == 0:
+            # Find who lied with one proof per node, not proofs for the whole batch.
+            self.stats.proof_rounds += 1
+            liars = await self._find_liars(batch[wrong[0]], answers, wrong[0], end)
+            for index in liars:
+                failures.setdefault(index, "share disproved by its own proof")
+        for index in liars:
             self._blame(index, failures[index])
             answers.pop(index, None)
+        if wrong and liars and depth == 0:
+            # The liars are quarantined now: sign the failed items again, optimistically,
+            # through the other nodes.
+            try:
+                again = await self._sign_batch([batch[pos] for pos in wrong], end, depth + 1)
+            except SigningError as exc:
+                again = [exc] * len(wrong)
+            for pos, result in zip(wrong, again, strict=True):
+                if isinstance(result, SigningError):  # name this round's liars too
+                    result = SigningError(str(result).split(" (")[0],
+                                          self._node_states() | failures | result.nodes)
+                results[pos] = result
+            return results
         if wrong:
             await self._repair(batch, wrong, results, answers, failures, asked, end)
         return results
@@ -586,25 +711,25 @@ class ClusterClient:
                         continue
                     if not graced:
                         graced = True
-                        await collect(timeout=max(self._hedge_delay([tasks[t] for t in pending]),
+                        await collect(timeout=max(self._hedge_delay(),
                                                   time.monotonic() - started))
                 candidates = earlier | collected
                 retry = []
-                for slot in open_slots:
+                outcomes = await self._combine_many(
+                    [(batch[wrong[slot]].x, [candidates[i][slot] for i in sorted(candidates)])
+                     for slot in open_slots], want_proofs or None)
+                for slot, outcome in zip(open_slots, outcomes, strict=True):
                     pos = wrong[slot]
-                    shares = [candidates[i][slot] for i in sorted(candidates)]
-                    try:
-                        result = combine_robust(params, batch[pos].x, shares,
-                                                use_proofs=want_proofs or None)
-                    except NotEnoughShares as exc:
+                    if isinstance(outcome, NotEnoughShares):
                         if pending:
                             retry.append(slot)  # more answers are coming
                         else:
                             results[pos] = SigningError(
-                                f"fewer than k={params.k} valid shares", failures | exc.bad)
+                                f"fewer than k={params.k} valid shares",
+                                self._node_states() | failures | outcome.bad)
                         continue
-                    results[pos] = result.signature
-                    for index, reason in result.bad.items():
+                    results[pos] = outcome.signature
+                    for index, reason in outcome.bad.items():
                         failures[index] = reason
                         blamed.add(index)
                 open_slots = retry

@@ -235,8 +235,8 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
     except _TooManySubsets:
         largest = _greedy_consistent_set(oracle, indices, k)
     if not largest:
-        raise NotEnoughShares(k, 0, bad | {i: "no k of the shares combine to a valid signature"
-                                           for i in candidates})
+        # Which of the candidates lied is unknown: ``bad`` names only proven culprits.
+        raise NotEnoughShares(k, 0, bad)
     union = set().union(*largest)
     for index in indices:
         if index not in union:
