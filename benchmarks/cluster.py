@@ -65,7 +65,7 @@ from ittc.ceremony import create_cluster
 from ittc.client import ClientStats, ClusterClient, SignItem
 from ittc.config import ClusterFile, NodeConfig, parse_address
 from ittc.errors import InvalidProof
-from ittc.localcluster import LocalCluster
+from ittc.localcluster import LocalCluster, free_loopback_ports
 from ittc.scheme import dealer
 from ittc.scheme.ct import mpz
 from ittc.scheme.encoding import Scheme, encode
@@ -203,21 +203,8 @@ def plan(sweeps: Sequence[str], quick: bool, *, single: PointSpec | None = None,
 # -- clusters ------------------------------------------------------------------------------
 
 def _fault_env(spec: str) -> dict[str, str]:
-    from ittc_node.faults import ENABLE_VALUE, ENABLE_VAR, FAULT_VAR
-    return {ENABLE_VAR: ENABLE_VALUE, FAULT_VAR: spec}
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    from ittc_node.faults import environment
+    return environment(spec)
 
 
 def _port_free(address: str) -> bool:
@@ -242,7 +229,7 @@ def _create(folder: pathlib.Path, dealt: dealer.DealtKey) -> pathlib.Path:
         _write_private(pass_file, CACHE_PASSPHRASE + b"\n")
     out = folder / "cluster"
     create_cluster(out, dealt, passphrases=[CACHE_PASSPHRASE], passphrase_file=pass_file,
-                   addresses=[f"127.0.0.1:{p}" for p in _free_ports(dealt.params.n)],
+                   addresses=[f"127.0.0.1:{p}" for p in free_loopback_ports(dealt.params.n)],
                    kdf=storage.KdfLimits.fast_for_tests())
     return out
 

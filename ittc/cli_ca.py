@@ -7,10 +7,8 @@ atomically (a temporary file renamed into place).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
-import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,24 +18,13 @@ from ittc import ca
 from ittc.cakey import ThresholdRSAPrivateKey
 from ittc.cli import EXIT_OK, Command, register
 from ittc.errors import ConfigError, ParameterError
+from ittc.fileio import write_file_atomically
 
 __all__: list[str] = []
 
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(path.expanduser(), data, mode=0o644, overwrite=True)
 
 
 def _read(path: pathlib.Path, what: str) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,21 @@ from ittc import tls
 from ittc.config import ClusterFile
 from ittc.errors import IttcError
 
-__all__ = ["LocalCluster", "NodeStartError"]
+__all__ = ["LocalCluster", "NodeStartError", "free_loopback_ports"]
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """Loopback ports nothing listens on right now (held open together, so distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class NodeStartError(IttcError):

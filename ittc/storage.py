@@ -53,7 +53,6 @@ AEAD key, the last 32 the verifier key.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import hmac
@@ -77,6 +76,7 @@ from ittc.errors import (
     ShareFileMismatch,
     WrongPassphrase,
 )
+from ittc.fileio import write_file_atomically
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 
@@ -302,21 +302,6 @@ def _load(path: str | os.PathLike[str]) -> _Parsed:
     return _parse(data, f"share file {os.fspath(path)}")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # -- public API --------------------------------------------------------------------------
 
 
@@ -335,10 +320,9 @@ def write_share_file(path: str | os.PathLike[str], share: KeyShare, passphrase: 
         raise ParameterError("write_share_file takes a KeyShare")
     kdf = KdfLimits.moderate() if kdf is None else kdf
     params = share.params
-    target = os.fspath(path)
-    if not overwrite and os.path.lexists(target):
+    if not overwrite and os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "share file already exists (pass overwrite=True "
-                              "to replace it)", target)
+                              "to replace it)", os.fspath(path))
 
     salt = secrets.token_bytes(_SALT_LEN)
     nonce = secrets.token_bytes(_NONCE_LEN)
@@ -359,46 +343,7 @@ def write_share_file(path: str | os.PathLike[str], share: KeyShare, passphrase: 
     data = header + ciphertext
     assert len(data) == _HEADER_LEN + _ciphertext_len(params)
 
-    directory = os.path.dirname(os.path.abspath(target))
-    temp = os.path.join(directory,
-                        f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
-    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-             | getattr(os, "O_CLOEXEC", 0))
-    fd = os.open(temp, flags, 0o600)
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(temp, target)
-        else:
-            _link_no_clobber(temp, target)
-        _fsync_dir(directory)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-
-
-def _link_no_clobber(temp: str, target: str) -> None:
-    """Move ``temp`` to ``target`` only if ``target`` does not exist, atomically if possible.
-
-    ``os.link`` fails on an existing target, so a file created since the caller's check is
-    not clobbered. File systems without hard links fall back to check-then-replace.
-    """
-    try:
-        os.link(temp, target, follow_symlinks=False)
-    except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "share file already exists (pass overwrite=True "
-                              "to replace it)", target) from None
-    except OSError:
-        if os.path.lexists(target):
-            raise FileExistsError(errno.EEXIST, "share file already exists (pass "
-                                  "overwrite=True to replace it)", target) from None
-        os.replace(temp, target)
-    else:
-        os.unlink(temp)
+    write_file_atomically(path, data, mode=0o600, overwrite=overwrite, what="share file")
 
 
 def read_share_header(path: str | os.PathLike[str]) -> ShareFileHeader:

@@ -18,7 +18,6 @@ import functools
 import ipaddress
 import os
 import pathlib
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc.errors import ConfigError
+from ittc.fileio import write_file_atomically
 
 __all__ = [
     "channel_credentials", "channel_options", "issue_client_cert", "issue_server_cert",
@@ -158,36 +158,10 @@ def issue_client_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivate
 
 # -- files -----------------------------------------------------------------------------
 
-def _write_atomic(path: PathLike, data: bytes, mode: int, overwrite: bool) -> None:
-    """Write ``data`` to a fresh temp file created with ``mode``, then move it into place.
-
-    The file never exists with looser permissions than ``mode``, and a reader never sees
-    it half-written. Without ``overwrite`` an existing file is left alone (FileExistsError).
-    """
-    target = pathlib.Path(path)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            os.link(tmp, target)  # fails if target exists, unlike rename
-            os.unlink(tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_cert(path: PathLike, cert: x509.Certificate, *, overwrite: bool = False) -> None:
     """Write a certificate as PEM (mode 0644: certificates are public)."""
-    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644, overwrite)
+    write_file_atomically(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644,
+                          overwrite=overwrite, what="certificate")
 
 
 def write_private_key(path: PathLike, key: ec.EllipticCurvePrivateKey, *,
@@ -195,7 +169,7 @@ def write_private_key(path: PathLike, key: ec.EllipticCurvePrivateKey, *,
     """Write a private key as unencrypted PKCS#8 PEM, mode 0600 from the moment it exists."""
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    _write_atomic(path, data, 0o600, overwrite)
+    write_file_atomically(path, data, mode=0o600, overwrite=overwrite, what="private key")
 
 
 def load_cert(path: PathLike) -> x509.Certificate:

@@ -21,7 +21,6 @@ import os
 import pathlib
 import secrets
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ from ittc import tls
 from ittc.ceremony import create_cluster
 from ittc.config import ClusterFile, NodeConfig
 from ittc.localcluster import LocalCluster as _BaseLocalCluster
+from ittc.localcluster import free_loopback_ports
 from ittc.scheme import dealer
 from ittc.scheme.params import PublicParams
 from ittc.storage import KdfLimits
@@ -59,16 +59,7 @@ CLIENT = "ittc-client"
 
 def free_ports(count: int) -> list[int]:
     """Loopback ports nothing listens on right now (held open together, so distinct)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return free_loopback_ports(count)
 
 
 def write_private(path: pathlib.Path, data: bytes) -> pathlib.Path:
@@ -109,8 +100,8 @@ def make_cluster(tmp_path: pathlib.Path, bits: int = 1024, n: int = 5, k: int = 
 
 def fault_env(spec: str) -> dict[str, str]:
     """Environment that switches test faults on in a node (see ittc_node.faults)."""
-    from ittc_node.faults import ENABLE_VALUE, ENABLE_VAR, FAULT_VAR
-    return {ENABLE_VAR: ENABLE_VALUE, FAULT_VAR: spec}
+    from ittc_node.faults import environment
+    return environment(spec)
 
 
 def issue_client(root: pathlib.Path, name: str, out: pathlib.Path) -> tuple[pathlib.Path,

@@ -33,11 +33,16 @@ from dataclasses import dataclass
 from ittc.errors import ConfigError
 from ittc.scheme.encoding import Scheme
 
-__all__ = ["ENABLE_VALUE", "ENABLE_VAR", "FAULT_VAR", "Faults", "ShareBytes"]
+__all__ = ["ENABLE_VALUE", "ENABLE_VAR", "FAULT_VAR", "Faults", "ShareBytes", "environment"]
 
 ENABLE_VAR = "ITTC_TEST_FAULTS_ENABLE"
 ENABLE_VALUE = "I-UNDERSTAND-THIS-BREAKS-SECURITY"
 FAULT_VAR = "ITTC_TEST_FAULT"
+
+
+def environment(spec: str) -> dict[str, str]:
+    """The environment variables that make a node process run with fault ``spec``."""
+    return {ENABLE_VAR: ENABLE_VALUE, FAULT_VAR: spec}
 
 #: One computed share as it goes on the wire: (value, proof c, proof z); c, z empty
 #: without a proof.
