@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import pathlib
 import sys
@@ -275,8 +276,20 @@ def _error(message: str) -> int:
     return EXIT_ERROR
 
 
+def _configure_logging() -> None:
+    """The library's warnings (a node failed, a node was blamed) as one line each."""
+    logger = logging.getLogger("ittc")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ittc: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit code."""
+    _configure_logging()
     parser = build_parser()
     try:
         try:
