@@ -141,6 +141,41 @@ def _run_sign(args: argparse.Namespace) -> int:
 register(Command("sign", "sign a file through the cluster", _setup_sign, _run_sign))
 
 
+# -- ittc status -------------------------------------------------------------------------
+
+def _setup_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per node (5)")
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    """Health and self-description of every node; exit 0 when k of them can sign."""
+    from ittc.client import SyncClusterClient
+    with SyncClusterClient(args.cluster, node_timeout=args.timeout) as client:
+        params = client.params
+        health, info = client.health(), client.info()
+    ready = 0
+    print(f"key {params.short_id}: {params.bits}-bit, any {params.k} of {params.n} nodes sign")
+    for index in sorted(health):
+        about = info[index]
+        if isinstance(about, str):
+            detail = f"GetInfo refused: {about}"
+        elif about.key_id != params.key_id or about.index != index:
+            detail = f"WRONG NODE: answers as node {about.index} of key {about.key_id[:16]}"
+        else:
+            detail = (f"ready={about.ready} version {about.software_version} "
+                      f"max_batch {about.max_batch}")
+            ready += int(about.ready and health[index] == "SERVING")
+        print(f"  node {index}: {health[index]:<12} {detail}")
+    ok = ready >= params.k
+    print(f"{ready} of {params.n} nodes ready: {'can' if ok else 'CANNOT'} sign")
+    return EXIT_OK if ok else 1
+
+
+register(Command("status", "health and identity of every node of a cluster", _setup_status,
+                 _run_status))
+
+
 # -- ittc audit verify -------------------------------------------------------------------
 
 def _setup_audit(p: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc import tls
 from ittc.config import ClusterFile, NodeEntry
@@ -258,6 +259,24 @@ class ClusterClient:
         except TimeoutError:
             raise SigningError(f"no signature within the deadline of {self.deadline:g} s",
                                self._node_states()) from None
+
+    async def health(self) -> dict[int, str]:
+        """Each node's ``grpc.health.v1`` status name (``SERVING``...), or why it could not
+        be asked. Needs no allowed identity, only a certificate of the cluster CA."""
+        self._ensure_channels()
+
+        async def one(node: _Node) -> str:
+            stub = health_pb2_grpc.HealthStub(node.channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""),
+                                         timeout=self.node_timeout)
+            except grpc.aio.AioRpcError as exc:
+                return f"UNREACHABLE ({exc.code().name})"
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+        nodes = list(self._nodes.values())
+        answers = await asyncio.gather(*(one(n) for n in nodes))
+        return {n.index: a for n, a in zip(nodes, answers, strict=True)}
 
     async def info(self) -> dict[int, pb.NodeInfo | str]:
         """Each node's self-description, or why it could not be asked."""
@@ -799,6 +818,9 @@ class SyncClusterClient:
 
     def info(self) -> dict[int, pb.NodeInfo | str]:
         return self._call(self._client.info())
+
+    def health(self) -> dict[int, str]:
+        return self._call(self._client.health())
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -162,3 +162,22 @@ def test_cli_sign_then_openssl_verifies(cluster, tmp_path):
     ok = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(root / "public.pem"),
                          "-signature", str(sig), str(data)], capture_output=True, text=True)
     assert ok.returncode == 0 and "Verified OK" in ok.stdout
+
+
+def test_status_command_reports_health_and_whether_k_can_sign(cluster):
+    root = str(cluster.cluster.root)
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ittc", "status", "--cluster", root,
+                               "--timeout", "2"], capture_output=True, text=True, timeout=60)
+
+    out = status()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("SERVING") == 5 and "5 of 5 nodes ready: can sign" in out.stdout
+    with SyncClusterClient(cluster.cluster) as client:
+        assert set(client.health().values()) == {"SERVING"}
+    for index in (1, 2, 3):
+        cluster.kill(index)
+    out = status()
+    assert out.returncode == 1
+    assert out.stdout.count("UNREACHABLE") == 3 and "2 of 5 nodes ready: CANNOT sign" in out.stdout
