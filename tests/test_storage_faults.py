@@ -17,6 +17,8 @@ folder being a file, an edited last line, a log of another key, an unknown confi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -24,16 +26,19 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from ittc_node.audit import audit_log_head, verify_audit_log
+from ittc_node.audit import AuditLog, audit_log_head, verify_audit_log
 
+from ittc.localcluster import NodeStartError
 from tests.cluster import (
     PASSPHRASE,
+    EmbeddedNode,
     LocalCluster,
     copy_node,
     file_state,
@@ -315,6 +320,173 @@ def test_a_good_restart_only_appends(env: Env) -> None:
     assert data.startswith(env.real_log) and len(data) > len(env.real_log)
     assert verify_audit_log(log) == 8 + 3  # and a start, a request, a stop
     assert file_state(cluster.node_dir(4) / "share.enc") == share_before
+
+
+# -- a full disk, a failed write or fsync -------------------------------------------------
+#
+# The documented recovery: the node refuses to sign (UNAVAILABLE, NOT_SERVING) until it is
+# restarted; the log ends with its last acknowledged line (a failed write is cut back,
+# nothing acknowledged is touched); fix the disk and restart, and the node verifies its
+# log and serves again. Node 5 (never started by the other tests here) is used for it.
+
+
+def _point_audit_log(cluster: LocalCluster, index: int, path: pathlib.Path) -> str:
+    """Set node ``index``'s ``[audit] path``; return the config text to put back."""
+    toml = cluster.node_dir(index) / "node.toml"
+    original = toml.read_text()
+    toml.write_text(re.sub(r'(?m)^path = .*$', f'path = "{path}"', original))
+    return original
+
+
+def _sign(cluster: LocalCluster, index: int, message: bytes) -> None:
+    cluster.stub(index).Sign(sign_request(cluster.params, [pkcs1_item(message)]),
+                             timeout=TIMEOUT)
+
+
+def _restart_serves_and_keeps(cluster: LocalCluster, index: int, log: pathlib.Path,
+                              acked: bytes) -> None:
+    """A real node process starts on ``log``, verifies it, signs, stops; the acknowledged
+    bytes are still the log's prefix, unchanged."""
+    cluster.start([index], timeout=60)
+    try:
+        _sign(cluster, index, b"after the disk was fixed")
+    finally:
+        assert cluster.terminate(index) == 0
+    data = log.read_bytes()
+    assert data.startswith(acked)
+    lines = verify_audit_log(log)
+    assert [json.loads(line)["type"] for line in data[len(acked):].splitlines()] == \
+        ["start", "request", "stop"]
+    assert lines == len(lines_of(acked)) + 3
+
+
+class _DiskFault:
+    """Replaces the audit writer's ``write`` and ``fsync`` once armed: a write that stores
+    half of what it was given and then finds the disk full, or an fsync that fails."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.armed = False
+        self.hits = 0
+
+    def write(self, fd: int, data: memoryview) -> int:
+        if self.armed and self.kind in ("short write", "short write, cut fails"):
+            self.hits += 1
+            if self.hits == 1:
+                return os.write(fd, data[:max(1, len(data) // 2)])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if self.armed and self.kind == "fsync fails":
+            self.hits += 1
+            raise OSError(errno.EIO, "Input/output error")
+        os.fsync(fd)
+
+
+@pytest.mark.parametrize("kind", ["short write", "fsync fails", "short write, cut fails"])
+def test_a_failed_audit_write_is_cut_back_and_a_restart_recovers(
+        env: Env, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    cluster = env.cluster
+    node = EmbeddedNode.start(cluster, 5, f"disk-{tmp_path.name}", clock=time.time)
+    log = node.config.audit_log
+    fault = _DiskFault(kind)
+    monkeypatch.setattr(AuditLog, "_write", staticmethod(fault.write))
+    monkeypatch.setattr(AuditLog, "_fsync", staticmethod(fault.fsync))
+    try:
+        for n in range(3):
+            node.stub.Sign(sign_request(cluster.params, [pkcs1_item(b"m%d" % n)]),
+                           timeout=TIMEOUT)
+        acked = log.read_bytes()
+        fault.armed = True
+        if kind == "short write, cut fails":
+            def no_truncate(fd: int, length: int) -> None:
+                raise OSError(errno.EIO, "Input/output error")
+            monkeypatch.setattr(os, "ftruncate", no_truncate)
+        for n in range(2):  # the failed request, then one after it
+            with pytest.raises(grpc.RpcError) as refused:
+                node.stub.Sign(sign_request(cluster.params, [pkcs1_item(b"x%d" % n)]),
+                               timeout=TIMEOUT)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert fault.hits >= 1
+    finally:
+        node.close()
+        monkeypatch.undo()
+    original = _point_audit_log(cluster, 5, log)
+    try:
+        if kind == "short write, cut fails":
+            # The cut failed too: the torn line stays, the node refuses to start and says
+            # where the acknowledged lines end; the operator cuts there and restarts.
+            torn = log.read_bytes()
+            assert torn.startswith(acked) and len(torn) > len(acked)
+            with pytest.raises(NodeStartError) as refused_start:
+                cluster.start([5], timeout=60)
+            assert cluster.returncode(5) == 2
+            assert f"truncate -s {len(acked)}" in str(refused_start.value)
+            os.truncate(log, len(acked))
+        else:
+            assert log.read_bytes() == acked  # cut back: no torn, no unacknowledged line
+        _restart_serves_and_keeps(cluster, 5, log, acked)
+    finally:
+        (cluster.node_dir(5) / "node.toml").write_text(original)
+
+
+@contextlib.contextmanager
+def _tiny_disk(where: pathlib.Path, size: int) -> Iterator[pathlib.Path]:
+    """A tmpfs of ``size`` bytes mounted at ``where`` (root only)."""
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
+                              "tmpfs", str(where)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'}); "
+                    "the injected faults above cover the same code")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_leaves_no_torn_line_and_fix_then_restart_works(
+        env: Env, tmp_path: pathlib.Path) -> None:
+    """A real full file system under a real node process."""
+    cluster = env.cluster
+    with _tiny_disk(tmp_path / "disk", 64 << 10) as disk:
+        log = disk / "audit.log"
+        original = _point_audit_log(cluster, 5, log)
+        try:
+            cluster.start([5], timeout=60)
+            _sign(cluster, 5, b"before")
+            # Fill every free block: the log can grow only within its last block now.
+            filler = disk / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                with contextlib.suppress(OSError):
+                    while os.write(fd, b"\0" * 4096):
+                        pass
+            finally:
+                os.close(fd)
+            failed = None
+            for n in range(200):
+                acked = log.read_bytes()
+                try:
+                    _sign(cluster, 5, b"filling %d" % n)
+                except grpc.RpcError as exc:
+                    failed = exc
+                    break
+            assert failed is not None and failed.code() == grpc.StatusCode.UNAVAILABLE
+            assert cluster.health(5) == "NOT_SERVING"
+            with pytest.raises(grpc.RpcError) as again:
+                _sign(cluster, 5, b"still full")
+            assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert log.read_bytes() == acked  # no torn line: the short write was cut back
+            assert cluster.terminate(5) == 0
+            assert "bytes of the failed write" in cluster.log_tail(5, lines=50)
+            filler.unlink()  # fix the disk...
+            _restart_serves_and_keeps(cluster, 5, log, acked)  # ...and restart
+        finally:
+            if cluster.running(5):
+                cluster.kill(5)
+            (cluster.node_dir(5) / "node.toml").write_text(original)
 
 
 # -- ittc audit verify ------------------------------------------------------------------

@@ -13,7 +13,9 @@ Writes are group-committed: one writer task takes every line queued while the pr
 ``write + fsync`` ran and writes them with one more ``write + fsync``, so many
 concurrent requests cost few fsyncs. A request is answered only after its line is on
 disk; if writing ever fails the log stays failed and the node refuses to sign until it
-is restarted.
+is restarted. A failed write or fsync is cut back to the end of the last acknowledged
+line (never further), so the log a restart finds is whole and verifies: the documented
+recovery from a full disk is "free space, restart".
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class _Walked:
     """What reading a whole, intact log found."""
 
     lines: int = 0
+    #: Bytes up to the end of the last complete line.
+    end: int = 0
     #: The last line, without its newline.
     last: bytes | None = None
     #: The key id line 1 names.
@@ -119,8 +123,12 @@ def _walk_chain(fh: BinaryIO) -> _Walked:
             return walked
         number += 1
         if not line.endswith(b"\n"):
-            raise _Broken(number, "too long" if len(line) > MAX_LINE_BYTES else
-                          "incomplete (no newline: a write was cut short)")
+            if len(line) > MAX_LINE_BYTES:
+                raise _Broken(number, "too long")
+            raise _Broken(number, "incomplete (no newline: a write was cut short); the "
+                          f"complete lines end at byte {walked.end}: keep a copy of the log "
+                          f"as evidence, then cut the rest with `truncate -s {walked.end}`")
+        walked.end += len(line)
         line = line[:-1]
         record = _parse_line(number, line)
         if previous is None:
@@ -187,7 +195,8 @@ class AuditLog:
     """
 
     def __init__(self, path: os.PathLike[str] | str, fd: int, key_id: str, prev: str,
-                 created: bool, lines: int, newest_signed_ms: int | None = None) -> None:
+                 created: bool, lines: int, newest_signed_ms: int | None = None,
+                 size: int = 0) -> None:
         self.path = os.fspath(path)
         self.key_id = key_id
         self.created = created
@@ -198,6 +207,9 @@ class AuditLog:
         self.newest_signed_ms = newest_signed_ms
         self._fd = fd
         self._prev = prev
+        #: The file's length up to the last acknowledged (written and fsynced) line: after
+        #: a failed write or fsync the file is cut back to it, never shorter.
+        self._acked = size
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -246,7 +258,7 @@ class AuditLog:
                 _unlink_quietly(where)
             raise
         return cls(where, fd, key_id, prev, not existed, walked.lines,
-                   walked.newest_signed_ms)
+                   walked.newest_signed_ms, size=st.st_size)
 
     @staticmethod
     def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, _Walked]:
@@ -334,12 +346,39 @@ class AuditLog:
             if self._closing and not self._queue:
                 return
 
+    #: The system calls the writer makes (tests replace them to inject disk faults).
+    _write = staticmethod(os.write)
+    _fsync = staticmethod(os.fsync)
+
     def _write_sync(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        """Append ``data`` and fsync it; on failure, cut the file back to what was
+        acknowledged before (so no torn or unacknowledged line stays), then raise."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._write(self._fd, view):]
+            self._fsync(self._fd)
+        except OSError:
+            self._roll_back()
+            raise
+        self._acked += len(data)
         self.fsyncs += 1
+
+    def _roll_back(self) -> None:
+        """Truncate to the last acknowledged offset (only ever shorter: nothing that was
+        acknowledged is rewritten). If even that fails, say how to do it by hand."""
+        try:
+            size = os.fstat(self._fd).st_size
+            if size > self._acked:
+                os.ftruncate(self._fd, self._acked)
+                os.fsync(self._fd)
+                log.error("audit log %s: removed %d bytes of the failed write (the log ends "
+                          "with its last acknowledged line, at byte %d)", self.path,
+                          size - self._acked, self._acked)
+        except OSError as exc:
+            log.error("audit log %s: cannot remove the failed write (%s): before restarting, "
+                      "keep a copy of the log, then cut it with `truncate -s %d %s`",
+                      self.path, exc.strerror or exc, self._acked, self.path)
 
     def _fail(self, reason: str) -> None:
         if self.failure is not None:
