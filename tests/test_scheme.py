@@ -236,7 +236,11 @@ def test_public_params_round_trip_and_tamper(vkey):
     doc["verification_keys"][0] = format(int(doc["verification_keys"][0], 16) + 1, "x")
     with pytest.raises(ParameterError, match="key id"):
         PublicParams.from_dict(doc)
-    for broken in ({**json.loads(params.to_json()), "version": 2},
+    for broken in ({**json.loads(params.to_json()), "version": 3},
+                   {**json.loads(params.to_json()), "version": 1},
+                   {**json.loads(params.to_json()), "legacy_key_id": 1},
+                   {**json.loads(params.to_json()), "epoch": -1},
+                   {**json.loads(params.to_json()), "kind": "other"},
                    {**json.loads(params.to_json()), "extra": 1},
                    {**json.loads(params.to_json()), "n": "5"},
                    {**json.loads(params.to_json()), "modulus": "zz"}):

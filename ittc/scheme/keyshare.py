@@ -70,10 +70,10 @@ class KeyShare:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KeyShare):
             return NotImplemented
-        width = (self.params.share_bits + 7) // 8
-        mine = self.params.key_id_bytes + self.index.to_bytes(2, "big") + int(
+        width = (max(self.params.share_bits, other.params.share_bits) + 7) // 8
+        mine = self.params.epoch_id_bytes + self.index.to_bytes(2, "big") + int(
             self._secret).to_bytes(width, "big")
-        theirs = other.params.key_id_bytes + other.index.to_bytes(2, "big") + int(
+        theirs = other.params.epoch_id_bytes + other.index.to_bytes(2, "big") + int(
             other._secret).to_bytes(width, "big")
         return hmac.compare_digest(mine, theirs)
 
