@@ -1,8 +1,10 @@
 """Micro-benchmarks of the threshold RSA scheme, one operation at a time.
 
-For each modulus size, in one process and one run: the bare ``gmpy2.powmod_sec`` a
-signature share is built on (``T_share``'s floor), a share through
-:meth:`KeyShare.signature_share`, shares with proofs (fresh and precomputed nonces),
+For each modulus size, in one process and one run: the two bare constant-time
+exponentiations a signature share can be built on (``gmpy2.powmod_sec`` and OpenSSL's
+``BN_mod_exp_mont_consttime`` called straight through ctypes), a share through
+:meth:`KeyShare.signature_share` under each backend of :mod:`ittc.scheme.ct` side by side
+and under the run's backend (``--backend``), shares with proofs (fresh and precomputed nonces),
 proof verification, combining ``k = 3`` shares with and without the final
 ``y^e == x`` check, the message encodings, single-key OpenSSL signing through
 ``cryptography``, the share of a split (integer-shared) key, and the dealer's key
@@ -12,16 +14,18 @@ The machine is shared, so every timed operation is interleaved with the others: 
 round runs every operation once (fast ones in a batch long enough to time), in an order
 rotated from round to round, and the report gives medians and interquartile ranges.
 Ratios between two operations are taken round by round (both saw the same noise) and
-their median is reported. Targets from DESIGN.md section 2 are marked PASS or MISS here;
-tests never assert timings.
+their median is reported. Targets are marked PASS or MISS here; tests never assert
+timings.
 
     python -m benchmarks.micro [--bits 2048 3072 4096] [--repeat N] [--keygen-runs N]
-                               [--split-runs N] [--quick] [--out benchmarks/results]
+                               [--split-runs N] [--backend auto|openssl|gmpy2] [--quick]
+                               [--out benchmarks/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import gc
 import json
@@ -43,7 +47,8 @@ import gmpy2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ittc.scheme import dealer, keyshare
+from ittc.errors import BackendError
+from ittc.scheme import _libcrypto, ct, dealer, keyshare
 from ittc.scheme.combine import combine, combine_robust
 from ittc.scheme.ct import mpz
 from ittc.scheme.encoding import Scheme, encode
@@ -70,8 +75,11 @@ PSS_SALT_BYTES = 32
 
 #: (name, label) of every timed operation, in report order.
 OPERATIONS: tuple[tuple[str, str], ...] = (
-    ("powmod_sec_bare", "bare gmpy2.powmod_sec, share-sized (floor of T_share)"),
-    ("share", "signature share, KeyShare.signature_share (T_share)"),
+    ("powmod_sec_bare", "bare gmpy2.powmod_sec, share-sized"),
+    ("openssl_ct_bare", "bare OpenSSL BN_mod_exp_mont_consttime via ctypes, share-sized"),
+    ("share_gmpy2", "signature share, gmpy2 backend"),
+    ("share_openssl", "signature share, openssl backend"),
+    ("share", "signature share, the run's backend (T_share)"),
     ("share_python_only", "signature share with its modexp stubbed out (Python overhead)"),
     ("share_proof", "share + proof, fresh nonce"),
     ("share_proof_precomputed", "share + proof, precomputed nonce"),
@@ -87,10 +95,16 @@ OPERATIONS: tuple[tuple[str, str], ...] = (
     ("split_powmod_sec_bare", "bare gmpy2.powmod_sec, split-share-sized"),
 )
 LABELS = dict(OPERATIONS)
+#: Operations measured only where libcrypto loads.
+OPENSSL_OPERATIONS = frozenset({"openssl_ct_bare", "share_openssl"})
 
 #: (id, description, comparison, limit, sizes it applies to or None for all).
 TARGETS: tuple[tuple[str, str, str, float, tuple[int, ...] | None], ...] = (
-    ("share_over_powmod_sec", "signature share / bare powmod_sec", "<=", 1.05, None),
+    ("share_openssl_over_openssl_ct", "share (openssl) / bare OpenSSL constant-time exp",
+     "<=", 1.05, None),
+    ("share_openssl_over_powmod_sec", "share (openssl) / bare gmpy2.powmod_sec", "<=", 0.55,
+     None),
+    ("share_gmpy2_over_powmod_sec", "share (gmpy2) / bare gmpy2.powmod_sec", "<=", 1.05, None),
     ("combine_check_over_share", "combine k=3 with check / signature share", "<=", 0.05, None),
     ("keygen_median_s", "dealer.generate median wall time (s)", "<", 5.0, (2048,)),
     ("keygen_median_s", "dealer.generate median wall time (s)", "<", 60.0, (4096,)),
@@ -244,6 +258,59 @@ def _share_exponent_bits(share: KeyShare) -> int:
     return params.share_bits + (2 * params.delta).bit_length()
 
 
+class BareOpenSSL:
+    """``BN_mod_exp_mont_consttime`` called straight, every argument made beforehand.
+
+    The same foreign call the openssl backend makes (exponent flagged
+    ``BN_FLG_CONSTTIME``, the modulus's cached Montgomery context), without converting
+    numbers or allocating: the floor of a share under that backend.
+    """
+
+    def __init__(self, lib: _libcrypto.LibCrypto, bases: Sequence[mpz], exponent: mpz,
+                 modulus: mpz) -> None:
+        raw = lib._lib
+        self._raw = raw
+        self._m = lib._modulus(mpz(modulus))
+        size = self._m.size
+        self._bases = [raw.BN_bin2bn(int(b).to_bytes(size, "big"), size, None) for b in bases]
+        data = int(exponent).to_bytes((exponent.bit_length() + 7) // 8, "big")
+        self._p = raw.BN_bin2bn(data, len(data), None)
+        raw.BN_set_flags(self._p, 0x04)  # BN_FLG_CONSTTIME
+        self._r = raw.BN_new()
+        self._ctx = raw.BN_CTX_new()
+        self._exp = raw.BN_mod_exp_mont_consttime
+        if not all([*self._bases, self._p, self._r, self._ctx]):
+            raise MemoryError("libcrypto could not allocate")  # pragma: no cover
+
+    def __call__(self, i: int) -> None:
+        m = self._m
+        if self._exp(self._r, self._bases[i], self._p, m.bn, self._ctx, m.mont) != 1:
+            raise RuntimeError("BN_mod_exp_mont_consttime failed")  # pragma: no cover
+
+    def check(self, i: int, expected: mpz) -> None:
+        """Raise unless the last call's result is ``expected`` (the setup is right)."""
+        size = self._m.size
+        out = ctypes.create_string_buffer(size)
+        self._raw.BN_bn2binpad(self._r, out, size)
+        if int.from_bytes(out.raw, "big") != expected:
+            raise RuntimeError("bare OpenSSL exponentiation gives a wrong answer")
+
+    def close(self) -> None:
+        raw = self._raw
+        for bn in self._bases:
+            raw.BN_free(bn)
+        raw.BN_clear_free(self._p)
+        raw.BN_clear_free(self._r)
+        raw.BN_CTX_free(self._ctx)
+
+
+def _load_libcrypto() -> _libcrypto.LibCrypto | None:
+    try:
+        return _libcrypto.load()
+    except (OSError, AttributeError):
+        return None
+
+
 def _keygen(bits: int, runs: int, insecure: bool,
             progress: Progress) -> tuple[dealer.DealtKey, list[float]]:
     times: list[float] = []
@@ -280,8 +347,9 @@ def _split(key: rsa.RSAPrivateKey, bits: int) -> dealer.DealtKey:
 
 
 def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
-               sample_s: float, insecure: bool, progress: Progress) -> dict[str, Any]:
-    """Every measurement for one modulus size."""
+               sample_s: float, insecure: bool, progress: Progress,
+               backend: str = "auto") -> dict[str, Any]:
+    """Every measurement for one modulus size; ``backend`` is the run's (``share`` etc.)."""
     progress.line(f"== {bits}-bit modulus ==")
     dealt, keygen_times = _keygen(bits, keygen_runs, insecure, progress)
     params = dealt.params
@@ -348,9 +416,29 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     def restore_modexp() -> None:
         namespace["powmod_secret"] = real_powmod_secret
 
+    # The same share under each backend: switched for that operation's samples only.
+    def under(name: str) -> Callable[[int], None]:
+        return lambda _count: None if ct.use_backend(name) else None
+
+    def back_to_run_backend() -> None:
+        ct.use_backend(backend)
+
+    lib = _load_libcrypto() if openssl_usable(backend) else None
+    bare: BareOpenSSL | None = None
+    if lib is not None:
+        bare = BareOpenSSL(lib, xms, share_exp, N)
+        bare(0)
+        bare.check(0, gmpy2.powmod(xms[0], share_exp, N))
+
     split_signer = split_dealt.shares[0]
     ops = [
         Op("powmod_sec_bare", lambda: gmpy2.powmod_sec(xms[nxt()], share_exp, N)),
+        *([Op("openssl_ct_bare", lambda: bare(nxt()))] if bare is not None else []),
+        Op("share_gmpy2", lambda: signer.signature_share(xs[nxt()]), setup=under("gmpy2"),
+           teardown=back_to_run_backend),
+        *([Op("share_openssl", lambda: signer.signature_share(xs[nxt()]),
+              setup=under("openssl"), teardown=back_to_run_backend)] if bare is not None
+          else []),
         Op("share", lambda: signer.signature_share(xs[nxt()])),
         Op("share_python_only", lambda: signer.signature_share(xs[nxt()]),
            setup=stub_modexp, teardown=restore_modexp),
@@ -370,9 +458,10 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
         Op("split_share", lambda: split_signer.signature_share(xs[nxt()])),
         Op("split_powmod_sec_bare", lambda: gmpy2.powmod_sec(xms[nxt()], split_exp, split_N)),
     ]
-    assert [op.name for op in ops] == [name for name, _ in OPERATIONS]
+    assert [op.name for op in ops] == [name for name, _ in OPERATIONS
+                                       if bare is not None or name not in OPENSSL_OPERATIONS]
 
-    progress.line(f"  calibrating {len(ops)} operations ...")
+    progress.line(f"  calibrating {len(ops)} operations ({ct.backend_description()}) ...")
     calibrate(ops, sample_s)
     started = time.monotonic()
 
@@ -382,7 +471,11 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
         progress.status(f"  measuring {bits} bits: round {done}/{repeat} "
                         f"({elapsed:.0f} s, ~{eta:.0f} s left)")
 
-    samples = measure_interleaved(ops, repeat, on_round)
+    try:
+        samples = measure_interleaved(ops, repeat, on_round)
+    finally:
+        if bare is not None:
+            bare.close()
     if namespace["powmod_secret"] is not real_powmod_secret:
         raise RuntimeError("the modexp stub was left in place")  # pragma: no cover
     progress.line(f"  measured {bits} bits: {repeat} rounds in "
@@ -394,7 +487,7 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     t_share = operations["share"]["median"]
     cores = os.cpu_count() or 1
     ratios = {
-        "share_over_powmod_sec": paired(s["share"], s["powmod_sec_bare"], _ratio),
+        "share_gmpy2_over_powmod_sec": paired(s["share_gmpy2"], s["powmod_sec_bare"], _ratio),
         "share_python_only_over_share": paired(s["share_python_only"], s["share"], _ratio),
         "combine_check_over_share": paired(s["combine_check"], s["share"], _ratio),
         "combine_nocheck_over_share": paired(s["combine_nocheck"], s["share"], _ratio),
@@ -408,6 +501,17 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
                                                   _ratio),
         "share_over_openssl_sign": paired(s["share"], s["openssl_sign"], _ratio),
     }
+    if bare is not None:
+        ratios.update({
+            "share_openssl_over_openssl_ct": paired(s["share_openssl"], s["openssl_ct_bare"],
+                                                    _ratio),
+            "share_openssl_over_powmod_sec": paired(s["share_openssl"], s["powmod_sec_bare"],
+                                                    _ratio),
+            "share_openssl_over_share_gmpy2": paired(s["share_openssl"], s["share_gmpy2"],
+                                                     _ratio),
+            "openssl_ct_over_powmod_sec": paired(s["openssl_ct_bare"], s["powmod_sec_bare"],
+                                                 _ratio),
+        })
     derived = {
         "openssl_signs_per_s": 1.0 / operations["openssl_sign"]["median"],
         "shares_per_s_one_core": 1.0 / t_share,
@@ -421,6 +525,7 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     }
     return {
         "bits": bits,
+        "backend": ct.backend(),
         "n": N_NODES,
         "k": THRESHOLD,
         "rounds": repeat,
@@ -452,9 +557,11 @@ def evaluate_targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             if ident == "keygen_median_s":
                 value = res["keygen"]["median_s"]
                 note = f"{res['keygen']['runs']} run(s)"
-            else:
+            elif ident in res["ratios"]:
                 value = res["ratios"][ident]["median"]
                 note = f"median of {res['rounds']} paired rounds"
+            else:  # an openssl figure where libcrypto is missing
+                continue
             if value is None:
                 continue
             ok = value <= limit if comparison == "<=" else value < limit
@@ -482,6 +589,23 @@ def _openssl_version() -> str:
         return "unknown"
 
 
+def openssl_usable(run_backend: str) -> bool:
+    """Whether ittc.scheme.ct accepts libcrypto here (it loads and passes its self-test)."""
+    try:
+        ct.use_backend("openssl")
+    except BackendError:
+        return False
+    finally:
+        ct.use_backend(run_backend)
+    return True
+
+
+def _libcrypto_version(run_backend: str) -> str | None:
+    """The system libcrypto the openssl backend uses, if it is usable."""
+    lib = _load_libcrypto() if openssl_usable(run_backend) else None
+    return None if lib is None else f"{lib.version} ({lib.path})"
+
+
 def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
@@ -491,7 +615,7 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
-def machine_facts() -> dict[str, Any]:
+def machine_facts(backend: str = "auto") -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
@@ -510,6 +634,8 @@ def machine_facts() -> dict[str, Any]:
         "gmp": gmpy2.mp_version(),
         "cryptography": cryptography.__version__,
         "openssl": _openssl_version(),
+        "libcrypto": _libcrypto_version(backend),
+        "ct_backend": ct.backend_description(),
         "ittc_commit": _git("rev-parse", "HEAD"),
         "ittc_scheme_modified": None if dirty is None else bool(dirty),
         "loadavg_start": list(os.getloadavg()),
@@ -546,8 +672,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (" with uncommitted changes in ittc/scheme/" if m["ittc_scheme_modified"] else "") + ".",
         f"n={N_NODES}, k={THRESHOLD}; {cfg['repeat']} interleaved rounds per size, fast "
         f"operations batched to ~{cfg['sample_ms']:g} ms per sample.",
+        f"Run's backend (`--backend {cfg.get('backend', 'auto')}`): {m.get('ct_backend')}; "
+        f"libcrypto: {m.get('libcrypto') or 'not usable here'}.",
         "",
-        "## Targets (DESIGN.md section 2)",
+        "## Targets",
         "",
         "| target | bits | measured | limit | result |",
         "|---|---:|---:|---:|---|",
@@ -564,7 +692,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "|---|" + "---:|" * len(keys)]
     for name, label in OPERATIONS:
         lines.append(f"| {label} | " + " | ".join(
-            fmt_time(sizes[k]["operations"][name]["median"]) for k in keys) + " |")
+            fmt_time(sizes[k]["operations"].get(name, {}).get("median")) for k in keys) + " |")
     lines.append("| dealer.generate, median wall time (runs) | " + " | ".join(
         f"{fmt_time(sizes[k]['keygen']['median_s'])} ({sizes[k]['keygen']['runs']})"
         for k in keys) + " |")
@@ -578,7 +706,15 @@ def render_markdown(report: dict[str, Any]) -> str:
               "| quantity | " + " | ".join(f"{k} bits" for k in keys) + " |",
               "|---|" + "---:|" * len(keys)]
     ratio_rows = [
-        ("share / bare powmod_sec (target <= 1.05)", "share_over_powmod_sec", False),
+        ("share (openssl) / bare OpenSSL constant-time exp (target <= 1.05)",
+         "share_openssl_over_openssl_ct", False),
+        ("share (openssl) / bare powmod_sec (target <= 0.55)", "share_openssl_over_powmod_sec",
+         False),
+        ("share (gmpy2) / bare powmod_sec (target <= 1.05)", "share_gmpy2_over_powmod_sec",
+         False),
+        ("share (openssl) / share (gmpy2)", "share_openssl_over_share_gmpy2", False),
+        ("bare OpenSSL constant-time exp / bare powmod_sec", "openssl_ct_over_powmod_sec",
+         False),
         ("share's Python overhead / share", "share_python_only_over_share", False),
         ("combine with check / share (target <= 0.05)", "combine_check_over_share", False),
         ("combine check=False / share", "combine_nocheck_over_share", False),
@@ -594,7 +730,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     for label, key, is_time in ratio_rows:
         cells = []
         for k in keys:
-            r = sizes[k]["ratios"][key]
+            r = sizes[k]["ratios"].get(key)
+            if r is None:  # an openssl figure where libcrypto is missing
+                cells.append("-")
+                continue
             cells.append(f"{fmt_time(r['median'])} ({fmt_time(r['p25'])}–{fmt_time(r['p75'])})"
                          if is_time else _fmt_ratio(r))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -621,6 +760,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| operation | median | p25–p75 | min | per second | calls × rounds |",
                   "|---|---:|---:|---:|---:|---:|"]
         for name, label in OPERATIONS:
+            if name not in res["operations"]:
+                continue
             o = res["operations"][name]
             lines.append(f"| {label} | {fmt_time(o['median'])} | {fmt_time(o['p25'])}–"
                          f"{fmt_time(o['p75'])} | {fmt_time(o['min'])} | "
@@ -647,7 +788,8 @@ def write_plot(report: dict[str, Any], path: pathlib.Path) -> bool:
         return False
     sizes = report["sizes"]
     keys = list(sizes)
-    names = [name for name, _ in OPERATIONS]
+    names = [name for name, _ in OPERATIONS
+             if all(name in sizes[k]["operations"] for k in keys)]
     height = 0.8 / max(len(keys), 1)
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(names) * max(1, len(keys) / 2) + 1.5))
     for j, k in enumerate(keys):
@@ -686,6 +828,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"--quick {QUICK_SPLIT_RUNS})")
     p.add_argument("--sample-ms", type=float, default=DEFAULT_SAMPLE_MS,
                    help="batch fast operations to about this long per sample")
+    p.add_argument("--backend", choices=ct.BACKENDS, default="auto",
+                   help="ittc.scheme.ct backend of the run's share, proofs and combine "
+                        "(default auto); both backends' shares are measured in any case")
     p.add_argument("--quick", action="store_true", help="fewer rounds and keygen runs")
     p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
                    help="directory for micro-<date>.json/.md/.png (default benchmarks/results)")
@@ -703,7 +848,8 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         QUICK_REPEAT if args.quick else DEFAULT_REPEAT)
     split_runs = args.split_runs if args.split_runs is not None else (
         QUICK_SPLIT_RUNS if args.quick else DEFAULT_SPLIT_RUNS)
-    facts = machine_facts()
+    ct.use_backend(args.backend)
+    facts = machine_facts(args.backend)
     sizes: dict[str, dict[str, Any]] = {}
     for bits in args.bits:
         if args.keygen_runs is not None:
@@ -713,7 +859,8 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         sizes[str(bits)] = bench_size(
             bits, repeat=repeat, keygen_runs=keygen_runs, split_runs=split_runs,
             sample_s=args.sample_ms / 1e3,
-            insecure=args.insecure_allow_small_modulus_for_tests, progress=progress)
+            insecure=args.insecure_allow_small_modulus_for_tests, progress=progress,
+            backend=args.backend)
     facts["loadavg_end"] = list(os.getloadavg())
     report: dict[str, Any] = {
         "schema": SCHEMA,
@@ -722,7 +869,7 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         "config": {"bits": list(args.bits), "repeat": repeat, "split_runs": split_runs,
                    "keygen_runs": {k: v["keygen"]["runs"] for k, v in sizes.items()},
                    "sample_ms": args.sample_ms, "quick": bool(args.quick), "n": N_NODES,
-                   "k": THRESHOLD, "pool": POOL},
+                   "k": THRESHOLD, "pool": POOL, "backend": args.backend},
         "sizes": sizes,
     }
     report["targets"] = evaluate_targets(sizes)
@@ -744,6 +891,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} out of range")
     if args.sample_ms <= 0:
         parser.error("--sample-ms must be positive")
+    try:
+        ct.use_backend(args.backend)
+    except BackendError as exc:
+        parser.error(str(exc))
 
     shown = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m benchmarks.micro", *shown])

@@ -60,6 +60,10 @@ class CombineError(IttcError):
                          "signature (at least one is wrong)")
 
 
+class BackendError(IttcError):
+    """The exponentiation backend asked for cannot be used: missing, or it answers wrongly."""
+
+
 class InvalidSignature(IttcError):
     """A signature that does not verify under the key's public key."""
 

@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from dataclasses import dataclass
 
 import pytest
 
-from ittc.scheme import dealer
+from ittc.scheme import ct, dealer
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 
 VECTORS = pathlib.Path(__file__).parent / "vectors"
+
+
+# -- the exponentiation backend every test in this process uses -------------------------
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--ct-backend", choices=ct.BACKENDS, default=os.environ.get("ITTC_CT_BACKEND", "auto"),
+        help="backend of ittc.scheme.ct for this run (default: $ITTC_CT_BACKEND or auto); "
+             "'openssl' fails the run if libcrypto is unusable")
+
+
+def pytest_configure(config):
+    ct.use_backend(config.getoption("--ct-backend"))
+
+
+def pytest_report_header(config):
+    return (f"ittc.scheme.ct backend: {ct.backend_description()} "
+            f"(asked: {config.getoption('--ct-backend')})")
 
 
 @dataclass

@@ -13,11 +13,12 @@ import math
 import pytest
 
 from benchmarks import micro
+from ittc.scheme import ct
 
 MACHINE_FIELDS = {"date", "cpu_model", "cpu_count", "cpus_usable", "machine", "platform",
                   "python", "python_implementation", "gmpy2", "gmp", "cryptography",
-                  "openssl", "ittc_commit", "ittc_scheme_modified", "loadavg_start",
-                  "loadavg_end"}
+                  "openssl", "libcrypto", "ct_backend", "ittc_commit", "ittc_scheme_modified",
+                  "loadavg_start", "loadavg_end"}
 SUMMARY_FIELDS = {"median", "p25", "p75", "min", "max", "n"}
 #: Differences of two timings: noise can make them negative; only finiteness is checked.
 SIGNED = {"final_check_s"}
@@ -51,12 +52,17 @@ def test_machine_facts_and_config(report):
         assert isinstance(doc["machine"][name], str) and doc["machine"][name]
     assert doc["machine"]["cpu_count"] >= 1
     assert doc["config"]["repeat"] == 3 and doc["config"]["bits"] == [1024]
+    assert doc["config"]["backend"] == "auto"
+    assert doc["machine"]["ct_backend"] == ct.backend_description()
+    # The machines this suite runs on have libcrypto: both backends are measured.
+    assert doc["machine"]["libcrypto"] and ct.backend() == "openssl"
 
 
 def test_every_operation_timed(report):
     doc, *_ = report
     size = doc["sizes"]["1024"]
     assert size["bits"] == 1024 and size["n"] == 5 and size["k"] == 3
+    assert size["backend"] == "openssl"
     assert set(size["operations"]) == {name for name, _ in micro.OPERATIONS}
     for name, op in size["operations"].items():
         assert SUMMARY_FIELDS | {"label", "inner"} <= set(op), name
@@ -71,11 +77,13 @@ def test_every_operation_timed(report):
 def test_ratios_rates_keygen_split(report):
     doc, *_ = report
     size = doc["sizes"]["1024"]
-    expected = {"share_over_powmod_sec", "share_python_only_over_share", "combine_check_over_share",
-                "combine_nocheck_over_share", "final_check_s", "share_proof_over_share",
-                "share_proof_precomputed_over_share", "verify_share_over_share",
-                "split_share_over_share", "split_share_over_its_powmod_sec",
-                "share_over_openssl_sign"}
+    expected = {"share_gmpy2_over_powmod_sec", "share_python_only_over_share",
+                "combine_check_over_share", "combine_nocheck_over_share", "final_check_s",
+                "share_proof_over_share", "share_proof_precomputed_over_share",
+                "verify_share_over_share", "split_share_over_share",
+                "split_share_over_its_powmod_sec", "share_over_openssl_sign",
+                "share_openssl_over_openssl_ct", "share_openssl_over_powmod_sec",
+                "share_openssl_over_share_gmpy2", "openssl_ct_over_powmod_sec"}
     assert set(size["ratios"]) == expected
     for name, ratio in size["ratios"].items():
         assert SUMMARY_FIELDS <= set(ratio), name
@@ -94,7 +102,10 @@ def test_ratios_rates_keygen_split(report):
 def test_targets_and_markdown(report):
     doc, out, json_path, plot = report
     targets = {(t["id"], t["bits"]): t for t in doc["targets"]}
-    assert set(targets) == {("share_over_powmod_sec", 1024), ("combine_check_over_share", 1024)}
+    assert set(targets) == {("share_openssl_over_openssl_ct", 1024),
+                            ("share_openssl_over_powmod_sec", 1024),
+                            ("share_gmpy2_over_powmod_sec", 1024),
+                            ("combine_check_over_share", 1024)}
     for t in targets.values():
         assert isinstance(t["pass"], bool) and _positive(t["value"]) and _positive(t["limit"])
     md = json_path.with_suffix(".md").read_text()
@@ -105,19 +116,26 @@ def test_targets_and_markdown(report):
 
 
 def test_target_verdicts_follow_the_limits():
-    def size(share_ratio, combine_ratio, keygen):
-        return {"rounds": 5, "keygen": {"median_s": keygen, "runs": 1},
-                "ratios": {"share_over_powmod_sec": {"median": share_ratio},
-                           "combine_check_over_share": {"median": combine_ratio}}}
+    def size(share_ratio, combine_ratio, keygen, openssl=None):
+        ratios = {"share_gmpy2_over_powmod_sec": {"median": share_ratio},
+                  "combine_check_over_share": {"median": combine_ratio}}
+        if openssl is not None:  # absent where libcrypto is missing
+            ratios["share_openssl_over_openssl_ct"] = {"median": openssl[0]}
+            ratios["share_openssl_over_powmod_sec"] = {"median": openssl[1]}
+        return {"rounds": 5, "keygen": {"median_s": keygen, "runs": 1}, "ratios": ratios}
 
     verdicts = {(t["id"], t["bits"]): t["pass"] for t in micro.evaluate_targets(
-        {"2048": size(1.01, 0.06, 4.0), "3072": size(1.2, 0.01, 99.0),
-         "4096": size(1.05, 0.05, 60.0)})}
+        {"2048": size(1.01, 0.06, 4.0, (1.02, 0.56)), "3072": size(1.2, 0.01, 99.0),
+         "4096": size(1.05, 0.05, 60.0, (1.06, 0.55))})}
     assert verdicts == {
-        ("share_over_powmod_sec", 2048): True, ("combine_check_over_share", 2048): False,
+        ("share_gmpy2_over_powmod_sec", 2048): True, ("combine_check_over_share", 2048): False,
+        ("share_openssl_over_openssl_ct", 2048): True,
+        ("share_openssl_over_powmod_sec", 2048): False,
         ("keygen_median_s", 2048): True,
-        ("share_over_powmod_sec", 3072): False, ("combine_check_over_share", 3072): True,
-        ("share_over_powmod_sec", 4096): True, ("combine_check_over_share", 4096): True,
+        ("share_gmpy2_over_powmod_sec", 3072): False, ("combine_check_over_share", 3072): True,
+        ("share_gmpy2_over_powmod_sec", 4096): True, ("combine_check_over_share", 4096): True,
+        ("share_openssl_over_openssl_ct", 4096): False,
+        ("share_openssl_over_powmod_sec", 4096): True,
         ("keygen_median_s", 4096): False,  # the limit is strict: < 60 s
     }
 

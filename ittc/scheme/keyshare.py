@@ -19,7 +19,7 @@ import secrets
 from typing import Any, NoReturn
 
 from ittc.errors import InvalidProof, ParameterError
-from ittc.scheme.ct import mpz, powmod_public, powmod_secret
+from ittc.scheme.ct import check_backend, mpz, powmod_public, powmod_secret
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import Proof, SignatureShare, challenge, nonce_bits, verify_share
 
@@ -131,11 +131,15 @@ class KeyShare:
         return Proof(c, int(z))
 
     def self_test(self) -> None:
-        """Sign a random value with a proof and check it against ``v_i``.
+        """Check the exponentiation backend, then sign a random value with a proof and
+        check it against ``v_i``.
 
-        Catches a share that does not belong to its public parameters (a damaged or
-        mismatched file) before a node serves anything. Raises :class:`InvalidProof`.
+        Catches a backend that answers wrongly at this key's modulus (see
+        :func:`ittc.scheme.ct.check_backend`) and a share that does not belong to its
+        public parameters (a damaged or mismatched file) before a node serves anything.
+        Raises :class:`InvalidProof` or :class:`~ittc.errors.BackendError`.
         """
+        check_backend(self.params.N)
         x = secrets.randbelow(self.params.modulus - 2) + 2
         while math.gcd(x, self.params.modulus) != 1:  # pragma: no cover - negligible odds
             x = secrets.randbelow(self.params.modulus - 2) + 2
