@@ -61,11 +61,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from benchmarks import micro
 from benchmarks.micro import Op, Progress
 from ittc import storage
-from ittc.ceremony import create_cluster
-from ittc.client import ClientStats, ClusterClient, SignItem
+from ittc.combiner import ClientStats, ClusterClient, SignItem
 from ittc.config import ClusterFile, NodeConfig, parse_address
+from ittc.deploy.ceremony import create_cluster
+from ittc.deploy.localcluster import LocalCluster, free_loopback_ports
 from ittc.errors import InvalidProof
-from ittc.localcluster import LocalCluster, free_loopback_ports
 from ittc.scheme import dealer
 from ittc.scheme.ct import mpz
 from ittc.scheme.encoding import Scheme, encode
@@ -1087,7 +1087,7 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         timing["duration"] = args.duration
     cores = args.cores or _cores()
     facts = micro.machine_facts()
-    facts["ittc_client_modified"] = _modified("ittc/client.py", "nodes")
+    facts["ittc_client_modified"] = _modified("ittc/combiner", "nodes")
     external = args.cluster is not None
     test_cluster = args.test_cluster
     single = None

@@ -98,7 +98,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "\"others' CPU\" is what the rest of the machine used during the point.",
         f"Python {m['python']}, gmpy2 {m['gmpy2']} ({m['gmp']}), cryptography "
         f"{m['cryptography']} ({m['openssl']}); ittc {str(m['ittc_commit'])[:12]}"
-        + (" with uncommitted changes in ittc/client.py or nodes/"
+        + (" with uncommitted changes in ittc/combiner or nodes/"
            if m.get("ittc_client_modified") else "") + ".",
     ]
     target = cfg["target"]

@@ -34,16 +34,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ittc import tls
-from ittc.ceremony import create_cluster
 from ittc.config import ClusterFile, NodeConfig
-from ittc.localcluster import LocalCluster as _BaseLocalCluster
-from ittc.localcluster import free_loopback_ports
+from ittc.deploy.ceremony import create_cluster
+from ittc.deploy.localcluster import LocalCluster as _BaseLocalCluster
+from ittc.deploy.localcluster import free_loopback_ports
 from ittc.scheme import dealer
 from ittc.scheme.params import PublicParams
-from ittc.storage import KdfLimits
-from ittc.v1 import signer_pb2 as pb
-from ittc.v1 import signer_pb2_grpc
+from ittc.storage import KdfLimits, pki
+from ittc.wire import tls
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc
 
 __all__ = ["CLIENT", "PASSPHRASE", "EmbeddedNode", "FakeClock", "FaultCluster", "LocalCluster",
            "cluster_ca", "copy_node", "fault_env", "file_state", "foreign_client", "free_ports",
@@ -107,19 +107,19 @@ def fault_env(spec: str) -> dict[str, str]:
 def issue_client(root: pathlib.Path, name: str, out: pathlib.Path) -> tuple[pathlib.Path,
                                                                             pathlib.Path]:
     """A client certificate named ``name`` from the cluster's own CA: (cert, key) paths."""
-    ca_cert = tls.load_cert(root / "ca" / "ca.pem")
-    ca_key = tls.load_private_key(root / "ca" / "ca.key")
-    cert, key = tls.issue_client_cert(ca_cert, ca_key, name)
+    ca_cert = pki.load_cert(root / "ca" / "ca.pem")
+    ca_key = pki.load_private_key(root / "ca" / "ca.key")
+    cert, key = pki.issue_client_cert(ca_cert, ca_key, name)
     out.mkdir(parents=True, exist_ok=True)
-    tls.write_cert(out / f"{name}.pem", cert, overwrite=True)
-    tls.write_private_key(out / f"{name}.key", key, overwrite=True)
+    pki.write_cert(out / f"{name}.pem", cert, overwrite=True)
+    pki.write_private_key(out / f"{name}.key", key, overwrite=True)
     return out / f"{name}.pem", out / f"{name}.key"
 
 
 def cluster_ca(root: pathlib.Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The cluster CA's certificate and key, from the folder the ceremony wrote."""
-    return (tls.load_cert(root / "ca" / "ca.pem"),
-            tls.load_private_key(root / "ca" / "ca.key"))
+    return (pki.load_cert(root / "ca" / "ca.pem"),
+            pki.load_private_key(root / "ca" / "ca.key"))
 
 
 def issue_client_cert(out: pathlib.Path, file_name: str, *,
@@ -173,8 +173,8 @@ def issue_client_cert(out: pathlib.Path, file_name: str, *,
             pass
     cert = builder.sign(issuer_key, hashes.SHA256())
     out.mkdir(parents=True, exist_ok=True)
-    tls.write_cert(out / f"{file_name}.pem", cert, overwrite=True)
-    tls.write_private_key(out / f"{file_name}.key", key, overwrite=True)
+    pki.write_cert(out / f"{file_name}.pem", cert, overwrite=True)
+    pki.write_private_key(out / f"{file_name}.key", key, overwrite=True)
     return out / f"{file_name}.pem", out / f"{file_name}.key"
 
 
@@ -197,11 +197,11 @@ def file_state(path: pathlib.Path) -> tuple[bytes, int, int] | None:
 
 def foreign_client(out: pathlib.Path, name: str = CLIENT) -> tuple[pathlib.Path, pathlib.Path]:
     """A client certificate with an allowed name, but from a CA the cluster never saw."""
-    ca_cert, ca_key = tls.make_ca("not the cluster CA")
-    cert, key = tls.issue_client_cert(ca_cert, ca_key, name)
+    ca_cert, ca_key = pki.make_ca("not the cluster CA")
+    cert, key = pki.issue_client_cert(ca_cert, ca_key, name)
     out.mkdir(parents=True, exist_ok=True)
-    tls.write_cert(out / "foreign.pem", cert, overwrite=True)
-    tls.write_private_key(out / "foreign.key", key, overwrite=True)
+    pki.write_cert(out / "foreign.pem", cert, overwrite=True)
+    pki.write_private_key(out / "foreign.key", key, overwrite=True)
     return out / "foreign.pem", out / "foreign.key"
 
 
@@ -232,7 +232,7 @@ def sign_request(params: PublicParams, items: Sequence[pb.SignItem], *,
 
 
 class LocalCluster(_BaseLocalCluster):
-    """:class:`ittc.localcluster.LocalCluster` plus what node tests need: raw stubs under
+    """:class:`ittc.deploy.localcluster.LocalCluster` plus what node tests need: raw stubs under
     any identity, per-node config and audit-log paths, and process-group cleanup."""
 
     def __init__(self, root: str | os.PathLike[str] | ClusterFile, **kwargs: Any) -> None:
@@ -459,7 +459,7 @@ class FaultCluster(LocalCluster):
 
 
 def track_answers(client: Any) -> collections.Counter[int]:
-    """Count, per node index, the RPCs a :class:`~ittc.client.ClusterClient` got a
+    """Count, per node index, the RPCs a :class:`~ittc.combiner.ClusterClient` got a
     well-formed answer to (the client's own bookkeeping hook ``_mark_ok``)."""
     answered: collections.Counter[int] = collections.Counter()
     mark_ok = client._mark_ok
@@ -473,7 +473,7 @@ def track_answers(client: Any) -> collections.Counter[int]:
 
 
 def track_asks(client: Any) -> collections.Counter[int]:
-    """Count, per node index, the Sign RPCs a :class:`~ittc.client.ClusterClient` sent
+    """Count, per node index, the Sign RPCs a :class:`~ittc.combiner.ClusterClient` sent
     (wraps the client's ``_ask``)."""
     asked: collections.Counter[int] = collections.Counter()
     ask = client._ask

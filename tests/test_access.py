@@ -30,10 +30,11 @@ import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from ittc_node.audit import verify_audit_log
 
-from ittc import tls
 from ittc.scheme.encoding import Scheme, encode
-from ittc.v1 import signer_pb2 as pb
-from ittc.v1 import signer_pb2_grpc
+from ittc.storage import pki
+from ittc.wire import tls
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
     PASSPHRASE,
@@ -116,8 +117,8 @@ def _issued(**fields: Any) -> Callable[[LocalCluster, pathlib.Path], Presented]:
 
 def _impostor_ca(cluster: LocalCluster, tmp: pathlib.Path) -> Presented:
     # A CA with the cluster CA's exact name (and an allowed client name under it).
-    real = tls.load_cert(cluster.cluster.ca)
-    fake = tls.make_ca(real.subject.rfc4514_string().removeprefix("CN="))
+    real = pki.load_cert(cluster.cluster.ca)
+    fake = pki.make_ca(real.subject.rfc4514_string().removeprefix("CN="))
     assert fake[0].subject == real.subject
     return issue_client_cert(tmp, "impostor", issuer=fake)
 
@@ -125,7 +126,7 @@ def _impostor_ca(cluster: LocalCluster, tmp: pathlib.Path) -> Presented:
 def _node_signed(cluster: LocalCluster, tmp: pathlib.Path) -> Presented:
     # A broken-into node mints a client certificate with its own TLS key: not a CA.
     folder = cluster.node_dir(2)
-    issuer = (tls.load_cert(folder / "tls.pem"), tls.load_private_key(folder / "tls.key"))
+    issuer = (pki.load_cert(folder / "tls.pem"), pki.load_private_key(folder / "tls.key"))
     return issue_client_cert(tmp, "minted", issuer=issuer)
 
 

@@ -15,7 +15,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc import ca
-from ittc.cakey import OperationRefused, ThresholdRSAPrivateKey
+from ittc.ca import OperationRefused, ThresholdRSAPrivateKey
 from ittc.errors import IttcError
 
 pytestmark = pytest.mark.network

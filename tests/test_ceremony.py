@@ -25,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ittc import cli, storage, tls
-from ittc.ceremony import create_cluster, describe
+from ittc import cli, storage
 from ittc.config import ClusterFile, NodeConfig
+from ittc.deploy.ceremony import create_cluster, describe
 from ittc.errors import ConfigError, ParameterError, WrongPassphrase
 from ittc.scheme import dealer
 from ittc.scheme.dealer import DealtKey
+from ittc.storage import pki
+from ittc.wire import tls
 
 PASSPHRASE = b"correct horse battery staple"
 FAST = storage.KdfLimits.fast_for_tests()
@@ -181,23 +183,23 @@ def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName:
 
 
 def test_ca_certificate(made: Made) -> None:
-    ca = tls.load_cert(made.out / "ca" / "ca.pem")
+    ca = pki.load_cert(made.out / "ca" / "ca.pem")
     bc = ca.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
     ku = ca.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.key_cert_sign and ku.crl_sign and not ku.digital_signature
     ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     assert made.dealt.params.short_id in ca.subject.rfc4514_string()
-    key = tls.load_private_key(made.out / "ca" / "ca.key")
+    key = pki.load_private_key(made.out / "ca" / "ca.key")
     assert key.public_key().public_numbers() == ca.public_key().public_numbers()  # type: ignore[union-attr]
 
 
 def test_node_certificates(made: Made) -> None:
-    ca = tls.load_cert(made.out / "ca" / "ca.pem")
+    ca = pki.load_cert(made.out / "ca" / "ca.pem")
     store = verification.Store([ca])
     for entry in made.cluster.nodes:
         folder = made.out / f"node-{entry.index}"
-        cert = tls.load_cert(folder / "tls.pem")
+        cert = pki.load_cert(folder / "tls.pem")
         cert.verify_directly_issued_by(ca)
         name = f"ittc-node-{entry.index}"
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
@@ -212,13 +214,13 @@ def test_node_certificates(made: Made) -> None:
             assert chain[-1] == ca
         with pytest.raises(verification.VerificationError):  # serverAuth only
             verification.PolicyBuilder().store(store).build_client_verifier().verify(cert, [])
-        key = tls.load_private_key(folder / "tls.key")
+        key = pki.load_private_key(folder / "tls.key")
         assert key.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
 
 
 def test_client_certificate(made: Made) -> None:
-    ca = tls.load_cert(made.out / "ca" / "ca.pem")
-    cert = tls.load_cert(made.out / "client" / "client.pem")
+    ca = pki.load_cert(made.out / "ca" / "ca.pem")
+    cert = pki.load_cert(made.out / "client" / "client.pem")
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "ittc-client"
     assert _eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     verified = verification.PolicyBuilder().store(verification.Store([ca])) \
@@ -230,24 +232,24 @@ def test_client_certificate(made: Made) -> None:
 
 
 def test_private_key_files_are_0600_whatever_the_umask(tmp_path: pathlib.Path) -> None:
-    _, key = tls.make_ca()
+    _, key = pki.make_ca()
     old = os.umask(0)
     try:
-        tls.write_private_key(tmp_path / "k.pem", key)
+        pki.write_private_key(tmp_path / "k.pem", key)
     finally:
         os.umask(old)
     assert _mode(tmp_path / "k.pem") == 0o600
     with pytest.raises(FileExistsError):
-        tls.write_private_key(tmp_path / "k.pem", key)
+        pki.write_private_key(tmp_path / "k.pem", key)
     os.chmod(tmp_path / "k.pem", 0o640)
     with pytest.raises(ConfigError, match="other users"):
-        tls.load_private_key(tmp_path / "k.pem")
+        pki.load_private_key(tmp_path / "k.pem")
     assert [p.name for p in tmp_path.iterdir()] == ["k.pem"]
 
 
 def test_server_cert_hosts_become_dns_or_ip_entries() -> None:
-    ca, ca_key = tls.make_ca()
-    cert, _ = tls.issue_server_cert(ca, ca_key, "ittc-node-2",
+    ca, ca_key = pki.make_ca()
+    cert, _ = pki.issue_server_cert(ca, ca_key, "ittc-node-2",
                                     ["node2.example.org", "[::1]", "10.0.0.2", "localhost"])
     san = _san(cert)
     assert san.get_values_for_type(x509.DNSName) == ["ittc-node-2", "localhost",
@@ -257,7 +259,7 @@ def test_server_cert_hosts_become_dns_or_ip_entries() -> None:
 
 
 def test_peer_identity_needs_an_authenticated_tls_peer() -> None:
-    ca_cert, ca_key = tls.make_ca()
+    ca_cert, ca_key = pki.make_ca()
 
     def pem(*names: str) -> bytes:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -347,10 +349,10 @@ def _refused(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> 
 
 def test_mtls_refuses_client_of_another_ca(made: Made, node1_server: Server,
                                            tmp_path: pathlib.Path) -> None:
-    other_ca, other_key = tls.make_ca("someone else's CA")
-    cert, key = tls.issue_client_cert(other_ca, other_key, "ittc-client")
-    tls.write_cert(tmp_path / "c.pem", cert)
-    tls.write_private_key(tmp_path / "c.key", key)
+    other_ca, other_key = pki.make_ca("someone else's CA")
+    cert, key = pki.issue_client_cert(other_ca, other_key, "ittc-client")
+    pki.write_cert(tmp_path / "c.pem", cert)
+    pki.write_private_key(tmp_path / "c.key", key)
     creds = tls.channel_credentials(tmp_path / "c.pem", tmp_path / "c.key",
                                     made.out / "client" / "ca.pem")
     _refused(node1_server.port, creds, "ittc-node-1")
@@ -416,7 +418,7 @@ def test_addresses_clients_and_per_node_passphrases(dealt: DealtKey,
     cluster = create_cluster(out, dealt, passphrases=passphrases, addresses=addresses,
                              client_names=["combiner-a", "combiner-b", "ops"], kdf=FAST)
     assert [e.address for e in cluster.nodes] == addresses
-    ca = tls.load_cert(out / "ca" / "ca.pem")
+    ca = pki.load_cert(out / "ca" / "ca.pem")
     for i in (2, 5):
         config = NodeConfig.load(out / f"node-{i}" / "node.toml")
         assert config.allowed_clients == ("combiner-a", "combiner-b", "ops")
@@ -425,15 +427,15 @@ def test_addresses_clients_and_per_node_passphrases(dealt: DealtKey,
         assert share == dealt.shares[i - 1]
         with pytest.raises(WrongPassphrase):
             storage.read_share_file(config.share_file, dealt.params, i, passphrases[0])
-        san = _san(tls.load_cert(config.tls_cert))
+        san = _san(pki.load_cert(config.tls_cert))
         assert f"node{i}.example.org" in san.get_values_for_type(x509.DNSName)
-    first = tls.load_cert(out / "client" / "client.pem")
+    first = pki.load_cert(out / "client" / "client.pem")
     assert first.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "combiner-a"
     assert sorted(p.name for p in (out / "clients").iterdir()) == ["combiner-b", "ops"]
     for name in ("combiner-b", "ops"):
         folder = out / "clients" / name
         assert _mode(folder) == 0o700 and _mode(folder / "client.key") == 0o600
-        cert = tls.load_cert(folder / "client.pem")
+        cert = pki.load_cert(folder / "client.pem")
         cert.verify_directly_issued_by(ca)
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
 

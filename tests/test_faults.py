@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ittc.client import ClusterClient
+from ittc.combiner import ClusterClient
 from ittc.errors import IttcError, SigningError
 from tests.cluster import FaultCluster, make_cluster, open_fds, rss_bytes, track_answers
 

@@ -60,7 +60,7 @@ from ittc.config import Limits
 from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
-from ittc.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2 as pb
 from tests.cluster import (
     PASSPHRASE,
     EmbeddedNode,

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ittc.client import ClusterClient
+from ittc.combiner import ClusterClient
 from tests.cluster import LocalCluster, make_cluster, track_answers, track_asks
 from tests.netns import PREFIX, NetLab, clean_leftovers, listening, netns_id, unavailable_reason
 

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-from ittc.client import ClusterClient, SignItem, SyncClusterClient
+from ittc.combiner import ClusterClient, SignItem, SyncClusterClient
 from ittc.errors import ParameterError, SigningError
 from ittc.scheme.encoding import Scheme
 

@@ -42,8 +42,8 @@ from ittc.errors import AuditLogError, InvalidShare
 from ittc.scheme.combine import combine
 from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.proofs import Proof, SignatureShare, verify_share
-from ittc.v1 import signer_pb2 as pb
-from ittc.v1 import signer_pb2_grpc
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
     PASSPHRASE,

@@ -15,13 +15,13 @@ def test_generated_code_is_current(tmp_path):
     spec.loader.exec_module(module)
     module.generate(tmp_path)
     for name in ("signer_pb2.py", "signer_pb2.pyi", "signer_pb2_grpc.py"):
-        fresh = (tmp_path / "ittc" / "v1" / name).read_text()
-        committed = (ROOT / "ittc" / "v1" / name).read_text()
-        assert fresh == committed, f"ittc/v1/{name} is stale: run python proto/generate.py"
+        fresh = (tmp_path / "ittc" / "wire" / "v1" / name).read_text()
+        committed = (ROOT / "ittc" / "wire" / "v1" / name).read_text()
+        assert fresh == committed, f"ittc/wire/v1/{name} is stale: run python proto/generate.py"
 
 
 def test_protocol_package_is_versioned():
-    from ittc.v1 import signer_pb2
+    from ittc.wire.v1 import signer_pb2
     assert signer_pb2.DESCRIPTOR.package == "ittc.v1"
     assert {"Sign", "GetInfo"} <= set(signer_pb2.DESCRIPTOR.services_by_name["Signer"]
                                       .methods_by_name)

@@ -33,6 +33,7 @@ from ittc.storage import (
     read_passphrase_file,
     read_share_file,
     read_share_header,
+    sharefile,
     write_share_file,
 )
 from tests.conftest import VectorKey, load_vectors
@@ -131,7 +132,7 @@ def _kdf_must_not_run(*args: object) -> tuple[bytes, bytes]:
 @pytest.fixture
 def forbid_kdf(monkeypatch: pytest.MonkeyPatch) -> Arm:
     """Call the result to fail the test if the expensive key derivation runs from then on."""
-    return lambda: monkeypatch.setattr(storage, "_derive_keys", _kdf_must_not_run)
+    return lambda: monkeypatch.setattr(sharefile, "_derive_keys", _kdf_must_not_run)
 
 
 @pytest.fixture(scope="module")
@@ -192,13 +193,13 @@ def test_header_is_readable_without_passphrase(vkey: VectorKey, tmp_path: pathli
 def test_default_kdf_is_moderate(vkey: VectorKey, tmp_path: pathlib.Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[KdfLimits] = []
-    real = storage._derive_keys
+    real = sharefile._derive_keys
 
     def cheap(passphrase: bytes, salt: bytes, kdf: KdfLimits) -> tuple[bytes, bytes]:
         asked.append(kdf)
         return real(passphrase, salt, FAST)
 
-    monkeypatch.setattr(storage, "_derive_keys", cheap)
+    monkeypatch.setattr(sharefile, "_derive_keys", cheap)
     path = tmp_path / "node1.share"
     write_share_file(path, vkey.shares[0], PASSPHRASE)
     assert asked == [KdfLimits.moderate()]
@@ -278,13 +279,13 @@ def test_write_loses_a_race_without_clobbering(vkey: VectorKey, tmp_path: pathli
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that appears after the existence check is still not overwritten."""
     path = tmp_path / "node1.share"
-    real = storage._derive_keys
+    real = sharefile._derive_keys
 
     def racing(passphrase: bytes, salt: bytes, kdf: KdfLimits) -> tuple[bytes, bytes]:
         path.write_bytes(b"someone else's file")
         return real(passphrase, salt, kdf)
 
-    monkeypatch.setattr(storage, "_derive_keys", racing)
+    monkeypatch.setattr(sharefile, "_derive_keys", racing)
     with pytest.raises(FileExistsError):
         write_share_file(path, vkey.shares[0], PASSPHRASE, kdf=FAST)
     assert path.read_bytes() == b"someone else's file"
@@ -358,7 +359,7 @@ def test_every_flipped_byte_is_refused(vkey: VectorKey, tmp_path: pathlib.Path, 
     path = put_bytes(tmp_path / "node1.share", bytes(data))
     if pos < HEADER_LEN:
         # Header damage is caught by structure or checksum, before the KDF.
-        monkeypatch.setattr(storage, "_derive_keys", _kdf_must_not_run)
+        monkeypatch.setattr(sharefile, "_derive_keys", _kdf_must_not_run)
         expected: tuple[type[ShareFileError], ...] = (ShareFileCorrupt, ShareFileFormatError)
     else:
         expected = (ShareFileCorrupt,)  # the passphrase is right; the AEAD tag fails
@@ -604,7 +605,7 @@ def test_insecure_passphrase_file(tmp_path: pathlib.Path, mode: int) -> None:
 
 
 def test_oversized_passphrase_file(tmp_path: pathlib.Path) -> None:
-    path = put_bytes(tmp_path / "pass", b"x" * (storage.MAX_PASSPHRASE_FILE_SIZE + 1))
+    path = put_bytes(tmp_path / "pass", b"x" * (sharefile.MAX_PASSPHRASE_FILE_SIZE + 1))
     refused(path, ParameterError, lambda: read_passphrase_file(path))
 
 

@@ -31,12 +31,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 import ittc
-from ittc import storage, tls
+from ittc import storage
 from ittc.config import NodeConfig
 from ittc.errors import AuditLogError, ConfigError, IttcError
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import L1, nonce_bits
+from ittc.storage import pki
+from ittc.wire import tls
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import ComputeError, make_compute
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
@@ -137,9 +139,9 @@ def _check_limits(config: NodeConfig, params: PublicParams) -> None:
 def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials:
     """mTLS credentials, after checking the key file's mode and that it fits the cert."""
     try:
-        key = tls.load_private_key(config.tls_key)  # refuses a key others can read
-        cert = tls.load_cert(config.tls_cert)
-        tls.load_cert(config.tls_ca)
+        key = pki.load_private_key(config.tls_key)  # refuses a key others can read
+        cert = pki.load_cert(config.tls_cert)
+        pki.load_cert(config.tls_ca)
         if cert.public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
             raise StartupError(f"{config.tls_cert}: is not the certificate of the key "
                                f"{config.tls_key}")

@@ -22,13 +22,13 @@ import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
 import ittc
-from ittc import tls
 from ittc.config import Limits, NodeConfig
 from ittc.errors import AuditLogError, EncodingError
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, encode
 from ittc.scheme.params import PublicParams
-from ittc.v1 import signer_pb2 as pb
-from ittc.v1 import signer_pb2_grpc
+from ittc.wire import tls
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import Compute, ComputeError
 from ittc_node.faults import Faults

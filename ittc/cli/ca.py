@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from ittc import ca
-from ittc.cakey import ThresholdRSAPrivateKey
-from ittc.cli import EXIT_OK, Command, register
+from ittc.ca import ThresholdRSAPrivateKey
+from ittc.cli.command import EXIT_OK, Command
 from ittc.errors import ConfigError, ParameterError
-from ittc.fileio import write_file_atomically
+from ittc.storage.files import write_file_atomically
 
-__all__: list[str] = []
+__all__ = ["CA"]
 
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
@@ -150,5 +150,5 @@ def _run_ocsp(args: argparse.Namespace, key: ThresholdRSAPrivateKey) -> int:
     return _done(args, f"OCSP response ({args.status}) for serial {request.serial_number:#x}")
 
 
-register(Command("ca", "certificate authority work signed by the cluster "
-                       "(selfsign, issue, crl, ocsp)", _setup, _run))
+CA = Command("ca", "certificate authority work signed by the cluster (selfsign, issue, crl, ocsp)",
+             _setup, _run)

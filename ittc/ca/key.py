@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from ittc.client import SignItem, SyncClusterClient
+from ittc.combiner import SignItem, SyncClusterClient
 from ittc.config import ClusterFile
 from ittc.errors import IttcError, ParameterError
 from ittc.scheme.encoding import MAX_SALT_BYTES, Scheme, hash_spec

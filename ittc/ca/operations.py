@@ -1,7 +1,7 @@
 """A certificate authority's daily work, signed by the cluster.
 
 Each function takes any ``rsa.RSAPrivateKey`` (in practice a
-:class:`~ittc.cakey.ThresholdRSAPrivateKey`), builds the object with ``cryptography``'s
+:class:`~ittc.ca.key.ThresholdRSAPrivateKey`), builds the object with ``cryptography``'s
 builders, and checks the result's signature under the CA's public key once more before
 returning it: nothing unverified is ever written.
 """

@@ -1,73 +1,23 @@
-"""The ``ittc`` command line.
-
-Each subcommand is a :class:`Command`: a name, a one-line help, a function that adds its
-arguments to an ``argparse`` parser and a function that runs it and returns the exit
-code. :func:`register` adds one; modules that bring their own commands (node, cluster,
-sign, ...) register them when imported below.
-
-Errors that ittc raises on purpose (:class:`~ittc.errors.IttcError`) and missing files
-print one line, ``ittc: error: ...``, and exit 2, as argparse does for bad arguments;
-no traceback. Ctrl-C exits 130.
-"""
+"""The key ceremony's commands: ``ittc keygen``, ``ittc split`` and ``ittc info``."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import logging
-import os
 import pathlib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ittc import __version__, storage
-from ittc.ceremony import create_cluster, describe
+from ittc import storage
+from ittc.cli.command import EXIT_OK, Command, say, warn_loudly
 from ittc.config import ClusterFile
-from ittc.errors import ConfigError, IttcError
+from ittc.deploy.ceremony import create_cluster, describe
+from ittc.errors import ConfigError
 from ittc.scheme import dealer
 
-__all__ = ["Command", "build_parser", "main", "register"]
-
-EXIT_OK = 0
-EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
-
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand. ``setup`` may add nested subcommands (e.g. ``cluster up``)."""
-
-    name: str
-    help: str
-    setup: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-_COMMANDS: dict[str, Command] = {}
-
-
-def register(command: Command) -> Command:
-    """Add a subcommand; names are unique."""
-    if command.name in _COMMANDS:
-        raise ValueError(f"subcommand {command.name!r} registered twice")
-    _COMMANDS[command.name] = command
-    return command
-
-
-def _say(message: str) -> None:
-    print(f"ittc: {message}", file=sys.stderr, flush=True)
-
-
-def _warn_loudly(warnings: Sequence[str]) -> None:
-    for warning in warnings:
-        print("\n" + "!" * 78, file=sys.stderr)
-        print(f"WARNING: {warning}", file=sys.stderr)
-        print("!" * 78 + "\n", file=sys.stderr, flush=True)
+__all__ = ["INFO", "KEYGEN", "SPLIT"]
 
 
 # -- arguments shared by keygen and split ----------------------------------------------
@@ -146,14 +96,14 @@ def _write_cluster(args: argparse.Namespace, dealt: dealer.DealtKey,
         args.out, dealt, passphrases=passphrases, passphrase_file=args.passphrase_file,
         addresses=args.addresses, host=args.host, base_port=args.base_port,
         client_names=tuple(args.clients or ("ittc-client",)), kdf=_kdf(args.kdf),
-        progress=_say)
+        progress=say)
     warnings = list(dealt.warnings)
     if dealt.params.bits < 2048:
         warnings.append(f"this is a {dealt.params.bits}-bit test key: it protects nothing")
     if args.kdf == "fast-insecure-for-tests":
         warnings.append("share files were encrypted with the test-only KDF limits: a stolen "
                         "share file's passphrase can be guessed almost for free")
-    _warn_loudly(warnings)
+    warn_loudly(warnings)
     print(describe(cluster))
     print(f"""
 Next steps:
@@ -178,7 +128,7 @@ def _setup_keygen(p: argparse.ArgumentParser) -> None:
 def _run_keygen(args: argparse.Namespace) -> int:
     _check_out_early(args.out)
     passphrases = _passphrases(args)
-    dealt = dealer.generate(args.bits, args.nodes, args.threshold, args.e, progress=_say,
+    dealt = dealer.generate(args.bits, args.nodes, args.threshold, args.e, progress=say,
                             insecure_allow_small_modulus_for_tests=args.insecure_small_key_for_tests)
     _write_cluster(args, dealt, passphrases)
     return EXIT_OK
@@ -217,7 +167,7 @@ def _run_split(args: argparse.Namespace) -> int:
     _check_out_early(args.out)
     key = _load_rsa_key(args.key, args.key_passphrase_file)
     passphrases = _passphrases(args)
-    dealt = dealer.split(key, args.nodes, args.threshold, progress=_say)
+    dealt = dealer.split(key, args.nodes, args.threshold, progress=say)
     _write_cluster(args, dealt, passphrases)
     print(f"""
 The original key file {args.key} still holds the whole key: anyone who reads it can
@@ -238,72 +188,9 @@ def _run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-register(Command("keygen", "generate a new key from safe primes and write a cluster folder",
-                 _setup_keygen, _run_keygen))
-register(Command("split", "split an existing RSA key into a cluster folder",
-                 _setup_split, _run_split))
-register(Command("info", "describe a cluster folder", _setup_info, _run_info))
-# More commands register themselves when their modules are imported.
-from ittc import cli_ca, cli_network  # noqa: E402,F401  (registration side effects)
 
-# -- entry point -----------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    """Every usage error reads ``ittc: error: ...``, subcommands included."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        where = self.prog.removeprefix("ittc").strip()
-        self.exit(EXIT_ERROR, f"ittc: error: {where + ': ' if where else ''}{message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, one subparser per registered command."""
-    parser = _Parser(
-        prog="ittc", description="Threshold RSA signing network (Shoup, Practical Threshold "
-                                 "Signatures).")
-    parser.add_argument("--version", action="version", version=f"ittc {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in _COMMANDS.values():
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.setup(p)
-        p.set_defaults(_run=command.run)
-    return parser
-
-
-def _error(message: str) -> int:
-    print(f"ittc: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_ERROR
-
-
-def _configure_logging() -> None:
-    """The library's warnings (a node failed, a node was blamed) as one line each."""
-    logger = logging.getLogger("ittc")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("ittc: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return the process exit code."""
-    _configure_logging()
-    parser = build_parser()
-    try:
-        try:
-            args = parser.parse_args(None if argv is None else list(argv))
-        except SystemExit as exc:  # argparse has printed usage and "ittc: error: ..."
-            return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-        result: int = args._run(args)
-        return result
-    except IttcError as exc:
-        return _error(str(exc))
-    except OSError as exc:
-        if exc.filename is not None:
-            return _error(f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}")
-        return _error(exc.strerror or str(exc))
-    except KeyboardInterrupt:
-        print("\nittc: interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
+KEYGEN = Command("keygen", "generate a new key from safe primes and write a cluster folder",
+                 _setup_keygen, _run_keygen)
+SPLIT = Command("split", "split an existing RSA key into a cluster folder",
+                _setup_split, _run_split)
+INFO = Command("info", "describe a cluster folder", _setup_info, _run_info)

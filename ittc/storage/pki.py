@@ -4,8 +4,8 @@ One CA (ECDSA P-256, path length 0) issues a server certificate to every node an
 client certificate to every combiner identity. Nodes accept only clients whose
 certificate chains to this CA, and the combiner checks each node's certificate against
 the node's name (``ittc-node-<i>``), not its address. A client's identity is the common
-name of its certificate, read from gRPC's auth context by :func:`peer_identity` and from
-nowhere else (never from a field in a message).
+name of its certificate, read from gRPC's auth context by
+:func:`ittc.wire.tls.peer_identity` and from nowhere else (never from a field in a message).
 
 The CA key is the one thing here that can mint identities: the ceremony writes it apart
 from the node folders and tells the operator to move it offline.
@@ -14,25 +14,21 @@ from the node folders and tells the operator to move it offline.
 from __future__ import annotations
 
 import datetime
-import functools
 import ipaddress
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc.errors import ConfigError
-from ittc.fileio import write_file_atomically
+from ittc.storage.files import write_file_atomically
 
 __all__ = [
-    "channel_credentials", "channel_options", "issue_client_cert", "issue_server_cert",
-    "load_cert", "load_private_key", "make_ca", "peer_identity", "server_credentials",
+    "issue_client_cert", "issue_server_cert", "load_cert", "load_private_key", "make_ca",
     "write_cert", "write_private_key",
 ]
 
@@ -198,75 +194,3 @@ def load_private_key(path: PathLike) -> ec.EllipticCurvePrivateKey:
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{p}: not an EC private key")
     return key
-
-
-def _read(path: PathLike) -> bytes:
-    try:
-        return pathlib.Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-
-
-# -- gRPC ------------------------------------------------------------------------------
-
-def server_credentials(cert_path: PathLike, key_path: PathLike,
-                       ca_path: PathLike) -> grpc.ServerCredentials:
-    """A node's TLS: its own certificate, and only clients with a certificate from the CA."""
-    return grpc.ssl_server_credentials([(_read(key_path), _read(cert_path))],
-                                       root_certificates=_read(ca_path),
-                                       require_client_auth=True)
-
-
-def channel_credentials(cert_path: PathLike, key_path: PathLike,
-                        ca_path: PathLike) -> grpc.ChannelCredentials:
-    """A combiner's TLS: trust only the cluster CA, present the client certificate."""
-    return grpc.ssl_channel_credentials(root_certificates=_read(ca_path),
-                                        private_key=_read(key_path),
-                                        certificate_chain=_read(cert_path))
-
-
-def channel_options(tls_name: str, max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Options for a channel to one node: check its certificate against ``tls_name``
-    (the address it is dialled at may be an IP or another name) and bound message sizes."""
-    if not tls_name:
-        raise ValueError("tls_name must not be empty")
-    if max_message_bytes < 1:
-        raise ValueError("max_message_bytes must be positive")
-    return [
-        ("grpc.ssl_target_name_override", tls_name),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-    ]
-
-
-def peer_identity(auth_context: Mapping[str, Sequence[bytes]]) -> str | None:
-    """The authenticated client's name (its certificate's CN), or None.
-
-    Pass ``context.auth_context()``. None when the connection is not TLS, the peer
-    presented no certificate, or the certificate has no single UTF-8 common name. The
-    name is read from the certificate itself (gRPC's ``x509_common_name`` shows only the
-    first of several). With :func:`server_credentials` the handshake has already checked
-    the chain to the CA.
-    """
-    if list(auth_context.get("transport_security_type", ())) != [b"ssl"]:
-        return None
-    pems = list(auth_context.get("x509_pem_cert", ()))
-    if len(pems) != 1:
-        return None
-    return _single_common_name(bytes(pems[0]))
-
-
-@functools.lru_cache(maxsize=1024)
-def _single_common_name(pem: bytes) -> str | None:
-    """The one common name of a certificate's subject, or None (cached: a client
-    presents the same certificate on every call)."""
-    try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        return None
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1:
-        return None
-    value = names[0].value
-    name = value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return name or None

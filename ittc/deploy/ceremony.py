@@ -33,11 +33,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ittc import storage, tls
+from ittc import storage
 from ittc.config import ClusterFile, NodeConfig, NodeEntry, parse_address
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.dealer import DealtKey
 from ittc.scheme.params import PublicParams
+from ittc.storage import pki
 
 __all__ = ["CA_README", "create_cluster", "describe", "node_tls_name"]
 
@@ -148,8 +149,8 @@ def _client_names(client_names: Sequence[str]) -> list[str]:
 
 def _write_identity(folder: pathlib.Path, stem: str, cert: x509.Certificate,
                     key: ec.EllipticCurvePrivateKey, ca_pem: bytes) -> None:
-    tls.write_cert(folder / f"{stem}.pem", cert)
-    tls.write_private_key(folder / f"{stem}.key", key)
+    pki.write_cert(folder / f"{stem}.pem", cert)
+    pki.write_private_key(folder / f"{stem}.key", key)
     _write_new(folder / "ca.pem", ca_pem)
 
 
@@ -218,10 +219,10 @@ def _build(root: pathlib.Path, final: pathlib.Path, dealt: DealtKey, nodes: list
 
     say("making the cluster CA")
     ca_dir = _mkdir(root / "ca", 0o700)
-    ca_cert, ca_key = tls.make_ca(f"ittc cluster CA {params.short_id}")
+    ca_cert, ca_key = pki.make_ca(f"ittc cluster CA {params.short_id}")
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    tls.write_cert(ca_dir / "ca.pem", ca_cert)
-    tls.write_private_key(ca_dir / "ca.key", ca_key)
+    pki.write_cert(ca_dir / "ca.pem", ca_cert)
+    pki.write_private_key(ca_dir / "ca.key", ca_key)
     _write_new(ca_dir / "README.txt", CA_README)
 
     for entry, share, passphrase in zip(nodes, dealt.shares, passphrases, strict=True):
@@ -234,7 +235,7 @@ def _build(root: pathlib.Path, final: pathlib.Path, dealt: DealtKey, nodes: list
         _write_new(folder / "node.toml", NodeConfig.render(
             i, entry.address, allowed_clients=list(clients), passphrase_file=relative))
         storage.write_share_file(folder / "share.enc", share, passphrase, kdf=kdf)
-        cert, key = tls.issue_server_cert(ca_cert, ca_key, entry.tls_name,
+        cert, key = pki.issue_server_cert(ca_cert, ca_key, entry.tls_name,
                                           [_host(entry.address), "127.0.0.1"])
         _write_identity(folder, "tls", cert, key, ca_pem)
         _write_new(folder / "params.json", params.to_json())
@@ -247,7 +248,7 @@ def _build(root: pathlib.Path, final: pathlib.Path, dealt: DealtKey, nodes: list
             if n == 1:
                 _mkdir(root / "clients", 0o700)
             folder = _mkdir(root / "clients" / name, 0o700)
-        cert, key = tls.issue_client_cert(ca_cert, ca_key, name)
+        cert, key = pki.issue_client_cert(ca_cert, ca_key, name)
         _write_identity(folder, "client", cert, key, ca_pem)
 
     _write_new(root / "cluster.toml", ClusterFile.render(params, nodes))
@@ -259,13 +260,13 @@ def _verify(root: pathlib.Path, dealt: DealtKey, passphrases: list[bytes]) -> No
     cluster = ClusterFile.load(root)
     if cluster.params != params:
         raise ConfigError(f"{cluster.path}: parameters read back differ from the dealt key")
-    ca = tls.load_cert(cluster.ca)
+    ca = pki.load_cert(cluster.ca)
     for entry in cluster.nodes:
         config = NodeConfig.load(root / f"node-{entry.index}" / "node.toml")
         if config.index != entry.index or config.load_params() != params:
             raise ConfigError(f"{config.path}: does not match the cluster file")
-        cert = tls.load_cert(config.tls_cert)
-        cert.verify_directly_issued_by(tls.load_cert(config.tls_ca))
+        cert = pki.load_cert(config.tls_cert)
+        cert.verify_directly_issued_by(pki.load_cert(config.tls_ca))
         cert.verify_directly_issued_by(ca)
         if entry.index == 1:
             passphrase = passphrases[0]
@@ -277,7 +278,7 @@ def _verify(root: pathlib.Path, dealt: DealtKey, passphrases: list[bytes]) -> No
                 raise ConfigError(f"{config.share_file}: share read back differs")
     if cluster.client_cert is None:
         raise ConfigError(f"{cluster.path}: no client identity")
-    tls.load_cert(cluster.client_cert).verify_directly_issued_by(ca)
+    pki.load_cert(cluster.client_cert).verify_directly_issued_by(ca)
 
 
 def describe(cluster: ClusterFile) -> str:

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ittc.v1 import signer_pb2 as ittc_dot_v1_dot_signer__pb2
+from ittc.wire.v1 import signer_pb2 as ittc_dot_wire_dot_v1_dot_signer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ittc/v1/signer_pb2_grpc.py depends on'
+        + ' but the generated code in ittc/wire/v1/signer_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class SignerStub:
         """
         self.GetInfo = channel.unary_unary(
                 '/ittc.v1.Signer/GetInfo',
-                request_serializer=ittc_dot_v1_dot_signer__pb2.GetInfoRequest.SerializeToString,
-                response_deserializer=ittc_dot_v1_dot_signer__pb2.NodeInfo.FromString,
+                request_serializer=ittc_dot_wire_dot_v1_dot_signer__pb2.GetInfoRequest.SerializeToString,
+                response_deserializer=ittc_dot_wire_dot_v1_dot_signer__pb2.NodeInfo.FromString,
                 _registered_method=True)
         self.Sign = channel.unary_unary(
                 '/ittc.v1.Signer/Sign',
-                request_serializer=ittc_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
-                response_deserializer=ittc_dot_v1_dot_signer__pb2.SignResponse.FromString,
+                request_serializer=ittc_dot_wire_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
+                response_deserializer=ittc_dot_wire_dot_v1_dot_signer__pb2.SignResponse.FromString,
                 _registered_method=True)
 
 
@@ -68,13 +68,13 @@ def add_SignerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
-                    request_deserializer=ittc_dot_v1_dot_signer__pb2.GetInfoRequest.FromString,
-                    response_serializer=ittc_dot_v1_dot_signer__pb2.NodeInfo.SerializeToString,
+                    request_deserializer=ittc_dot_wire_dot_v1_dot_signer__pb2.GetInfoRequest.FromString,
+                    response_serializer=ittc_dot_wire_dot_v1_dot_signer__pb2.NodeInfo.SerializeToString,
             ),
             'Sign': grpc.unary_unary_rpc_method_handler(
                     servicer.Sign,
-                    request_deserializer=ittc_dot_v1_dot_signer__pb2.SignRequest.FromString,
-                    response_serializer=ittc_dot_v1_dot_signer__pb2.SignResponse.SerializeToString,
+                    request_deserializer=ittc_dot_wire_dot_v1_dot_signer__pb2.SignRequest.FromString,
+                    response_serializer=ittc_dot_wire_dot_v1_dot_signer__pb2.SignResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -102,8 +102,8 @@ class Signer:
             request,
             target,
             '/ittc.v1.Signer/GetInfo',
-            ittc_dot_v1_dot_signer__pb2.GetInfoRequest.SerializeToString,
-            ittc_dot_v1_dot_signer__pb2.NodeInfo.FromString,
+            ittc_dot_wire_dot_v1_dot_signer__pb2.GetInfoRequest.SerializeToString,
+            ittc_dot_wire_dot_v1_dot_signer__pb2.NodeInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -129,8 +129,8 @@ class Signer:
             request,
             target,
             '/ittc.v1.Signer/Sign',
-            ittc_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
-            ittc_dot_v1_dot_signer__pb2.SignResponse.FromString,
+            ittc_dot_wire_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
+            ittc_dot_wire_dot_v1_dot_signer__pb2.SignResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,7 +33,6 @@ from typing import Any, Literal, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ittc import tls
 from ittc.config import ClusterFile, NodeEntry
 from ittc.errors import IttcError, NotEnoughShares, ParameterError, SigningError
 from ittc.scheme.combine import CombineResult, combine_robust
@@ -42,8 +41,9 @@ from ittc.scheme.encoding import Scheme, encode, hash_spec
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits, verify_share
-from ittc.v1 import signer_pb2 as pb
-from ittc.v1 import signer_pb2_grpc as pb_grpc
+from ittc.wire import tls
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc as pb_grpc
 
 __all__ = ["ClientStats", "ClusterClient", "SignItem", "SyncClusterClient"]
 

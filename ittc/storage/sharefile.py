@@ -76,9 +76,9 @@ from ittc.errors import (
     ShareFileMismatch,
     WrongPassphrase,
 )
-from ittc.fileio import write_file_atomically
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
+from ittc.storage.files import write_file_atomically
 
 __all__ = [
     "FORMAT_VERSION",

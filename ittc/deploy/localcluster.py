@@ -23,9 +23,9 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ittc import tls
 from ittc.config import ClusterFile
 from ittc.errors import IttcError
+from ittc.wire import tls
 
 __all__ = ["LocalCluster", "NodeStartError", "free_loopback_ports"]
 

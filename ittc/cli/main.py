@@ -1,0 +1,97 @@
+"""The ``ittc`` command line: every subcommand, in one table.
+
+Errors that ittc raises on purpose (:class:`~ittc.errors.IttcError`) and missing files
+print one line, ``ittc: error: ...``, and exit 2, as argparse does for bad arguments;
+no traceback. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ittc import __version__
+from ittc.cli import audit, ca, demo, keys, network
+from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
+from ittc.errors import IttcError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: Every subcommand, in the order ``ittc --help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    keys.KEYGEN,
+    keys.SPLIT,
+    keys.INFO,
+    network.NODE,
+    network.CLUSTER,
+    network.SIGN,
+    network.STATUS,
+    ca.CA,
+    audit.AUDIT,
+    demo.DEMO,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every usage error reads ``ittc: error: ...``, subcommands included."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        where = self.prog.removeprefix("ittc").strip()
+        self.exit(EXIT_ERROR, f"ittc: error: {where + ': ' if where else ''}{message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, one subparser per registered command."""
+    parser = _Parser(
+        prog="ittc", description="Threshold RSA signing network (Shoup, Practical Threshold "
+                                 "Signatures).")
+    parser.add_argument("--version", action="version", version=f"ittc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.setup(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"ittc: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_ERROR
+
+
+def _configure_logging() -> None:
+    """The library's warnings (a node failed, a node was blamed) as one line each."""
+    logger = logging.getLogger("ittc")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("ittc: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the process exit code."""
+    _configure_logging()
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(None if argv is None else list(argv))
+        except SystemExit as exc:  # argparse has printed usage and "ittc: error: ..."
+            return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        result: int = args._run(args)
+        return result
+    except IttcError as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        if exc.filename is not None:
+            return _error(f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}")
+        return _error(exc.strerror or str(exc))
+    except KeyboardInterrupt:
+        print("\nittc: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,35 @@
+"""What ittc keeps in files: encrypted key shares, the cluster's TLS identities, and the
+one atomic, private-by-default file writer everything else uses.
+
+Nothing here touches the network. Secrets are written only through
+:func:`~ittc.storage.sharefile.write_share_file` (encrypted) and
+:func:`~ittc.storage.pki.write_private_key` (mode 0600).
+"""
+
+from ittc.storage.files import write_file_atomically
+from ittc.storage.sharefile import (
+    FORMAT_VERSION,
+    MAX_FILE_SIZE,
+    MAX_MEMLIMIT,
+    MAX_OPSLIMIT,
+    KdfLimits,
+    ShareFileHeader,
+    read_passphrase_file,
+    read_share_file,
+    read_share_header,
+    write_share_file,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_FILE_SIZE",
+    "MAX_MEMLIMIT",
+    "MAX_OPSLIMIT",
+    "KdfLimits",
+    "ShareFileHeader",
+    "read_passphrase_file",
+    "read_share_file",
+    "read_share_header",
+    "write_file_atomically",
+    "write_share_file",
+]

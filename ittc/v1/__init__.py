@@ -1,1 +1,0 @@
-"""Wire protocol ``ittc.v1`` (generated from ``proto/ittc/v1/signer.proto``)."""

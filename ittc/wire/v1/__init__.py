@@ -1,0 +1,1 @@
+"""Wire protocol ``ittc.v1`` (generated from ``proto/ittc/wire/v1/signer.proto``)."""
