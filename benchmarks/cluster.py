@@ -120,6 +120,7 @@ SWEEP_TITLES = {
 
 # -- what to measure ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PointSpec:
     """One measured run. ``bits``/``k`` None: the run's main cluster."""
@@ -153,8 +154,13 @@ class PointSpec:
         return " ".join(parts)
 
 
-def plan(sweeps: Sequence[str], quick: bool, *, single: PointSpec | None = None,
-         lone_count: int | None = None) -> list[PointSpec]:
+def plan(
+    sweeps: Sequence[str],
+    quick: bool,
+    *,
+    single: PointSpec | None = None,
+    lone_count: int | None = None,
+) -> list[PointSpec]:
     """The points of the chosen sweeps, in the order they run (main cluster first)."""
     timing = QUICK if quick else FULL
     fault_warmup = FAULT_WARMUP["quick" if quick else "full"]
@@ -164,37 +170,46 @@ def plan(sweeps: Sequence[str], quick: bool, *, single: PointSpec | None = None,
     if "lone" in sweeps:
         points.append(PointSpec("lone", 1, 1, count=lone_count or int(timing["lone_count"])))
     if "concurrency" in sweeps:
-        for c in ([1, 4, 16, 64, 256] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]):
+        for c in [1, 4, 16, 64, 256] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256]:
             points.append(PointSpec("concurrency", c, 1))
     if "batch" in sweeps:
-        for b in ([1, 8, 64] if quick else [1, 2, 4, 8, 16, 32, 64]):
+        for b in [1, 8, 64] if quick else [1, 2, 4, 8, 16, 32, 64]:
             points.append(PointSpec("batch", BATCH_CONCURRENCY, b))
     if "proofs" in sweeps:
-        for c, b in ([(1, 1), (16, 4)] if quick else [(1, 1), (4, 1), (16, 1), (64, 1),
-                                                       (8, 8)]):
+        for c, b in [(1, 1), (16, 4)] if quick else [(1, 1), (4, 1), (16, 1), (64, 1), (8, 8)]:
             points.append(PointSpec("proofs", c, b))
             points.append(PointSpec("proofs", c, b, proofs="always"))
     if "mode" in sweeps:
-        for c in ([1, 64] if quick else [1, 16, 64]):
+        for c in [1, 64] if quick else [1, 16, 64]:
             points.append(PointSpec("mode", c, 1))
             points.append(PointSpec("mode", c, 1, mode="all"))
     if "slow" in sweeps:
-        for c, b in ([(1, 1), (64, 1)]):
+        for c, b in [(1, 1), (64, 1)]:
             points.append(PointSpec("slow", c, b, warmup=fault_warmup))
-            points.append(PointSpec("slow", c, b, fault="slow:50", fault_node=FAULT_NODE,
-                                    warmup=fault_warmup))
+            points.append(
+                PointSpec("slow", c, b, fault="slow:50", fault_node=FAULT_NODE, warmup=fault_warmup)
+            )
     if "liar" in sweeps:
         liar_s = LIAR_DURATION["quick" if quick else "full"]
         points.append(PointSpec("liar", 64, 1, warmup=fault_warmup, duration=liar_s))
-        points.append(PointSpec("liar", 64, 1, fault="random-share", fault_node=FAULT_NODE,
-                                warmup=fault_warmup, duration=liar_s))
+        points.append(
+            PointSpec(
+                "liar",
+                64,
+                1,
+                fault="random-share",
+                fault_node=FAULT_NODE,
+                warmup=fault_warmup,
+                duration=liar_s,
+            )
+        )
     if "k" in sweeps:
         for k in (2, 3, 4, 5):
-            for c, b in ([(1, 1), (64, 1)] if quick else [(1, 1), (16, 1), (64, 1)]):
+            for c, b in [(1, 1), (64, 1)] if quick else [(1, 1), (16, 1), (64, 1)]:
                 points.append(PointSpec("k", c, b, bits=DEFAULT_BITS, k=k))
     if "bits" in sweeps:
         for bits in (2048, 3072, 4096):
-            for c, b in ([(1, 1), (16, 1)] if quick else [(1, 1), (4, 1), (16, 1), (8, 4)]):
+            for c, b in [(1, 1), (16, 1)] if quick else [(1, 1), (4, 1), (16, 1), (8, 4)]:
                 points.append(PointSpec("bits", c, b, bits=bits, k=DEFAULT_K))
             points.append(PointSpec("bits", 4, 1, bits=bits, k=DEFAULT_K, proofs="always"))
     return points
@@ -202,8 +217,10 @@ def plan(sweeps: Sequence[str], quick: bool, *, single: PointSpec | None = None,
 
 # -- clusters ------------------------------------------------------------------------------
 
+
 def _fault_env(spec: str) -> dict[str, str]:
     from ittc_node.faults import environment
+
     return environment(spec)
 
 
@@ -228,14 +245,20 @@ def _create(folder: pathlib.Path, dealt: dealer.DealtKey) -> pathlib.Path:
     if not pass_file.exists():
         _write_private(pass_file, CACHE_PASSPHRASE + b"\n")
     out = folder / "cluster"
-    create_cluster(out, dealt, passphrases=[CACHE_PASSPHRASE], passphrase_file=pass_file,
-                   addresses=[f"127.0.0.1:{p}" for p in free_loopback_ports(dealt.params.n)],
-                   kdf=storage.KdfLimits.fast_for_tests())
+    create_cluster(
+        out,
+        dealt,
+        passphrases=[CACHE_PASSPHRASE],
+        passphrase_file=pass_file,
+        addresses=[f"127.0.0.1:{p}" for p in free_loopback_ports(dealt.params.n)],
+        kdf=storage.KdfLimits.fast_for_tests(),
+    )
     return out
 
 
-def cached_cluster(cache: pathlib.Path, bits: int, k: int, n: int, progress: Progress, *,
-                   insecure: bool = False) -> pathlib.Path:
+def cached_cluster(
+    cache: pathlib.Path, bits: int, k: int, n: int, progress: Progress, *, insecure: bool = False
+) -> pathlib.Path:
     """A benchmark cluster folder for (bits, k, n): made once, then reused.
 
     Made with ``dealer.generate`` and the fastest share-file KDF (the nodes start in a
@@ -252,8 +275,11 @@ def cached_cluster(cache: pathlib.Path, bits: int, k: int, n: int, progress: Pro
         shares = []
         for entry in cluster.nodes:
             config = NodeConfig.load(root / f"node-{entry.index}" / "node.toml")
-            shares.append(storage.read_share_file(config.share_file, cluster.params,
-                                                  entry.index, CACHE_PASSPHRASE))
+            shares.append(
+                storage.read_share_file(
+                    config.share_file, cluster.params, entry.index, CACHE_PASSPHRASE
+                )
+            )
         old = folder / "cluster.old"
         shutil.rmtree(old, ignore_errors=True)
         root.rename(old)
@@ -264,8 +290,9 @@ def cached_cluster(cache: pathlib.Path, bits: int, k: int, n: int, progress: Pro
             raise
         shutil.rmtree(old, ignore_errors=True)
         return root
-    progress.line(f"  generating a {bits}-bit key for a {k}-of-{n} benchmark cluster "
-                  f"(cached in {folder}) ...")
+    progress.line(
+        f"  generating a {bits}-bit key for a {k}-of-{n} benchmark cluster (cached in {folder}) ..."
+    )
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     start = time.monotonic()
@@ -279,8 +306,7 @@ def cached_cluster(cache: pathlib.Path, bits: int, k: int, n: int, progress: Pro
 class Target:
     """The cluster being measured: its file and, for local ones, its node processes."""
 
-    def __init__(self, cluster: ClusterFile, local: LocalCluster | None, *,
-                 cores: int) -> None:
+    def __init__(self, cluster: ClusterFile, local: LocalCluster | None, *, cores: int) -> None:
         self.cluster = cluster
         self.local = local
         self.cores = cores
@@ -319,8 +345,9 @@ class Target:
             self.local.stop()
 
 
-def start_local(root: pathlib.Path, log_dir: pathlib.Path, cores: int,
-                progress: Progress) -> Target:
+def start_local(
+    root: pathlib.Path, log_dir: pathlib.Path, cores: int, progress: Progress
+) -> Target:
     """Start every node of the cluster folder ``root`` and wait until all are SERVING."""
     cluster = ClusterFile.load(root)
     for entry in cluster.nodes:  # a benchmark cluster's audit log need not grow forever
@@ -335,8 +362,9 @@ def start_local(root: pathlib.Path, log_dir: pathlib.Path, cores: int,
         local.stop()
         raise
     p = cluster.params
-    progress.line(f"  started {p.n} nodes ({p.bits}-bit, k={p.k}) in "
-                  f"{time.monotonic() - start:.1f} s")
+    progress.line(
+        f"  started {p.n} nodes ({p.bits}-bit, k={p.k}) in {time.monotonic() - start:.1f} s"
+    )
     return Target(cluster, local, cores=cores)
 
 
@@ -408,6 +436,7 @@ class CpuMark:
 
 # -- baselines measured beside each point ---------------------------------------------------
 
+
 def share_exponent_bits(params: PublicParams) -> int:
     """Bit length of ``2·Δ·s_i``: a Shoup share lies below ``m = p'q'`` (about ``N/4``);
     an integer share below ``2^share_bits``."""
@@ -437,8 +466,9 @@ class Baseline:
         self._xs = [encode(Scheme.PKCS1V15, "sha256", d, params.bits) for d in digests]
         self._xms = [mpz(x) for x in self._xs]
         secret_bits = self.exponent_bits - (2 * params.delta).bit_length()
-        self._share = KeyShare(params, 1, secrets.randbits(secret_bits - 1)
-                               | (1 << (secret_bits - 2)))
+        self._share = KeyShare(
+            params, 1, secrets.randbits(secret_bits - 1) | (1 << (secret_bits - 2))
+        )
         self._proved = [self._share.signature_share(x, proof=True) for x in self._xs]
         self._key = rsa.generate_private_key(65537, params.bits)
         self._i = 0
@@ -461,13 +491,16 @@ class Baseline:
         prehashed = Prehashed(sha)
         ops = [
             Op("t_share", lambda: gmpy2.powmod_sec(self._xms[self._next()], e, n)),
-            Op("openssl_sign", lambda: self._key.sign(self._digests[self._next()], pkcs,
-                                                      prehashed)),
+            Op(
+                "openssl_sign", lambda: self._key.sign(self._digests[self._next()], pkcs, prehashed)
+            ),
         ]
         if proofs:
             ops += [
-                Op("t_share_proof", lambda: self._share.signature_share(
-                    self._xs[self._next()], proof=True)),
+                Op(
+                    "t_share_proof",
+                    lambda: self._share.signature_share(self._xs[self._next()], proof=True),
+                ),
                 Op("t_verify", self._verify),
             ]
         return ops
@@ -548,18 +581,23 @@ def _makespan_worker(modulus: int, exponent: int, go: Any, done: Any, out: Any) 
             time.sleep(0.0002)
 
 
-def parallel_makespan(params: PublicParams, exponent_bits: int, processes: int,
-                      rounds: int) -> list[float]:
+def parallel_makespan(
+    params: PublicParams, exponent_bits: int, processes: int, rounds: int
+) -> list[float]:
     """Seconds from "go" until ``processes`` processes (idle until then) have each made
     one share-sized ``powmod_sec``: the compute floor of a lone signature, ``k`` nodes
     computing their shares at once, on this machine's scheduler."""
     import multiprocessing
+
     ctx = multiprocessing.get_context("spawn")
     go, done, out = ctx.Event(), ctx.Event(), ctx.Queue()
     exponent = int(micro._random_exponent(exponent_bits))
-    workers = [ctx.Process(target=_makespan_worker, args=(params.modulus, exponent, go, done,
-                                                          out), daemon=True)
-               for _ in range(processes)]
+    workers = [
+        ctx.Process(
+            target=_makespan_worker, args=(params.modulus, exponent, go, done, out), daemon=True
+        )
+        for _ in range(processes)
+    ]
     for w in workers:
         w.start()
     spans: list[float] = []
@@ -583,8 +621,14 @@ def parallel_makespan(params: PublicParams, exponent_bits: int, processes: int,
     return spans
 
 
-def bound_per_s(cores: int, k: int, t_share: float, proofs: bool,
-                t_share_proof: float | None = None, t_verify: float | None = None) -> float:
+def bound_per_s(
+    cores: int,
+    k: int,
+    t_share: float,
+    proofs: bool,
+    t_share_proof: float | None = None,
+    t_verify: float | None = None,
+) -> float:
     """``cores / (k·T_share)``; with proofs ``cores / (k·(T_share + T_prove) + k·T_verify)``
     where ``T_share + T_prove`` is a share with its proof (fresh nonce)."""
     if not proofs:
@@ -595,17 +639,32 @@ def bound_per_s(cores: int, k: int, t_share: float, proofs: bool,
 
 # -- one measured run ------------------------------------------------------------------------
 
+
 def _percentiles(values: Sequence[float]) -> dict[str, float | int | None]:
     if not values:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None, "min": None,
-                "mean": None}
+        return {
+            "n": 0,
+            "p50": None,
+            "p90": None,
+            "p99": None,
+            "max": None,
+            "min": None,
+            "mean": None,
+        }
     xs = sorted(values)
 
     def pct(q: float) -> float:  # nearest-rank
         return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
-    return {"n": len(xs), "p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99),
-            "max": xs[-1], "min": xs[0], "mean": statistics.fmean(xs)}
+    return {
+        "n": len(xs),
+        "p50": pct(0.50),
+        "p90": pct(0.90),
+        "p99": pct(0.99),
+        "max": xs[-1],
+        "min": xs[0],
+        "mean": statistics.fmean(xs),
+    }
 
 
 def completion_slope(completions: Sequence[tuple[float, int]]) -> float | None:
@@ -624,23 +683,28 @@ def completion_slope(completions: Sequence[tuple[float, int]]) -> float | None:
     sxx = sum((t - mean_t) ** 2 for t in times)
     if sxx <= 0:
         return None
-    return sum((t - mean_t) * (c - mean_c) for t, c in zip(times, cumulative,
-                                                             strict=True)) / sxx
+    return sum((t - mean_t) * (c - mean_c) for t, c in zip(times, cumulative, strict=True)) / sxx
 
 
 def _stats_dict(stats: ClientStats) -> dict[str, Any]:
-    return {"signatures": stats.signatures, "batches": stats.batches, "rpcs": stats.rpcs,
-            "hedges": stats.hedges, "proof_rounds": stats.proof_rounds,
-            "node_failures": {str(k): v for k, v in sorted(stats.node_failures.items())},
-            "blamed": {str(k): v for k, v in sorted(stats.blamed.items())}}
+    return {
+        "signatures": stats.signatures,
+        "batches": stats.batches,
+        "rpcs": stats.rpcs,
+        "hedges": stats.hedges,
+        "proof_rounds": stats.proof_rounds,
+        "node_failures": {str(k): v for k, v in sorted(stats.node_failures.items())},
+        "blamed": {str(k): v for k, v in sorted(stats.blamed.items())},
+    }
 
 
 def _stats_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in after.items():
         if isinstance(value, dict):
-            out[key] = {k: v - before[key].get(k, 0) for k, v in value.items()
-                        if v - before[key].get(k, 0)}
+            out[key] = {
+                k: v - before[key].get(k, 0) for k, v in value.items() if v - before[key].get(k, 0)
+            }
         else:
             out[key] = value - before[key]
     return out
@@ -666,14 +730,29 @@ class Bar:
         self.progress.status(
             f"[{'#' * filled}{'.' * (self.width - filled)}] {whole * 100:3.0f}% "
             f"{min(self.done + 1, self.total)}/{self.total} {label}: {shown}"
-            + (f", ~{eta / 60:.0f} min left" if eta is not None and eta > 90
-               else f", ~{eta:.0f} s left" if eta is not None else ""), every_s=10.0)
+            + (
+                f", ~{eta / 60:.0f} min left"
+                if eta is not None and eta > 90
+                else f", ~{eta:.0f} s left"
+                if eta is not None
+                else ""
+            ),
+            every_s=10.0,
+        )
 
 
-async def measure_point(target: Target, spec: PointSpec, *, warmup: float, duration: float,
-                        deadline: float, node_timeout: float, bar: Bar,
-                        max_batch: int | None = None,
-                        max_window: float = 600.0) -> dict[str, Any]:
+async def measure_point(
+    target: Target,
+    spec: PointSpec,
+    *,
+    warmup: float,
+    duration: float,
+    deadline: float,
+    node_timeout: float,
+    bar: Bar,
+    max_batch: int | None = None,
+    max_window: float = 600.0,
+) -> dict[str, Any]:
     """Closed-loop load: ``concurrency`` callers each sign ``batch`` random digests per
     call, again and again. Only calls that end inside the measured window count."""
     params = target.params
@@ -687,10 +766,14 @@ async def measure_point(target: Target, spec: PointSpec, *, warmup: float, durat
     enough = asyncio.Event()
     count = spec.count
 
-    client = ClusterClient(target.cluster, mode=spec.mode,  # type: ignore[arg-type]
-                           proofs=spec.proofs,  # type: ignore[arg-type]
-                           deadline=deadline, node_timeout=node_timeout,
-                           max_batch=max_batch or 64)
+    client = ClusterClient(
+        target.cluster,
+        mode=spec.mode,  # type: ignore[arg-type]
+        proofs=spec.proofs,  # type: ignore[arg-type]
+        deadline=deadline,
+        node_timeout=node_timeout,
+        max_batch=max_batch or 64,
+    )
 
     async def caller() -> None:
         batch = spec.batch
@@ -735,12 +818,19 @@ async def measure_point(target: Target, spec: PointSpec, *, warmup: float, durat
             found_at: float | None = None
             while True:
                 elapsed = time.perf_counter() - t_warm
-                if spec.fault == "random-share" and found_at is None and (
-                        client.stats.blamed.get(spec.fault_node or 0)):
+                if (
+                    spec.fault == "random-share"
+                    and found_at is None
+                    and (client.stats.blamed.get(spec.fault_node or 0))
+                ):
                     found_at = elapsed
-                if elapsed >= warm_limit or (elapsed >= warmup and (
+                if elapsed >= warm_limit or (
+                    elapsed >= warmup
+                    and (
                         spec.fault != "random-share"
-                        or (found_at is not None and elapsed >= found_at + 0.5))):
+                        or (found_at is not None and elapsed >= found_at + 0.5)
+                    )
+                ):
                     break
                 await asyncio.sleep(0.05)
                 bar.show(label, min(elapsed / (warmup + duration), 0.99), None)
@@ -754,18 +844,24 @@ async def measure_point(target: Target, spec: PointSpec, *, warmup: float, durat
             limit = max_window if count is not None else duration * MAX_STRETCH
             while True:
                 elapsed = time.perf_counter() - window_start
-                if enough.is_set() or elapsed >= limit or (
-                        count is None and elapsed >= duration
-                        and state["calls"] >= MIN_ROUNDS * spec.concurrency):
+                if (
+                    enough.is_set()
+                    or elapsed >= limit
+                    or (
+                        count is None
+                        and elapsed >= duration
+                        and state["calls"] >= MIN_ROUNDS * spec.concurrency
+                    )
+                ):
                     break
                 if all(t.done() for t in tasks):  # pragma: no cover - callers crashed
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(enough.wait(), min(0.1, max(limit - elapsed,
-                                                                       0.001)))
-                frac = (state["sigs"] / count if count else min(elapsed / duration, 1.0))
-                bar.show(label, (warmup + frac * duration) / (warmup + duration),
-                         tick_rate(window_start))
+                    await asyncio.wait_for(enough.wait(), min(0.1, max(limit - elapsed, 0.001)))
+                frac = state["sigs"] / count if count else min(elapsed / duration, 1.0)
+                bar.show(
+                    label, (warmup + frac * duration) / (warmup + duration), tick_rate(window_start)
+                )
             state["measuring"] = False
             last = CpuMark.now(groups, nodes_first=False)
             after_stats = _stats_dict(client.stats)
@@ -782,10 +878,14 @@ async def measure_point(target: Target, spec: PointSpec, *, warmup: float, durat
     window = last.wall - first.wall
     sigs = state["sigs"]
     client_cpu = last.client - first.client
-    nodes_cpu = (last.nodes - first.nodes) if (last.nodes is not None
-                                               and first.nodes is not None) else None
-    machine = (last.machine - first.machine) if (last.machine is not None
-                                                 and first.machine is not None) else None
+    nodes_cpu = (
+        (last.nodes - first.nodes) if (last.nodes is not None and first.nodes is not None) else None
+    )
+    machine = (
+        (last.machine - first.machine)
+        if (last.machine is not None and first.machine is not None)
+        else None
+    )
     ours = client_cpu + (nodes_cpu or 0.0)
     foreign = max(0.0, machine - ours) if machine is not None and nodes_cpu is not None else None
 
@@ -825,10 +925,12 @@ async def measure_point(target: Target, spec: PointSpec, *, warmup: float, durat
             "client_per_signature_s": per_sig(client_cpu),
             "nodes_per_signature_s": per_sig(nodes_cpu),
             "total_per_signature_s": per_sig(ours) if nodes_cpu is not None else None,
-            "ours_utilization": (ours / (window * target.cores)
-                                 if nodes_cpu is not None and window > 0 else None),
-            "others_utilization": (foreign / (window * target.cores)
-                                   if foreign is not None and window > 0 else None),
+            "ours_utilization": (
+                ours / (window * target.cores) if nodes_cpu is not None and window > 0 else None
+            ),
+            "others_utilization": (
+                foreign / (window * target.cores) if foreign is not None and window > 0 else None
+            ),
         },
         "client_stats_window": _stats_delta(after_stats, before_stats),
         "client_stats_run": run_stats,
@@ -855,8 +957,7 @@ def others_busy(seconds: float = 0.5) -> float | None:
     return (end - start) / ((time.perf_counter() - t0) * _cores())
 
 
-def wait_for_quiet(threshold: float, max_wait: float, bar: Bar,
-                   spec: PointSpec) -> dict[str, Any]:
+def wait_for_quiet(threshold: float, max_wait: float, bar: Bar, spec: PointSpec) -> dict[str, Any]:
     """Before a point, wait (at most ``max_wait`` s) until other work on the machine uses
     less than ``threshold`` of its cores: a shared machine's numbers are cleaner then."""
     start = time.monotonic()
@@ -864,17 +965,27 @@ def wait_for_quiet(threshold: float, max_wait: float, bar: Bar,
     while busy is not None and busy > threshold and time.monotonic() - start < max_wait:
         bar.show(f"{spec.sweep} {spec.label()} (waiting: others use {busy:.0%})", 0.0, None)
         busy = others_busy(0.5)
-    return {"waited_s": time.monotonic() - start, "others_busy_at_start": busy,
-            "threshold": threshold}
+    return {
+        "waited_s": time.monotonic() - start,
+        "others_busy_at_start": busy,
+        "threshold": threshold,
+    }
 
 
 def _median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: dict[str, Any],
-              args: argparse.Namespace, bar: Bar, loop: asyncio.AbstractEventLoop
-              ) -> dict[str, Any]:
+def run_point(
+    target: Target,
+    spec: PointSpec,
+    baseline: Baseline,
+    *,
+    timing: dict[str, Any],
+    args: argparse.Namespace,
+    bar: Bar,
+    loop: asyncio.AbstractEventLoop,
+) -> dict[str, Any]:
     """Baseline (idle), the point under load, baseline again; the point's record."""
     params = target.params
     proofs = spec.proofs == "always"
@@ -882,21 +993,36 @@ def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: di
         for index in target.local.indices:
             target.set_fault(index, spec.fault if index == spec.fault_node else None)
     rounds = int(timing["rounds"])
-    quiet = wait_for_quiet(args.quiet_threshold,
-                           min(args.max_quiet_wait, max(args.quiet_budget, 0.0)), bar, spec)
+    quiet = wait_for_quiet(
+        args.quiet_threshold, min(args.max_quiet_wait, max(args.quiet_budget, 0.0)), bar, spec
+    )
     args.quiet_budget -= quiet["waited_s"]
     before = baseline.measure(rounds, proofs)
     load_before = os.getloadavg()[0]
     # --warmup applies to every point; otherwise fault sweeps warm up longer (the client
     # must meet the liar before the window opens).
-    warmup = args.warmup if args.warmup is not None else (
-        spec.warmup if spec.warmup is not None else float(timing["warmup"]))
-    duration = float(timing["duration"]) if args.duration is not None or spec.duration is None \
+    warmup = (
+        args.warmup
+        if args.warmup is not None
+        else (spec.warmup if spec.warmup is not None else float(timing["warmup"]))
+    )
+    duration = (
+        float(timing["duration"])
+        if args.duration is not None or spec.duration is None
         else spec.duration
-    result = loop.run_until_complete(measure_point(
-        target, spec, warmup=warmup, duration=duration,
-        deadline=args.deadline, node_timeout=args.node_timeout, bar=bar,
-        max_batch=args.client_max_batch))
+    )
+    result = loop.run_until_complete(
+        measure_point(
+            target,
+            spec,
+            warmup=warmup,
+            duration=duration,
+            deadline=args.deadline,
+            node_timeout=args.node_timeout,
+            bar=bar,
+            max_batch=args.client_max_batch,
+        )
+    )
     after = baseline.measure(rounds, proofs)
     samples = {name: before[name] + after[name] for name in before}
     t_share = _median(samples["t_share"])
@@ -917,8 +1043,9 @@ def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: di
         base["t_share_proof_wall_s"] = _median(samples["t_share_proof_wall"])
         base["t_verify_wall_s"] = _median(samples["t_verify_wall"])
     k = params.k
-    bound = bound_per_s(target.cores, k, t_share, proofs, base.get("t_share_proof_s"),
-                        base.get("t_verify_s"))
+    bound = bound_per_s(
+        target.cores, k, t_share, proofs, base.get("t_share_proof_s"), base.get("t_verify_s")
+    )
     lat = result["latency_s"]
     record = {
         "sweep": spec.sweep,
@@ -943,8 +1070,8 @@ def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: di
         "efficiency_available": _available_efficiency(result, bound, target.cores),
         "latency_p50_over_t_share": (lat["p50"] / t_share) if lat["p50"] else None,
         "latency_p99_over_t_share": (lat["p99"] / t_share) if lat["p99"] else None,
-        "ideal_cpu_per_signature_s": k * (base.get("t_share_proof_s", t_share)
-                                          + base.get("t_verify_s", 0.0)),
+        "ideal_cpu_per_signature_s": k
+        * (base.get("t_share_proof_s", t_share) + base.get("t_verify_s", 0.0)),
         "loadavg": [load_before, os.getloadavg()[0]],
         "quiet_wait": quiet,
     }
@@ -952,12 +1079,14 @@ def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: di
         spans = parallel_makespan(params, baseline.exponent_bits, k, rounds * 4)
         base["k_parallel_makespan_s"] = _median(spans)
         base["k_parallel_makespan_rounds"] = len(spans)
-        record["latency_p50_over_makespan"] = (lat["p50"] / base["k_parallel_makespan_s"]
-                                               if lat["p50"] else None)
+        record["latency_p50_over_makespan"] = (
+            lat["p50"] / base["k_parallel_makespan_s"] if lat["p50"] else None
+        )
     ideal = record["ideal_cpu_per_signature_s"]
     cpu = result["cpu"]
-    record["cpu"]["total_over_ideal"] = (cpu["total_per_signature_s"] / ideal
-                                         if cpu["total_per_signature_s"] else None)
+    record["cpu"]["total_over_ideal"] = (
+        cpu["total_per_signature_s"] / ideal if cpu["total_per_signature_s"] else None
+    )
     return record
 
 
@@ -965,14 +1094,31 @@ def run_point(target: Target, spec: PointSpec, baseline: Baseline, *, timing: di
 
 #: (id, description, comparison, limit)
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
-    ("efficiency", "optimistic efficiency (throughput / cores÷(k·T_share)) at the best "
-     "concurrency and batch", ">=", 0.85),
-    ("efficiency_proofs", "proofs always: throughput / its own bound "
-     "cores÷(k·(T_share+T_prove)+k·T_verify), best point", ">=", 0.85),
-    ("liar_over_honest", "one lying node: throughput once it is found / honest throughput",
-     ">=", 0.5),
-    ("liar_blamed_exactly", "one lying node: nodes the client blamed (ClientStats.blamed)",
-     "==", 0.0),
+    (
+        "efficiency",
+        "optimistic efficiency (throughput / cores÷(k·T_share)) at the best concurrency and batch",
+        ">=",
+        0.85,
+    ),
+    (
+        "efficiency_proofs",
+        "proofs always: throughput / its own bound "
+        "cores÷(k·(T_share+T_prove)+k·T_verify), best point",
+        ">=",
+        0.85,
+    ),
+    (
+        "liar_over_honest",
+        "one lying node: throughput once it is found / honest throughput",
+        ">=",
+        0.5,
+    ),
+    (
+        "liar_blamed_exactly",
+        "one lying node: nodes the client blamed (ClientStats.blamed)",
+        "==",
+        0.0,
+    ),
     ("lone_p50_over_t_share", "a lone signature: p50 latency / T_share", "<=", 2.2),
 )
 
@@ -992,51 +1138,91 @@ def evaluate_targets(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def add(ident: str, value: float | None, passed: bool, note: str, shown: str) -> None:
         _, description, comparison, limit = next(t for t in TARGETS if t[0] == ident)
-        out.append({"id": ident, "description": description, "comparison": comparison,
-                    "limit": limit, "value": value, "pass": bool(passed), "note": note,
-                    "shown": shown, "bits": bits, "k": k})
+        out.append(
+            {
+                "id": ident,
+                "description": description,
+                "comparison": comparison,
+                "limit": limit,
+                "value": value,
+                "pass": bool(passed),
+                "note": note,
+                "shown": shown,
+                "bits": bits,
+                "k": k,
+            }
+        )
 
     def best(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
         good = [p for p in candidates if p["signatures"] > 0]
         return max(good, key=lambda p: p["efficiency"]) if good else None
 
-    optimistic = best([p for p in here if p["proofs"] == "on-failure" and p["mode"] == "exact"
-                       and p["sweep"] not in ("liar", "slow", "lone")])
+    optimistic = best(
+        [
+            p
+            for p in here
+            if p["proofs"] == "on-failure"
+            and p["mode"] == "exact"
+            and p["sweep"] not in ("liar", "slow", "lone")
+        ]
+    )
     if optimistic is not None:
-        add("efficiency", optimistic["efficiency"], optimistic["efficiency"] >= 0.85,
+        add(
+            "efficiency",
+            optimistic["efficiency"],
+            optimistic["efficiency"] >= 0.85,
             f"{optimistic['throughput_per_s']:.1f} sig/s vs bound "
             f"{optimistic['bound_per_s']:.1f} at {optimistic['label']} "
-            f"({optimistic['sweep']} sweep){_left(optimistic)}", f"{optimistic['efficiency']:.3f}")
+            f"({optimistic['sweep']} sweep){_left(optimistic)}",
+            f"{optimistic['efficiency']:.3f}",
+        )
     proofs = best([p for p in here if p["proofs"] == "always" and p["mode"] == "exact"])
     if proofs is not None:
-        add("efficiency_proofs", proofs["efficiency"], proofs["efficiency"] >= 0.85,
+        add(
+            "efficiency_proofs",
+            proofs["efficiency"],
+            proofs["efficiency"] >= 0.85,
             f"{proofs['throughput_per_s']:.1f} sig/s vs bound {proofs['bound_per_s']:.1f} "
-            f"at {proofs['label']}{_left(proofs)}", f"{proofs['efficiency']:.3f}")
+            f"at {proofs['label']}{_left(proofs)}",
+            f"{proofs['efficiency']:.3f}",
+        )
     liars = [p for p in points if p["sweep"] == "liar" and p["bits"] == bits and p["k"] == k]
     for liar in (p for p in liars if p["fault"]):
         honest = _partner(points, liar)
         if honest is not None and honest["throughput_per_s"] > 0:
             ratio = liar["throughput_per_s"] / honest["throughput_per_s"]
-            add("liar_over_honest", ratio, ratio >= 0.5,
+            add(
+                "liar_over_honest",
+                ratio,
+                ratio >= 0.5,
                 f"{liar['throughput_per_s']:.1f} vs {honest['throughput_per_s']:.1f} sig/s "
                 f"at {honest['label']}, measured {liar['window_s']:.1f} s from "
                 f"{liar['warmup_s']:.1f} s after the start (liar blamed at "
                 f"{liar['warmup_until_blamed_s'] or float('nan'):.1f} s)",
-                f"{ratio:.3f}")
+                f"{ratio:.3f}",
+            )
         blamed = sorted(int(i) for i in liar["client_stats_run"]["blamed"])
         wanted = [liar["fault_node"]]
-        add("liar_blamed_exactly", float(len(set(blamed) ^ set(wanted))), blamed == wanted,
+        add(
+            "liar_blamed_exactly",
+            float(len(set(blamed) ^ set(wanted))),
+            blamed == wanted,
             f"blamed {blamed or 'nobody'} (counts {liar['client_stats_run']['blamed']}), "
             f"liar was node {liar['fault_node']}",
-            f"{blamed or 'nobody'}, liar {wanted}")
+            f"{blamed or 'nobody'}, liar {wanted}",
+        )
     lone = [p for p in here if p["sweep"] == "lone" and p["latency_s"]["p50"]]
     if lone:
         p = lone[0]
         ratio = p["latency_p50_over_t_share"]
-        add("lone_p50_over_t_share", ratio, ratio <= 2.2,
+        add(
+            "lone_p50_over_t_share",
+            ratio,
+            ratio <= 2.2,
             f"p50 {p['latency_s']['p50'] * 1e3:.2f} ms, T_share "
             f"{p['baseline']['t_share_s'] * 1e3:.2f} ms, {p['latency_s']['n']} signatures",
-            f"{ratio:.2f}")
+            f"{ratio:.2f}",
+        )
     return out
 
 
@@ -1044,22 +1230,32 @@ def _left(point: dict[str, Any]) -> str:
     share = point["cpu"]["others_utilization"]
     if share is None or point["efficiency_available"] is None:
         return ""
-    return (f"; others used {share:.0%} of the CPU meanwhile, "
-            f"{point['efficiency_available']:.3f} on the cores left")
+    return (
+        f"; others used {share:.0%} of the CPU meanwhile, "
+        f"{point['efficiency_available']:.3f} on the cores left"
+    )
 
 
 def _partner(points: list[dict[str, Any]], point: dict[str, Any]) -> dict[str, Any] | None:
     """The honest run measured next to a faulty one (same sweep and configuration)."""
     for p in points:
-        if (p is not point and p["sweep"] == point["sweep"] and p["fault"] is None
-                and p["bits"] == point["bits"] and p["k"] == point["k"]
-                and p["concurrency"] == point["concurrency"] and p["batch"] == point["batch"]
-                and p["mode"] == point["mode"] and p["proofs"] == point["proofs"]):
+        if (
+            p is not point
+            and p["sweep"] == point["sweep"]
+            and p["fault"] is None
+            and p["bits"] == point["bits"]
+            and p["k"] == point["k"]
+            and p["concurrency"] == point["concurrency"]
+            and p["batch"] == point["batch"]
+            and p["mode"] == point["mode"]
+            and p["proofs"] == point["proofs"]
+        ):
             return p
     return None
 
 
 # -- the run ---------------------------------------------------------------------------------
+
 
 def _cores() -> int:
     try:
@@ -1068,8 +1264,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _groups(points: list[PointSpec]) -> list[tuple[tuple[int | None, int | None],
-                                                    list[PointSpec]]]:
+def _groups(points: list[PointSpec]) -> list[tuple[tuple[int | None, int | None], list[PointSpec]]]:
     """Points by cluster, main cluster first, keeping their order within a cluster."""
     by: dict[tuple[int | None, int | None], list[PointSpec]] = {}
     for p in points:
@@ -1092,10 +1287,18 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
     test_cluster = args.test_cluster
     single = None
     if args.single:
-        single = PointSpec("point", args.concurrency or 1, args.batch or 1,
-                           bits=args.bits, k=args.k, mode=args.mode or "exact",
-                           proofs=args.proofs or "on-failure", count=args.count,
-                           fault=args.fault, fault_node=args.fault_node if args.fault else None)
+        single = PointSpec(
+            "point",
+            args.concurrency or 1,
+            args.batch or 1,
+            bits=args.bits,
+            k=args.k,
+            mode=args.mode or "exact",
+            proofs=args.proofs or "on-failure",
+            count=args.count,
+            fault=args.fault,
+            fault_node=args.fault_node if args.fault else None,
+        )
     sweeps = list(args.sweep or ([] if single else SWEEPS))
     skipped = []
     if external or test_cluster:
@@ -1103,8 +1306,9 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
             sweeps.remove(name)
             skipped.append(name)
         if single and (single.bits or single.k):
-            raise SystemExit("--bits/--k choose a local benchmark cluster; "
-                             "not with --cluster or a test cluster")
+            raise SystemExit(
+                "--bits/--k choose a local benchmark cluster; not with --cluster or a test cluster"
+            )
     specs = plan(sweeps, args.quick, single=single, lone_count=args.count)
     if args.count is not None:
         specs = [replace(s, count=args.count) for s in specs]
@@ -1122,23 +1326,35 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
             if external:
                 cluster = ClusterFile.load(args.cluster)
                 target = Target(cluster, None, cores=cores)
-                progress.line(f"cluster {cluster.path} ({cluster.params.bits}-bit, "
-                              f"k={cluster.params.k} of n={cluster.params.n}): running "
-                              "elsewhere, node CPU not measured")
+                progress.line(
+                    f"cluster {cluster.path} ({cluster.params.bits}-bit, "
+                    f"k={cluster.params.k} of n={cluster.params.n}): running "
+                    "elsewhere, node CPU not measured"
+                )
             else:
                 root = test_cluster or cached_cluster(
-                    args.cache, bits or DEFAULT_BITS, k or DEFAULT_K, N_NODES, progress)
+                    args.cache, bits or DEFAULT_BITS, k or DEFAULT_K, N_NODES, progress
+                )
                 progress.line(f"cluster {root}: starting nodes ...")
                 target = start_local(pathlib.Path(root), stamp_log, cores, progress)
             p = target.params
-            clusters.append({"path": str(target.cluster.root), "bits": p.bits, "n": p.n,
-                             "k": p.k, "key_id": p.key_id, "local": target.local is not None,
-                             "addresses": [e.address for e in target.cluster.nodes]})
+            clusters.append(
+                {
+                    "path": str(target.cluster.root),
+                    "bits": p.bits,
+                    "n": p.n,
+                    "k": p.k,
+                    "key_id": p.key_id,
+                    "local": target.local is not None,
+                    "addresses": [e.address for e in target.cluster.nodes],
+                }
+            )
             try:
                 baseline = Baseline(p, cores)
                 for spec in group:
-                    record = run_point(target, spec, baseline, timing=timing, args=args,
-                                       bar=bar, loop=loop)
+                    record = run_point(
+                        target, spec, baseline, timing=timing, args=args, bar=bar, loop=loop
+                    )
                     points.append(record)
                     bar.done += 1
                     progress.line(_summary_line(record))
@@ -1152,13 +1368,19 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         "command": command,
         "machine": facts,
         "config": {
-            "quick": bool(args.quick), "sweeps": sweeps, "skipped_sweeps": skipped,
+            "quick": bool(args.quick),
+            "sweeps": sweeps,
+            "skipped_sweeps": skipped,
             "warmup_s": args.warmup if args.warmup is not None else timing["warmup"],
-            "duration_s": timing["duration"], "count": args.count,
-            "baseline_rounds": timing["rounds"], "cores": cores,
-            "deadline_s": args.deadline, "node_timeout_s": args.node_timeout,
+            "duration_s": timing["duration"],
+            "count": args.count,
+            "baseline_rounds": timing["rounds"],
+            "cores": cores,
+            "deadline_s": args.deadline,
+            "node_timeout_s": args.node_timeout,
             "client_max_batch": args.client_max_batch,
-            "quiet_threshold": args.quiet_threshold, "max_quiet_wait_s": args.max_quiet_wait,
+            "quiet_threshold": args.quiet_threshold,
+            "max_quiet_wait_s": args.max_quiet_wait,
             "target": "external" if external else ("test" if test_cluster else "local"),
             "message": "EMSA-PKCS1-v1_5, SHA-256 digests of fresh random bytes",
         },
@@ -1179,68 +1401,136 @@ def _summary_line(p: dict[str, Any]) -> str:
     errs = sum(p["errors"].values())
     p50 = f"{lat['p50'] * 1e3:.1f}" if lat["p50"] else "-"
     p99 = f"{lat['p99'] * 1e3:.1f}" if lat["p99"] else "-"
-    return (f"  {p['sweep']:<11} {p['label']:<40} {p['throughput_per_s']:8.1f} sig/s  "
-            f"eff {p['efficiency']:.2f}  p50 {p50} ms  p99 {p99} ms"
-            + (f"  errors {errs}" if errs else ""))
+    return (
+        f"  {p['sweep']:<11} {p['label']:<40} {p['throughput_per_s']:8.1f} sig/s  "
+        f"eff {p['efficiency']:.2f}  p50 {p50} ms  p99 {p99} ms"
+        + (f"  errors {errs}" if errs else "")
+    )
 
 
 # -- command line ----------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.cluster",
-        description="Throughput and latency of an ittc cluster under closed-loop load.")
-    p.add_argument("--cluster", type=pathlib.Path, default=None,
-                   help="measure this running cluster (its folder or cluster.toml) instead "
-                        "of starting a local one; node CPU is then not measured")
-    p.add_argument("--sweep", nargs="+", choices=SWEEPS, default=None,
-                   help="sweeps to run (default: all; with point options and no --sweep, "
-                        "one point)")
+        description="Throughput and latency of an ittc cluster under closed-loop load.",
+    )
+    p.add_argument(
+        "--cluster",
+        type=pathlib.Path,
+        default=None,
+        help="measure this running cluster (its folder or cluster.toml) instead "
+        "of starting a local one; node CPU is then not measured",
+    )
+    p.add_argument(
+        "--sweep",
+        nargs="+",
+        choices=SWEEPS,
+        default=None,
+        help="sweeps to run (default: all; with point options and no --sweep, one point)",
+    )
     point = p.add_argument_group("one point (any of these without --sweep)")
     point.add_argument("--concurrency", type=int, default=None, help="concurrent callers (1)")
     point.add_argument("--batch", type=int, default=None, help="items per sign_items call (1)")
-    point.add_argument("--bits", type=int, default=None, choices=dealer.SUPPORTED_BITS,
-                       help="key size of the local cluster (2048)")
-    point.add_argument("--k", type=int, default=None, choices=range(2, N_NODES + 1),
-                       metavar="K", help="threshold of the local cluster, n = 5 (3)")
+    point.add_argument(
+        "--bits",
+        type=int,
+        default=None,
+        choices=dealer.SUPPORTED_BITS,
+        help="key size of the local cluster (2048)",
+    )
+    point.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        choices=range(2, N_NODES + 1),
+        metavar="K",
+        help="threshold of the local cluster, n = 5 (3)",
+    )
     point.add_argument("--mode", choices=("exact", "all"), default=None)
     point.add_argument("--proofs", choices=("on-failure", "always"), default=None)
-    point.add_argument("--fault", default=None,
-                       help='a test fault for one local node, e.g. "slow:50", "random-share"')
-    point.add_argument("--fault-node", type=int, default=FAULT_NODE,
-                       help=f"the node given --fault ({FAULT_NODE})")
-    p.add_argument("--duration", type=float, default=None,
-                   help=f"measured seconds per point ({FULL['duration']:g}; --quick "
-                        f"{QUICK['duration']:g})")
-    p.add_argument("--count", type=int, default=None,
-                   help="measure this many signatures per point instead of a duration")
-    p.add_argument("--warmup", type=float, default=None,
-                   help=f"unmeasured seconds of load before each point ({FULL['warmup']:g}; "
-                        f"--quick {QUICK['warmup']:g}; fault sweeps at least "
-                        f"{FAULT_WARMUP['quick']:g})")
+    point.add_argument(
+        "--fault",
+        default=None,
+        help='a test fault for one local node, e.g. "slow:50", "random-share"',
+    )
+    point.add_argument(
+        "--fault-node", type=int, default=FAULT_NODE, help=f"the node given --fault ({FAULT_NODE})"
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help=f"measured seconds per point ({FULL['duration']:g}; --quick {QUICK['duration']:g})",
+    )
+    p.add_argument(
+        "--count",
+        type=int,
+        default=None,
+        help="measure this many signatures per point instead of a duration",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        help=f"unmeasured seconds of load before each point ({FULL['warmup']:g}; "
+        f"--quick {QUICK['warmup']:g}; fault sweeps at least "
+        f"{FAULT_WARMUP['quick']:g})",
+    )
     p.add_argument("--quick", action="store_true", help="fewer and shorter points")
-    p.add_argument("--deadline", type=float, default=30.0,
-                   help="client deadline per call, seconds (30)")
-    p.add_argument("--node-timeout", type=float, default=5.0,
-                   help="client timeout per node RPC, seconds (5, the client's default)")
-    p.add_argument("--client-max-batch", type=int, default=None,
-                   help="the client's max_batch: items per RPC (64, the client's default)")
-    p.add_argument("--quiet-threshold", type=float, default=0.15,
-                   help="before each point wait until other work uses less than this share "
-                        "of the cores (0.15)")
-    p.add_argument("--max-quiet-wait", type=float, default=None,
-                   help="longest wait for quiet before a point, seconds (20; --quick 5; 0: "
-                        "never wait); all waits of a run stay within 300 s (--quick 60)")
-    p.add_argument("--cores", type=int, default=None,
-                   help="cores the bound assumes (default: this machine's usable cores; "
-                        "give the nodes' total for a cluster elsewhere)")
-    p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
-                   help="directory for cluster-<date>.json/.md/.png (benchmarks/results)")
-    p.add_argument("--cache", type=pathlib.Path, default=DEFAULT_CACHE,
-                   help="where benchmark clusters are kept (benchmarks/.clusters)")
+    p.add_argument(
+        "--deadline", type=float, default=30.0, help="client deadline per call, seconds (30)"
+    )
+    p.add_argument(
+        "--node-timeout",
+        type=float,
+        default=5.0,
+        help="client timeout per node RPC, seconds (5, the client's default)",
+    )
+    p.add_argument(
+        "--client-max-batch",
+        type=int,
+        default=None,
+        help="the client's max_batch: items per RPC (64, the client's default)",
+    )
+    p.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.15,
+        help="before each point wait until other work uses less than this share "
+        "of the cores (0.15)",
+    )
+    p.add_argument(
+        "--max-quiet-wait",
+        type=float,
+        default=None,
+        help="longest wait for quiet before a point, seconds (20; --quick 5; 0: "
+        "never wait); all waits of a run stay within 300 s (--quick 60)",
+    )
+    p.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="cores the bound assumes (default: this machine's usable cores; "
+        "give the nodes' total for a cluster elsewhere)",
+    )
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=DEFAULT_OUT,
+        help="directory for cluster-<date>.json/.md/.png (benchmarks/results)",
+    )
+    p.add_argument(
+        "--cache",
+        type=pathlib.Path,
+        default=DEFAULT_CACHE,
+        help="where benchmark clusters are kept (benchmarks/.clusters)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-latest", action="store_true",
-                   help="do not copy the report to LATEST.md in --out")
+    p.add_argument(
+        "--no-latest", action="store_true", help="do not copy the report to LATEST.md in --out"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     # Test-only: start the nodes of this (small-key) cluster folder instead of a cached
     # benchmark cluster.
@@ -1251,12 +1541,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    args.single = any(getattr(args, name) is not None for name in (
-        "concurrency", "batch", "bits", "k", "mode", "proofs", "fault")) and not args.sweep
-    if args.sweep and any(getattr(args, name) is not None for name in (
-            "concurrency", "batch", "bits", "k", "mode", "proofs", "fault")):
-        parser.error("point options (--concurrency, --batch, ...) choose one point; "
-                     "not with --sweep")
+    args.single = (
+        any(
+            getattr(args, name) is not None
+            for name in ("concurrency", "batch", "bits", "k", "mode", "proofs", "fault")
+        )
+        and not args.sweep
+    )
+    if args.sweep and any(
+        getattr(args, name) is not None
+        for name in ("concurrency", "batch", "bits", "k", "mode", "proofs", "fault")
+    ):
+        parser.error(
+            "point options (--concurrency, --batch, ...) choose one point; not with --sweep"
+        )
     if args.cluster is not None and args.test_cluster is not None:
         parser.error("--cluster or a test cluster, not both")
     if args.cluster is not None and args.fault:
@@ -1292,6 +1590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(args, command, progress)
 
     from benchmarks import report as reporting
+
     base = out / f"cluster-{stamp}"
     if not args.no_plot:
         report["plots"] = reporting.write_plots(report, base)
@@ -1301,8 +1600,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_latest:
         reporting.write_latest(out, base, markdown)
     print(markdown)
-    progress.line(f"wrote {base}.json and .md" + (
-        f" and {len(report.get('plots') or [])} plot(s)" if report.get("plots") else ""))
+    progress.line(
+        f"wrote {base}.json and .md"
+        + (f" and {len(report.get('plots') or [])} plot(s)" if report.get("plots") else "")
+    )
     return 0
 
 

@@ -100,10 +100,14 @@ OPENSSL_OPERATIONS = frozenset({"openssl_ct_bare", "share_openssl"})
 
 #: (id, description, comparison, limit, sizes it applies to or None for all).
 TARGETS: tuple[tuple[str, str, str, float, tuple[int, ...] | None], ...] = (
-    ("share_openssl_over_openssl_ct", "share (openssl) / bare OpenSSL constant-time exp",
-     "<=", 1.05, None),
-    ("share_openssl_over_powmod_sec", "share (openssl) / bare gmpy2.powmod_sec", "<=", 0.55,
-     None),
+    (
+        "share_openssl_over_openssl_ct",
+        "share (openssl) / bare OpenSSL constant-time exp",
+        "<=",
+        1.05,
+        None,
+    ),
+    ("share_openssl_over_powmod_sec", "share (openssl) / bare gmpy2.powmod_sec", "<=", 0.55, None),
     ("share_gmpy2_over_powmod_sec", "share (gmpy2) / bare gmpy2.powmod_sec", "<=", 1.05, None),
     ("combine_check_over_share", "combine k=3 with check / signature share", "<=", 0.05, None),
     ("keygen_median_s", "dealer.generate median wall time (s)", "<", 5.0, (2048,)),
@@ -112,6 +116,7 @@ TARGETS: tuple[tuple[str, str, str, float, tuple[int, ...] | None], ...] = (
 
 
 # -- progress on stderr ------------------------------------------------------------------
+
 
 class Progress:
     """Status lines on stderr: rewritten in place on a terminal, rate-limited otherwise."""
@@ -151,6 +156,7 @@ class Progress:
 
 # -- timing ------------------------------------------------------------------------------
 
+
 @dataclass
 class Op:
     """One timed operation: ``call`` once per timed call.
@@ -188,8 +194,9 @@ def calibrate(ops: Sequence[Op], sample_s: float) -> None:
         op.inner = 1 if single >= sample_s else max(1, min(100_000, round(sample_s / single)))
 
 
-def measure_interleaved(ops: Sequence[Op], rounds: int,
-                        on_round: Callable[[int], None] | None = None) -> dict[str, list[float]]:
+def measure_interleaved(
+    ops: Sequence[Op], rounds: int, on_round: Callable[[int], None] | None = None
+) -> dict[str, list[float]]:
     """Seconds per call of each operation, one sample per round, rounds interleaved.
 
     Round ``r`` runs the operations starting from the ``r``-th, so every operation takes
@@ -221,12 +228,19 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
         p25, _, p75 = statistics.quantiles(xs, n=4, method="inclusive")
     else:
         p25 = p75 = xs[0]
-    return {"median": statistics.median(xs), "p25": p25, "p75": p75, "min": xs[0],
-            "max": xs[-1], "n": len(xs)}
+    return {
+        "median": statistics.median(xs),
+        "p25": p25,
+        "p75": p75,
+        "min": xs[0],
+        "max": xs[-1],
+        "n": len(xs),
+    }
 
 
-def paired(a: Sequence[float], b: Sequence[float],
-           how: Callable[[float, float], float]) -> dict[str, Any]:
+def paired(
+    a: Sequence[float], b: Sequence[float], how: Callable[[float, float], float]
+) -> dict[str, Any]:
     """Summary of ``how(a_r, b_r)`` over rounds ``r``: both samples saw the same noise."""
     return summarize([how(x, y) for x, y in zip(a, b, strict=True)])
 
@@ -240,6 +254,7 @@ def _diff(x: float, y: float) -> float:
 
 
 # -- one modulus size --------------------------------------------------------------------
+
 
 def _random_exponent(bits: int) -> mpz:
     """A random exponent of exactly ``bits`` bits (powmod_sec's cost follows its length)."""
@@ -266,8 +281,9 @@ class BareOpenSSL:
     numbers or allocating: the floor of a share under that backend.
     """
 
-    def __init__(self, lib: _libcrypto.LibCrypto, bases: Sequence[mpz], exponent: mpz,
-                 modulus: mpz) -> None:
+    def __init__(
+        self, lib: _libcrypto.LibCrypto, bases: Sequence[mpz], exponent: mpz, modulus: mpz
+    ) -> None:
         raw = lib._lib
         self._raw = raw
         self._m = lib._modulus(mpz(modulus))
@@ -311,8 +327,9 @@ def _load_libcrypto() -> _libcrypto.LibCrypto | None:
         return None
 
 
-def _keygen(bits: int, runs: int, insecure: bool,
-            progress: Progress) -> tuple[dealer.DealtKey, list[float]]:
+def _keygen(
+    bits: int, runs: int, insecure: bool, progress: Progress
+) -> tuple[dealer.DealtKey, list[float]]:
     times: list[float] = []
     dealt: dealer.DealtKey | None = None
     last = [time.monotonic()]
@@ -327,8 +344,13 @@ def _keygen(bits: int, runs: int, insecure: bool,
         if runs:
             progress.line(f"  keygen {bits} bits: run {run + 1}/{runs} ...")
         start = time.perf_counter()
-        dealt = dealer.generate(bits, N_NODES, THRESHOLD, progress=forward,
-                                insecure_allow_small_modulus_for_tests=insecure)
+        dealt = dealer.generate(
+            bits,
+            N_NODES,
+            THRESHOLD,
+            progress=forward,
+            insecure_allow_small_modulus_for_tests=insecure,
+        )
         elapsed = time.perf_counter() - start
         if runs:
             times.append(elapsed)
@@ -342,13 +364,22 @@ def _split(key: rsa.RSAPrivateKey, bits: int) -> dealer.DealtKey:
         return dealer.split(key, N_NODES, THRESHOLD)
     # dealer.split refuses small keys; its dealing is the same (test-only sizes).
     numbers = key.private_numbers()
-    return dealer.deal_integer(numbers.public_numbers.n, numbers.public_numbers.e, numbers.d,
-                               N_NODES, THRESHOLD)
+    return dealer.deal_integer(
+        numbers.public_numbers.n, numbers.public_numbers.e, numbers.d, N_NODES, THRESHOLD
+    )
 
 
-def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
-               sample_s: float, insecure: bool, progress: Progress,
-               backend: str = "auto") -> dict[str, Any]:
+def bench_size(
+    bits: int,
+    *,
+    repeat: int,
+    keygen_runs: int,
+    split_runs: int,
+    sample_s: float,
+    insecure: bool,
+    progress: Progress,
+    backend: str = "auto",
+) -> dict[str, Any]:
     """Every measurement for one modulus size; ``backend`` is the run's (``share`` etc.)."""
     progress.line(f"== {bits}-bit modulus ==")
     dealt, keygen_times = _keygen(bits, keygen_runs, insecure, progress)
@@ -382,8 +413,9 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     proved = [signer.signature_share(x, proof=True) for x in xs]
     for x, sh in zip(xs, proved, strict=True):
         verify_share(params, x, sh)
-    sets: list[list[SignatureShare]] = [[s.signature_share(x) for s in shares[:THRESHOLD]]
-                                        for x in xs]
+    sets: list[list[SignatureShare]] = [
+        [s.signature_share(x) for s in shares[:THRESHOLD]] for x in xs
+    ]
     for x, group in zip(xs, sets, strict=True):
         combine(params, x, group)  # raises unless the shares make a valid signature
 
@@ -434,32 +466,55 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     ops = [
         Op("powmod_sec_bare", lambda: gmpy2.powmod_sec(xms[nxt()], share_exp, N)),
         *([Op("openssl_ct_bare", lambda: bare(nxt()))] if bare is not None else []),
-        Op("share_gmpy2", lambda: signer.signature_share(xs[nxt()]), setup=under("gmpy2"),
-           teardown=back_to_run_backend),
-        *([Op("share_openssl", lambda: signer.signature_share(xs[nxt()]),
-              setup=under("openssl"), teardown=back_to_run_backend)] if bare is not None
-          else []),
+        Op(
+            "share_gmpy2",
+            lambda: signer.signature_share(xs[nxt()]),
+            setup=under("gmpy2"),
+            teardown=back_to_run_backend,
+        ),
+        *(
+            [
+                Op(
+                    "share_openssl",
+                    lambda: signer.signature_share(xs[nxt()]),
+                    setup=under("openssl"),
+                    teardown=back_to_run_backend,
+                )
+            ]
+            if bare is not None
+            else []
+        ),
         Op("share", lambda: signer.signature_share(xs[nxt()])),
-        Op("share_python_only", lambda: signer.signature_share(xs[nxt()]),
-           setup=stub_modexp, teardown=restore_modexp),
-        Op("share_proof", lambda: signer.signature_share(xs[nxt()], proof=True),
-           setup=no_leftover_nonces),
-        Op("share_proof_precomputed", lambda: signer.signature_share(xs[nxt()], proof=True),
-           setup=signer.precompute_nonces),
+        Op(
+            "share_python_only",
+            lambda: signer.signature_share(xs[nxt()]),
+            setup=stub_modexp,
+            teardown=restore_modexp,
+        ),
+        Op(
+            "share_proof",
+            lambda: signer.signature_share(xs[nxt()], proof=True),
+            setup=no_leftover_nonces,
+        ),
+        Op(
+            "share_proof_precomputed",
+            lambda: signer.signature_share(xs[nxt()], proof=True),
+            setup=signer.precompute_nonces,
+        ),
         Op("nonce_precompute", lambda: idle.precompute_nonces(1)),
         Op("verify_share", lambda: verify_share(params, xs[i := nxt()], proved[i])),
         Op("combine_check", lambda: combine(params, xs[i := nxt()], sets[i])),
         Op("combine_nocheck", lambda: combine(params, xs[i := nxt()], sets[i], check=False)),
         Op("combine_robust", lambda: combine_robust(params, xs[i := nxt()], sets[i])),
         Op("encode_pkcs1v15", lambda: encode(Scheme.PKCS1V15, "sha256", digests[nxt()], bits)),
-        Op("encode_pss", lambda: encode(Scheme.PSS, "sha256", digests[i := nxt()], bits,
-                                        salts[i])),
+        Op("encode_pss", lambda: encode(Scheme.PSS, "sha256", digests[i := nxt()], bits, salts[i])),
         Op("openssl_sign", lambda: key.sign(digests[nxt()], pkcs, sha256)),
         Op("split_share", lambda: split_signer.signature_share(xs[nxt()])),
         Op("split_powmod_sec_bare", lambda: gmpy2.powmod_sec(xms[nxt()], split_exp, split_N)),
     ]
-    assert [op.name for op in ops] == [name for name, _ in OPERATIONS
-                                       if bare is not None or name not in OPENSSL_OPERATIONS]
+    assert [op.name for op in ops] == [
+        name for name, _ in OPERATIONS if bare is not None or name not in OPENSSL_OPERATIONS
+    ]
 
     progress.line(f"  calibrating {len(ops)} operations ({ct.backend_description()}) ...")
     calibrate(ops, sample_s)
@@ -468,8 +523,9 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
     def on_round(done: int) -> None:
         elapsed = time.monotonic() - started
         eta = elapsed / done * (repeat - done)
-        progress.status(f"  measuring {bits} bits: round {done}/{repeat} "
-                        f"({elapsed:.0f} s, ~{eta:.0f} s left)")
+        progress.status(
+            f"  measuring {bits} bits: round {done}/{repeat} ({elapsed:.0f} s, ~{eta:.0f} s left)"
+        )
 
     try:
         samples = measure_interleaved(ops, repeat, on_round)
@@ -478,11 +534,12 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
             bare.close()
     if namespace["powmod_secret"] is not real_powmod_secret:
         raise RuntimeError("the modexp stub was left in place")  # pragma: no cover
-    progress.line(f"  measured {bits} bits: {repeat} rounds in "
-                  f"{time.monotonic() - started:.1f} s")
+    progress.line(f"  measured {bits} bits: {repeat} rounds in {time.monotonic() - started:.1f} s")
 
-    operations = {op.name: {"label": LABELS[op.name], "inner": op.inner,
-                            **summarize(samples[op.name])} for op in ops}
+    operations = {
+        op.name: {"label": LABELS[op.name], "inner": op.inner, **summarize(samples[op.name])}
+        for op in ops
+    }
     s = samples
     t_share = operations["share"]["median"]
     cores = os.cpu_count() or 1
@@ -493,34 +550,44 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
         "combine_nocheck_over_share": paired(s["combine_nocheck"], s["share"], _ratio),
         "final_check_s": paired(s["combine_check"], s["combine_nocheck"], _diff),
         "share_proof_over_share": paired(s["share_proof"], s["share"], _ratio),
-        "share_proof_precomputed_over_share": paired(s["share_proof_precomputed"], s["share"],
-                                                     _ratio),
+        "share_proof_precomputed_over_share": paired(
+            s["share_proof_precomputed"], s["share"], _ratio
+        ),
         "verify_share_over_share": paired(s["verify_share"], s["share"], _ratio),
         "split_share_over_share": paired(s["split_share"], s["share"], _ratio),
-        "split_share_over_its_powmod_sec": paired(s["split_share"], s["split_powmod_sec_bare"],
-                                                  _ratio),
+        "split_share_over_its_powmod_sec": paired(
+            s["split_share"], s["split_powmod_sec_bare"], _ratio
+        ),
         "share_over_openssl_sign": paired(s["share"], s["openssl_sign"], _ratio),
     }
     if bare is not None:
-        ratios.update({
-            "share_openssl_over_openssl_ct": paired(s["share_openssl"], s["openssl_ct_bare"],
-                                                    _ratio),
-            "share_openssl_over_powmod_sec": paired(s["share_openssl"], s["powmod_sec_bare"],
-                                                    _ratio),
-            "share_openssl_over_share_gmpy2": paired(s["share_openssl"], s["share_gmpy2"],
-                                                     _ratio),
-            "openssl_ct_over_powmod_sec": paired(s["openssl_ct_bare"], s["powmod_sec_bare"],
-                                                 _ratio),
-        })
+        ratios.update(
+            {
+                "share_openssl_over_openssl_ct": paired(
+                    s["share_openssl"], s["openssl_ct_bare"], _ratio
+                ),
+                "share_openssl_over_powmod_sec": paired(
+                    s["share_openssl"], s["powmod_sec_bare"], _ratio
+                ),
+                "share_openssl_over_share_gmpy2": paired(
+                    s["share_openssl"], s["share_gmpy2"], _ratio
+                ),
+                "openssl_ct_over_powmod_sec": paired(
+                    s["openssl_ct_bare"], s["powmod_sec_bare"], _ratio
+                ),
+            }
+        )
     derived = {
         "openssl_signs_per_s": 1.0 / operations["openssl_sign"]["median"],
         "shares_per_s_one_core": 1.0 / t_share,
         "threshold_cpu_per_signature_s": THRESHOLD * t_share
         + operations["combine_check"]["median"],
         "cluster_bound_per_s": cores / (THRESHOLD * t_share),
-        "cluster_bound_with_proofs_per_s": cores / (
+        "cluster_bound_with_proofs_per_s": cores
+        / (
             THRESHOLD * operations["share_proof_precomputed"]["median"]
-            + THRESHOLD * operations["verify_share"]["median"]),
+            + THRESHOLD * operations["verify_share"]["median"]
+        ),
         "cores": cores,
     }
     return {
@@ -534,18 +601,31 @@ def bench_size(bits: int, *, repeat: int, keygen_runs: int, split_runs: int,
         "operations": operations,
         "ratios": ratios,
         "derived": derived,
-        "keygen": {"runs": len(keygen_times), "runs_s": keygen_times,
-                   **({f"{k}_s": v for k, v in summarize(keygen_times).items() if k != "n"}
-                      if keygen_times else {"median_s": None})},
-        "split": {"function": "dealer.split" if bits >= 2048 else "dealer.deal_integer",
-                  "runs": len(split_times), "runs_s": split_times,
-                  **({f"{k}_s": v for k, v in summarize(split_times).items() if k != "n"}
-                     if split_times else {"median_s": None})},
+        "keygen": {
+            "runs": len(keygen_times),
+            "runs_s": keygen_times,
+            **(
+                {f"{k}_s": v for k, v in summarize(keygen_times).items() if k != "n"}
+                if keygen_times
+                else {"median_s": None}
+            ),
+        },
+        "split": {
+            "function": "dealer.split" if bits >= 2048 else "dealer.deal_integer",
+            "runs": len(split_times),
+            "runs_s": split_times,
+            **(
+                {f"{k}_s": v for k, v in summarize(split_times).items() if k != "n"}
+                if split_times
+                else {"median_s": None}
+            ),
+        },
         "openssl_generate_private_key_s": openssl_keygen_s,
     }
 
 
 # -- targets, machine, reports -----------------------------------------------------------
+
 
 def evaluate_targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
@@ -565,9 +645,18 @@ def evaluate_targets(sizes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             if value is None:
                 continue
             ok = value <= limit if comparison == "<=" else value < limit
-            out.append({"id": ident, "bits": bits, "description": description,
-                        "comparison": comparison, "limit": limit, "value": value,
-                        "pass": bool(ok), "note": note})
+            out.append(
+                {
+                    "id": ident,
+                    "bits": bits,
+                    "description": description,
+                    "comparison": comparison,
+                    "limit": limit,
+                    "value": value,
+                    "pass": bool(ok),
+                    "note": note,
+                }
+            )
     return out
 
 
@@ -584,6 +673,7 @@ def _cpu_model() -> str:
 def _openssl_version() -> str:
     try:
         from cryptography.hazmat.backends.openssl.backend import backend
+
         return str(backend.openssl_version_text())
     except Exception:  # noqa: BLE001 - a fact we report, not one we need
         return "unknown"
@@ -608,8 +698,9 @@ def _libcrypto_version(run_backend: str) -> str | None:
 
 def _git(*args: str) -> str | None:
     try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=10, check=True)
+        done = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
@@ -669,7 +760,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "are noisy, ratios are paired round by round).",
         f"Python {m['python']}, gmpy2 {m['gmpy2']} ({m['gmp']}), cryptography "
         f"{m['cryptography']} ({m['openssl']}); ittc {str(m['ittc_commit'])[:12]}"
-        + (" with uncommitted changes in ittc/scheme/" if m["ittc_scheme_modified"] else "") + ".",
+        + (" with uncommitted changes in ittc/scheme/" if m["ittc_scheme_modified"] else "")
+        + ".",
         f"n={N_NODES}, k={THRESHOLD}; {cfg['repeat']} interleaved rounds per size, fast "
         f"operations batched to ~{cfg['sample_ms']:g} ms per sample.",
         f"Run's backend (`--backend {cfg.get('backend', 'auto')}`): {m.get('ct_backend')}; "
@@ -681,47 +773,75 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---|",
     ]
     for t in report["targets"]:
-        value = (f"{t['value']:.2f} s" if t["id"] == "keygen_median_s" else f"{t['value']:.4f}")
-        lines.append(f"| {t['description']} | {t['bits']} | {value} ({t['note']}) | "
-                     f"{t['comparison']} {t['limit']:g} | {'PASS' if t['pass'] else 'MISS'} |")
+        value = f"{t['value']:.2f} s" if t["id"] == "keygen_median_s" else f"{t['value']:.4f}"
+        lines.append(
+            f"| {t['description']} | {t['bits']} | {value} ({t['note']}) | "
+            f"{t['comparison']} {t['limit']:g} | {'PASS' if t['pass'] else 'MISS'} |"
+        )
 
     sizes = report["sizes"]
     keys = list(sizes)
-    lines += ["", "## Median cost per operation", "",
-              "| operation | " + " | ".join(f"{k} bits" for k in keys) + " |",
-              "|---|" + "---:|" * len(keys)]
+    lines += [
+        "",
+        "## Median cost per operation",
+        "",
+        "| operation | " + " | ".join(f"{k} bits" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
     for name, label in OPERATIONS:
-        lines.append(f"| {label} | " + " | ".join(
-            fmt_time(sizes[k]["operations"].get(name, {}).get("median")) for k in keys) + " |")
-    lines.append("| dealer.generate, median wall time (runs) | " + " | ".join(
-        f"{fmt_time(sizes[k]['keygen']['median_s'])} ({sizes[k]['keygen']['runs']})"
-        for k in keys) + " |")
-    lines.append("| dealer.split of an existing key, median (runs) | " + " | ".join(
-        f"{fmt_time(sizes[k]['split']['median_s'])} ({sizes[k]['split']['runs']})"
-        for k in keys) + " |")
-    lines.append("| rsa.generate_private_key, OpenSSL (1 run) | " + " | ".join(
-        fmt_time(sizes[k]["openssl_generate_private_key_s"]) for k in keys) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(fmt_time(sizes[k]["operations"].get(name, {}).get("median")) for k in keys)
+            + " |"
+        )
+    lines.append(
+        "| dealer.generate, median wall time (runs) | "
+        + " | ".join(
+            f"{fmt_time(sizes[k]['keygen']['median_s'])} ({sizes[k]['keygen']['runs']})"
+            for k in keys
+        )
+        + " |"
+    )
+    lines.append(
+        "| dealer.split of an existing key, median (runs) | "
+        + " | ".join(
+            f"{fmt_time(sizes[k]['split']['median_s'])} ({sizes[k]['split']['runs']})" for k in keys
+        )
+        + " |"
+    )
+    lines.append(
+        "| rsa.generate_private_key, OpenSSL (1 run) | "
+        + " | ".join(fmt_time(sizes[k]["openssl_generate_private_key_s"]) for k in keys)
+        + " |"
+    )
 
-    lines += ["", "## Ratios and rates (paired per round: median (p25–p75))", "",
-              "| quantity | " + " | ".join(f"{k} bits" for k in keys) + " |",
-              "|---|" + "---:|" * len(keys)]
+    lines += [
+        "",
+        "## Ratios and rates (paired per round: median (p25–p75))",
+        "",
+        "| quantity | " + " | ".join(f"{k} bits" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
     ratio_rows = [
-        ("share (openssl) / bare OpenSSL constant-time exp (target <= 1.05)",
-         "share_openssl_over_openssl_ct", False),
-        ("share (openssl) / bare powmod_sec (target <= 0.55)", "share_openssl_over_powmod_sec",
-         False),
-        ("share (gmpy2) / bare powmod_sec (target <= 1.05)", "share_gmpy2_over_powmod_sec",
-         False),
+        (
+            "share (openssl) / bare OpenSSL constant-time exp (target <= 1.05)",
+            "share_openssl_over_openssl_ct",
+            False,
+        ),
+        (
+            "share (openssl) / bare powmod_sec (target <= 0.55)",
+            "share_openssl_over_powmod_sec",
+            False,
+        ),
+        ("share (gmpy2) / bare powmod_sec (target <= 1.05)", "share_gmpy2_over_powmod_sec", False),
         ("share (openssl) / share (gmpy2)", "share_openssl_over_share_gmpy2", False),
-        ("bare OpenSSL constant-time exp / bare powmod_sec", "openssl_ct_over_powmod_sec",
-         False),
+        ("bare OpenSSL constant-time exp / bare powmod_sec", "openssl_ct_over_powmod_sec", False),
         ("share's Python overhead / share", "share_python_only_over_share", False),
         ("combine with check / share (target <= 0.05)", "combine_check_over_share", False),
         ("combine check=False / share", "combine_nocheck_over_share", False),
         ("cost of the final y^e == x check", "final_check_s", True),
         ("share + proof (fresh nonce) / share", "share_proof_over_share", False),
-        ("share + proof (precomputed nonce) / share", "share_proof_precomputed_over_share",
-         False),
+        ("share + proof (precomputed nonce) / share", "share_proof_precomputed_over_share", False),
         ("verify_share / share", "verify_share_over_share", False),
         ("split-key share / Shoup share", "split_share_over_share", False),
         ("split-key share / its bare powmod_sec", "split_share_over_its_powmod_sec", False),
@@ -734,45 +854,71 @@ def render_markdown(report: dict[str, Any]) -> str:
             if r is None:  # an openssl figure where libcrypto is missing
                 cells.append("-")
                 continue
-            cells.append(f"{fmt_time(r['median'])} ({fmt_time(r['p25'])}–{fmt_time(r['p75'])})"
-                         if is_time else _fmt_ratio(r))
+            cells.append(
+                f"{fmt_time(r['median'])} ({fmt_time(r['p25'])}–{fmt_time(r['p75'])})"
+                if is_time
+                else _fmt_ratio(r)
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     derived_rows = [
         ("single-key OpenSSL signatures/s (one core)", "openssl_signs_per_s", "{:.0f}"),
         ("signature shares/s (one core, 1/T_share)", "shares_per_s_one_core", "{:.1f}"),
-        ("CPU per threshold signature, k·T_share + combine", "threshold_cpu_per_signature_s",
-         None),
+        ("CPU per threshold signature, k·T_share + combine", "threshold_cpu_per_signature_s", None),
         ("compute bound cores/(k·T_share), signatures/s", "cluster_bound_per_s", "{:.1f}"),
-        ("same with proofs made and verified, signatures/s", "cluster_bound_with_proofs_per_s",
-         "{:.1f}"),
+        (
+            "same with proofs made and verified, signatures/s",
+            "cluster_bound_with_proofs_per_s",
+            "{:.1f}",
+        ),
     ]
     for label, key, pattern in derived_rows:
-        lines.append(f"| {label} | " + " | ".join(
-            (pattern.format(sizes[k]["derived"][key]) if pattern
-             else fmt_time(sizes[k]["derived"][key])) for k in keys) + " |")
-    lines.append("| share exponent bits, Shoup / split key | " + " | ".join(
-        f"{sizes[k]['share_exponent_bits']} / {sizes[k]['split_share_exponent_bits']}"
-        for k in keys) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                (
+                    pattern.format(sizes[k]["derived"][key])
+                    if pattern
+                    else fmt_time(sizes[k]["derived"][key])
+                )
+                for k in keys
+            )
+            + " |"
+        )
+    lines.append(
+        "| share exponent bits, Shoup / split key | "
+        + " | ".join(
+            f"{sizes[k]['share_exponent_bits']} / {sizes[k]['split_share_exponent_bits']}"
+            for k in keys
+        )
+        + " |"
+    )
 
     for k in keys:
         res = sizes[k]
-        lines += ["", f"## {k} bits: every operation", "",
-                  "| operation | median | p25–p75 | min | per second | calls × rounds |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## {k} bits: every operation",
+            "",
+            "| operation | median | p25–p75 | min | per second | calls × rounds |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, label in OPERATIONS:
             if name not in res["operations"]:
                 continue
             o = res["operations"][name]
-            lines.append(f"| {label} | {fmt_time(o['median'])} | {fmt_time(o['p25'])}–"
-                         f"{fmt_time(o['p75'])} | {fmt_time(o['min'])} | "
-                         f"{1.0 / o['median']:,.0f} | {o['inner']} × {o['n']} |")
+            lines.append(
+                f"| {label} | {fmt_time(o['median'])} | {fmt_time(o['p25'])}–"
+                f"{fmt_time(o['p75'])} | {fmt_time(o['min'])} | "
+                f"{1.0 / o['median']:,.0f} | {o['inner']} × {o['n']} |"
+            )
         kg = res["keygen"]
         if kg["runs"]:
             lines.append("")
-            lines.append(f"dealer.generate({k}): median {fmt_time(kg['median_s'])}, min "
-                         f"{fmt_time(kg['min_s'])}, max {fmt_time(kg['max_s'])} over "
-                         f"{kg['runs']} run(s): "
-                         + ", ".join(f"{t:.2f}" for t in kg["runs_s"]) + " s.")
+            lines.append(
+                f"dealer.generate({k}): median {fmt_time(kg['median_s'])}, min "
+                f"{fmt_time(kg['min_s'])}, max {fmt_time(kg['max_s'])} over "
+                f"{kg['runs']} run(s): " + ", ".join(f"{t:.2f}" for t in kg["runs_s"]) + " s."
+            )
     if report.get("plot"):
         lines += ["", f"![per-operation cost]({report['plot']})"]
     return "\n".join(lines) + "\n"
@@ -782,20 +928,21 @@ def write_plot(report: dict[str, Any], path: pathlib.Path) -> bool:
     """A bar chart of the median cost per operation and size, if matplotlib is there."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
     sizes = report["sizes"]
     keys = list(sizes)
-    names = [name for name, _ in OPERATIONS
-             if all(name in sizes[k]["operations"] for k in keys)]
+    names = [name for name, _ in OPERATIONS if all(name in sizes[k]["operations"] for k in keys)]
     height = 0.8 / max(len(keys), 1)
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(names) * max(1, len(keys) / 2) + 1.5))
     for j, k in enumerate(keys):
         values = [sizes[k]["operations"][n]["median"] * 1e3 for n in names]
-        ax.barh([i + j * height for i in range(len(names))], values, height=height,
-                label=f"{k} bits")
+        ax.barh(
+            [i + j * height for i in range(len(names))], values, height=height, label=f"{k} bits"
+        )
     ax.set_yticks([i + height * (len(keys) - 1) / 2 for i in range(len(names))])
     ax.set_yticklabels([LABELS[n] for n in names], fontsize=8)
     ax.invert_yaxis()
@@ -812,42 +959,78 @@ def write_plot(report: dict[str, Any], path: pathlib.Path) -> bool:
 
 # -- command line ------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.micro",
-                                description="Micro-benchmarks of ittc's threshold RSA scheme.")
-    p.add_argument("--bits", type=int, nargs="+", default=list(DEFAULT_BITS),
-                   help="modulus sizes (default: 2048 3072 4096)")
-    p.add_argument("--repeat", type=int, default=None,
-                   help=f"interleaved rounds per size (default {DEFAULT_REPEAT}, "
-                        f"--quick {QUICK_REPEAT})")
-    p.add_argument("--keygen-runs", type=int, default=None,
-                   help="dealer.generate runs per size (default 9/5/3 for 2048/3072/4096, "
-                        "--quick 3/2/1; 0 times none)")
-    p.add_argument("--split-runs", type=int, default=None,
-                   help=f"dealer.split runs per size (default {DEFAULT_SPLIT_RUNS}, "
-                        f"--quick {QUICK_SPLIT_RUNS})")
-    p.add_argument("--sample-ms", type=float, default=DEFAULT_SAMPLE_MS,
-                   help="batch fast operations to about this long per sample")
-    p.add_argument("--backend", choices=ct.BACKENDS, default="auto",
-                   help="ittc.scheme.ct backend of the run's share, proofs and combine "
-                        "(default auto); both backends' shares are measured in any case")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.micro",
+        description="Micro-benchmarks of ittc's threshold RSA scheme.",
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_BITS),
+        help="modulus sizes (default: 2048 3072 4096)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"interleaved rounds per size (default {DEFAULT_REPEAT}, --quick {QUICK_REPEAT})",
+    )
+    p.add_argument(
+        "--keygen-runs",
+        type=int,
+        default=None,
+        help="dealer.generate runs per size (default 9/5/3 for 2048/3072/4096, "
+        "--quick 3/2/1; 0 times none)",
+    )
+    p.add_argument(
+        "--split-runs",
+        type=int,
+        default=None,
+        help=f"dealer.split runs per size (default {DEFAULT_SPLIT_RUNS}, "
+        f"--quick {QUICK_SPLIT_RUNS})",
+    )
+    p.add_argument(
+        "--sample-ms",
+        type=float,
+        default=DEFAULT_SAMPLE_MS,
+        help="batch fast operations to about this long per sample",
+    )
+    p.add_argument(
+        "--backend",
+        choices=ct.BACKENDS,
+        default="auto",
+        help="ittc.scheme.ct backend of the run's share, proofs and combine "
+        "(default auto); both backends' shares are measured in any case",
+    )
     p.add_argument("--quick", action="store_true", help="fewer rounds and keygen runs")
-    p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
-                   help="directory for micro-<date>.json/.md/.png (default benchmarks/results)")
+    p.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=DEFAULT_OUT,
+        help="directory for micro-<date>.json/.md/.png (default benchmarks/results)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     # Test-only: moduli below 2048 bits (1024 and up), never for real figures.
-    p.add_argument("--insecure-allow-small-modulus-for-tests", action="store_true",
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--insecure-allow-small-modulus-for-tests", action="store_true", help=argparse.SUPPRESS
+    )
     return p
 
 
 def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str, Any]:
     """Measure every size and return the report (not yet written)."""
-    repeat = args.repeat if args.repeat is not None else (
-        QUICK_REPEAT if args.quick else DEFAULT_REPEAT)
-    split_runs = args.split_runs if args.split_runs is not None else (
-        QUICK_SPLIT_RUNS if args.quick else DEFAULT_SPLIT_RUNS)
+    repeat = (
+        args.repeat if args.repeat is not None else (QUICK_REPEAT if args.quick else DEFAULT_REPEAT)
+    )
+    split_runs = (
+        args.split_runs
+        if args.split_runs is not None
+        else (QUICK_SPLIT_RUNS if args.quick else DEFAULT_SPLIT_RUNS)
+    )
     ct.use_backend(args.backend)
     facts = machine_facts(args.backend)
     sizes: dict[str, dict[str, Any]] = {}
@@ -857,19 +1040,32 @@ def run(args: argparse.Namespace, command: str, progress: Progress) -> dict[str,
         else:
             keygen_runs = (QUICK_KEYGEN_RUNS if args.quick else DEFAULT_KEYGEN_RUNS).get(bits, 1)
         sizes[str(bits)] = bench_size(
-            bits, repeat=repeat, keygen_runs=keygen_runs, split_runs=split_runs,
+            bits,
+            repeat=repeat,
+            keygen_runs=keygen_runs,
+            split_runs=split_runs,
             sample_s=args.sample_ms / 1e3,
-            insecure=args.insecure_allow_small_modulus_for_tests, progress=progress,
-            backend=args.backend)
+            insecure=args.insecure_allow_small_modulus_for_tests,
+            progress=progress,
+            backend=args.backend,
+        )
     facts["loadavg_end"] = list(os.getloadavg())
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "command": command,
         "machine": facts,
-        "config": {"bits": list(args.bits), "repeat": repeat, "split_runs": split_runs,
-                   "keygen_runs": {k: v["keygen"]["runs"] for k, v in sizes.items()},
-                   "sample_ms": args.sample_ms, "quick": bool(args.quick), "n": N_NODES,
-                   "k": THRESHOLD, "pool": POOL, "backend": args.backend},
+        "config": {
+            "bits": list(args.bits),
+            "repeat": repeat,
+            "split_runs": split_runs,
+            "keygen_runs": {k: v["keygen"]["runs"] for k, v in sizes.items()},
+            "sample_ms": args.sample_ms,
+            "quick": bool(args.quick),
+            "n": N_NODES,
+            "k": THRESHOLD,
+            "pool": POOL,
+            "backend": args.backend,
+        },
         "sizes": sizes,
     }
     report["targets"] = evaluate_targets(sizes)

@@ -23,6 +23,7 @@ LATEST = "LATEST.md"
 
 # -- helpers ---------------------------------------------------------------------------------
 
+
 def _ms(seconds: float | None, digits: int = 1) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.{digits}f}"
 
@@ -42,9 +43,16 @@ def _reference(points: list[dict[str, Any]], p: dict[str, Any]) -> dict[str, Any
     if p["proofs"] == "on-failure" and p["mode"] == "exact" and not p["fault"]:
         return None
     for q in points:
-        if (q["sweep"] == p["sweep"] and q["bits"] == p["bits"] and q["k"] == p["k"]
-                and q["concurrency"] == p["concurrency"] and q["batch"] == p["batch"]
-                and q["proofs"] == "on-failure" and q["mode"] == "exact" and not q["fault"]):
+        if (
+            q["sweep"] == p["sweep"]
+            and q["bits"] == p["bits"]
+            and q["k"] == p["k"]
+            and q["concurrency"] == p["concurrency"]
+            and q["batch"] == p["batch"]
+            and q["proofs"] == "on-failure"
+            and q["mode"] == "exact"
+            and not q["fault"]
+        ):
             return q
     return None
 
@@ -74,13 +82,16 @@ def _baselines(points: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
             "openssl_threads_per_s": med("openssl_threads_per_s"),
             "share_exponent_bits": here[0]["baseline"]["share_exponent_bits"],
             "points": len(here),
-            "t_share_range": (min(p["baseline"]["t_share_s"] for p in here),
-                              max(p["baseline"]["t_share_s"] for p in here)),
+            "t_share_range": (
+                min(p["baseline"]["t_share_s"] for p in here),
+                max(p["baseline"]["t_share_s"] for p in here),
+            ),
         }
     return out
 
 
 # -- Markdown --------------------------------------------------------------------------------
+
 
 def render_markdown(report: dict[str, Any]) -> str:
     m, cfg = report["machine"], report["config"]
@@ -95,28 +106,41 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"bounds assume {cores}), {m['platform']}; load average "
         f"{m['loadavg_start'][0]:.2f} at start, {m.get('loadavg_end', [float('nan')])[0]:.2f}"
         " at end. A shared machine: every baseline is measured beside its point, and "
-        "\"others' CPU\" is what the rest of the machine used during the point.",
+        '"others\' CPU" is what the rest of the machine used during the point.',
         f"Python {m['python']}, gmpy2 {m['gmpy2']} ({m['gmp']}), cryptography "
         f"{m['cryptography']} ({m['openssl']}); ittc {str(m['ittc_commit'])[:12]}"
-        + (" with uncommitted changes in ittc/combiner or nodes/"
-           if m.get("ittc_client_modified") else "") + ".",
+        + (
+            " with uncommitted changes in ittc/combiner or nodes/"
+            if m.get("ittc_client_modified")
+            else ""
+        )
+        + ".",
     ]
     target = cfg["target"]
-    where = {"local": "five `python -m ittc_node` processes on loopback, mutual TLS, "
-                      "started by the harness (keys cached in benchmarks/.clusters/)",
-             "test": "a small test cluster's nodes started by the harness (test only)",
-             "external": "a running cluster named by its cluster file (node CPU not "
-                         "measured: n/a)"}[target]
-    lines.append(f"Cluster: {where}. Load: closed loop, each caller signs a batch of "
-                 f"{cfg['message']}, waits, signs again; {cfg['warmup_s']:g} s warm-up, then "
-                 + (f"{cfg['count']} signatures" if cfg.get("count")
-                    else f"{cfg['duration_s']:g} s measured") + " per point; client "
-                 f"deadline {cfg['deadline_s']:g} s, node timeout {cfg['node_timeout_s']:g} s.")
+    where = {
+        "local": "five `python -m ittc_node` processes on loopback, mutual TLS, "
+        "started by the harness (keys cached in benchmarks/.clusters/)",
+        "test": "a small test cluster's nodes started by the harness (test only)",
+        "external": "a running cluster named by its cluster file (node CPU not measured: n/a)",
+    }[target]
+    lines.append(
+        f"Cluster: {where}. Load: closed loop, each caller signs a batch of "
+        f"{cfg['message']}, waits, signs again; {cfg['warmup_s']:g} s warm-up, then "
+        + (
+            f"{cfg['count']} signatures"
+            if cfg.get("count")
+            else f"{cfg['duration_s']:g} s measured"
+        )
+        + " per point; client "
+        f"deadline {cfg['deadline_s']:g} s, node timeout {cfg['node_timeout_s']:g} s."
+    )
     waits = [p["quiet_wait"]["waited_s"] for p in points if p.get("quiet_wait")]
     if waits:
-        lines.append(f"Before each point the run waited for other work to use less than "
-                     f"{cfg['quiet_threshold']:.0%} of the cores (at most "
-                     f"{cfg['max_quiet_wait_s']:g} s): {sum(waits):.0f} s in all.")
+        lines.append(
+            f"Before each point the run waited for other work to use less than "
+            f"{cfg['quiet_threshold']:.0%} of the cores (at most "
+            f"{cfg['max_quiet_wait_s']:g} s): {sum(waits):.0f} s in all."
+        )
     if cfg.get("skipped_sweeps"):
         lines.append(f"Skipped (need local node processes): {', '.join(cfg['skipped_sweeps'])}.")
 
@@ -124,65 +148,102 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Targets (issue 5)", ""]
     if report["targets"]:
         t0 = report["targets"][0]
-        lines += [f"{t0['bits']}-bit key, k={t0['k']} of n=5, {cores} cores.", "",
-                  "| target | measured | limit | result | where |", "|---|---:|---:|---|---|"]
+        lines += [
+            f"{t0['bits']}-bit key, k={t0['k']} of n=5, {cores} cores.",
+            "",
+            "| target | measured | limit | result | where |",
+            "|---|---:|---:|---|---|",
+        ]
         for t in report["targets"]:
-            limit = ("exactly the liar" if t["id"] == "liar_blamed_exactly"
-                     else f"{t['comparison']} {t['limit']:g}")
-            lines.append(f"| {t['description']} | {t['shown']} | {limit} | "
-                         f"**{'PASS' if t['pass'] else 'MISS'}** | {t['note']} |")
+            limit = (
+                "exactly the liar"
+                if t["id"] == "liar_blamed_exactly"
+                else f"{t['comparison']} {t['limit']:g}"
+            )
+            lines.append(
+                f"| {t['description']} | {t['shown']} | {limit} | "
+                f"**{'PASS' if t['pass'] else 'MISS'}** | {t['note']} |"
+            )
     else:
         lines.append("No target applies to the points measured.")
 
     # Baselines.
     bases = _baselines(points)
     ks = sorted({p["k"] for p in points})
-    lines += ["", "## Baselines measured in this run (idle cluster, beside every point)", "",
-              "| quantity | " + " | ".join(f"{b} bits" for b in bases) + " |",
-              "|---|" + "---:|" * len(bases)]
+    lines += [
+        "",
+        "## Baselines measured in this run (idle cluster, beside every point)",
+        "",
+        "| quantity | " + " | ".join(f"{b} bits" for b in bases) + " |",
+        "|---|" + "---:|" * len(bases),
+    ]
 
     def row(label: str, cell: Any) -> None:
         lines.append(f"| {label} | " + " | ".join(cell(b, bases[b]) for b in bases) + " |")
 
-    row("T_share: bare gmpy2.powmod_sec, share-sized exponent (median; min–max of points)",
-        lambda b, x: f"{fmt_time(x['t_share_s'])} ({fmt_time(x['t_share_range'][0])}–"
-                     f"{fmt_time(x['t_share_range'][1])})")
+    row(
+        "T_share: bare gmpy2.powmod_sec, share-sized exponent (median; min–max of points)",
+        lambda b, x: (
+            f"{fmt_time(x['t_share_s'])} ({fmt_time(x['t_share_range'][0])}–"
+            f"{fmt_time(x['t_share_range'][1])})"
+        ),
+    )
     row("share exponent bits (2·Δ·s_i)", lambda b, x: str(x["share_exponent_bits"]))
-    row("T_share + T_prove: a share with its proof, fresh nonce",
-        lambda b, x: fmt_time(x["t_share_proof_s"]))
+    row(
+        "T_share + T_prove: a share with its proof, fresh nonce",
+        lambda b, x: fmt_time(x["t_share_proof_s"]),
+    )
     row("T_verify: one share's proof checked", lambda b, x: fmt_time(x["t_verify_s"]))
     row("single-key OpenSSL sign/s, one thread", lambda b, x: _rate(x["openssl_one_thread_per_s"]))
-    row(f"single-key OpenSSL sign/s, {cores} threads",
-        lambda b, x: _rate(x["openssl_threads_per_s"]))
+    row(
+        f"single-key OpenSSL sign/s, {cores} threads",
+        lambda b, x: _rate(x["openssl_threads_per_s"]),
+    )
     for k in ks:
-        row(f"compute bound cores/(k·T_share), k={k}, sig/s",
-            lambda b, x, k=k: _rate(cores / (k * x["t_share_s"])))
-    row("bound with proofs, k=3: cores/(3·(T_share+T_prove) + 3·T_verify), sig/s",
-        lambda b, x: _rate(cores / (3 * x["t_share_proof_s"] + 3 * x["t_verify_s"]))
-        if x["t_share_proof_s"] and x["t_verify_s"] else "-")
+        row(
+            f"compute bound cores/(k·T_share), k={k}, sig/s",
+            lambda b, x, k=k: _rate(cores / (k * x["t_share_s"])),
+        )
+    row(
+        "bound with proofs, k=3: cores/(3·(T_share+T_prove) + 3·T_verify), sig/s",
+        lambda b, x: (
+            _rate(cores / (3 * x["t_share_proof_s"] + 3 * x["t_verify_s"]))
+            if x["t_share_proof_s"] and x["t_verify_s"]
+            else "-"
+        ),
+    )
 
     # Lone signature.
     lone = [p for p in points if p["sweep"] == "lone"]
     if lone:
-        lines += ["", "## A lone signature (concurrency 1, batch 1, idle cluster)", "",
-                  "| key | signatures | p50 | p99 | max | p50 / T_share | p99 / T_share | "
-                  "k shares at once in k processes (floor) | p50 / floor | "
-                  "OpenSSL, one signature |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## A lone signature (concurrency 1, batch 1, idle cluster)",
+            "",
+            "| key | signatures | p50 | p99 | max | p50 / T_share | p99 / T_share | "
+            "k shares at once in k processes (floor) | p50 / floor | "
+            "OpenSSL, one signature |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for p in lone:
             lat = p["latency_s"]
-            lines.append(f"| {p['bits']} bits, k={p['k']} | {lat['n']} | {_ms(lat['p50'], 2)} ms"
-                         f" | {_ms(lat['p99'], 2)} ms | {_ms(lat['max'], 2)} ms | "
-                         f"{_num(p['latency_p50_over_t_share'])} | "
-                         f"{_num(p['latency_p99_over_t_share'])} | "
-                         f"{_ms(p['baseline'].get('k_parallel_makespan_s'), 2)} ms | "
-                         f"{_num(p.get('latency_p50_over_makespan'))} | "
-                         f"{_ms(p['baseline']['openssl_sign_s'], 3)} ms |")
-        lines += ["", "The floor is measured in the same run: k processes, idle until told, each "
-                  "make one share-sized `powmod_sec` at the same moment; the time until the "
-                  "last one is done is what k nodes on this machine's cores cannot beat. "
-                  "The rest of a lone signature's latency is RPCs, thread hops, the audit "
-                  "write and the combine."]
+            lines.append(
+                f"| {p['bits']} bits, k={p['k']} | {lat['n']} | {_ms(lat['p50'], 2)} ms"
+                f" | {_ms(lat['p99'], 2)} ms | {_ms(lat['max'], 2)} ms | "
+                f"{_num(p['latency_p50_over_t_share'])} | "
+                f"{_num(p['latency_p99_over_t_share'])} | "
+                f"{_ms(p['baseline'].get('k_parallel_makespan_s'), 2)} ms | "
+                f"{_num(p.get('latency_p50_over_makespan'))} | "
+                f"{_ms(p['baseline']['openssl_sign_s'], 3)} ms |"
+            )
+        lines += [
+            "",
+            "The floor is measured in the same run: k processes, idle until told, each "
+            "make one share-sized `powmod_sec` at the same moment; the time until the "
+            "last one is done is what k nodes on this machine's cores cannot beat. "
+            "The rest of a lone signature's latency is RPCs, thread hops, the audit "
+            "write and the combine.",
+        ]
 
     # Plots.
     plots = report.get("plots")
@@ -196,26 +257,36 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "(Plots skipped: matplotlib is not installed; `pip install -e '.[bench]'`.)"]
 
     # Every sweep.
-    order = ["point", "lone", "concurrency", "batch", "proofs", "mode", "slow", "liar", "k",
-             "bits"]
+    order = ["point", "lone", "concurrency", "batch", "proofs", "mode", "slow", "liar", "k", "bits"]
     from benchmarks.cluster import SWEEP_TITLES
+
     for sweep in order:
         pts = [p for p in points if p["sweep"] == sweep]
         if not pts:
             continue
-        lines += ["", f"## Sweep: {SWEEP_TITLES.get(sweep, sweep)}", "",
-                  "| point | sig/s | vs ref | p50 ms | p90 ms | p99 ms | max ms | bound | "
-                  "efficiency | eff. on cores left | CPU busy (ours) | CPU/sig client | "
-                  "CPU/sig nodes | total / ideal | others' CPU | errors |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## Sweep: {SWEEP_TITLES.get(sweep, sweep)}",
+            "",
+            "| point | sig/s | vs ref | p50 ms | p90 ms | p99 ms | max ms | bound | "
+            "efficiency | eff. on cores left | CPU busy (ours) | CPU/sig client | "
+            "CPU/sig nodes | total / ideal | others' CPU | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for p in pts:
             lat, cpu = p["latency_s"], p["cpu"]
             ref = _reference(points, p)
-            vs = (f"{p['throughput_per_s'] / ref['throughput_per_s']:.2f}×"
-                  if ref and ref["throughput_per_s"] else "")
+            vs = (
+                f"{p['throughput_per_s'] / ref['throughput_per_s']:.2f}×"
+                if ref and ref["throughput_per_s"]
+                else ""
+            )
             label = p["label"] if sweep in ("point", "k", "bits") else _short(p)
-            nodes_cpu = (f"{_ms(cpu['nodes_per_signature_s'], 2)} ms"
-                         if cpu["nodes_s"] is not None else "n/a")
+            nodes_cpu = (
+                f"{_ms(cpu['nodes_per_signature_s'], 2)} ms"
+                if cpu["nodes_s"] is not None
+                else "n/a"
+            )
             lines.append(
                 f"| {label} | {_rate(p['throughput_per_s'])} | {vs} | {_ms(lat['p50'])} | "
                 f"{_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(lat['max'])} | "
@@ -224,7 +295,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_num(cpu['ours_utilization'], '{:.0%}')} | "
                 f"{_ms(cpu['client_per_signature_s'], 2)} ms | "
                 f"{nodes_cpu} | {_num(cpu['total_over_ideal'])} | "
-                f"{_num(cpu['others_utilization'], '{:.0%}')} | {_errors(p)} |")
+                f"{_num(cpu['others_utilization'], '{:.0%}')} | {_errors(p)} |"
+            )
         for p in pts:
             stats = p["client_stats_window"]
             if p["fault"] or stats.get("hedges") or stats.get("proof_rounds") or p["errors"]:
@@ -236,41 +308,50 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"{stats['node_failures'] or 'none'}; whole run (warm-up included): "
                     f"blamed {run['blamed'] or 'nobody'}, node failures "
                     f"{run['node_failures'] or 'none'}"
-                    + (f"; first error: {next(iter(p['error_examples'].values()))}"
-                       if p["error_examples"] else "") + ".")
+                    + (
+                        f"; first error: {next(iter(p['error_examples'].values()))}"
+                        if p["error_examples"]
+                        else ""
+                    )
+                    + "."
+                )
 
-    lines += ["", "## Reading the columns", "",
-              "- **sig/s**: the slope of signatures completed against time over the measured "
-              "window (least squares; a batching combiner completes signatures in bursts, "
-              "and a plain count over the window, kept in the JSON as "
-              "`throughput_count_per_s`, is off by up to a burst). A window lasts the "
-              "chosen duration and at least 4 calls per caller. "
-              "**vs ref**: throughput over the default-setting run (optimistic, exact, "
-              "honest) measured next to it with the same concurrency and batch.",
-              "- **p50 … max**: latency of one `sign_items` call (a batch), nearest rank.",
-              "- **bound**: the compute bound for the point's key and k, with T_share etc. "
-              "measured just before and after the point: `cores / (k·T_share)`; with proofs "
-              "always `cores / (k·(T_share + T_prove) + k·T_verify)`, counting every node's "
-              "share and proof (fresh nonce: under full load a node has no idle time to "
-              "precompute one) and the combiner checking k proofs; the combine itself and "
-              "all RPC work count as overhead. Mode \"all\" is held to the same bound, so its "
-              "extra work shows as lower efficiency.",
-              "- **efficiency**: sig/s / bound. **eff. on cores left**: the same against the "
-              "bound for the cores other people's work left free during the point "
-              "(`cores − others' CPU`). An upper estimate of the efficiency on a quiet "
-              "machine: other work also fills the point's idle gaps, which then count as "
-              "cores taken.",
-              "- **CPU/sig**: CPU seconds in the window per signature (sig/s × window) of "
-              "this process (combiner + load generator, `getrusage`) and of the node "
-              "processes with their workers (`/proc/<pid>/stat`). **total / ideal**: both "
-              "together over the bound's CPU per signature (k·T_share, or the proof "
-              "version): 1.00 means no overhead.",
-              "- **CPU busy (ours)**: CPU time of this process and the nodes over the window "
-              "times the cores; efficiency ≈ CPU busy / (total / ideal), so a low efficiency "
-              "is either idle cores (latency-bound, pipeline gaps) or CPU spent beyond the "
-              "modexps (overhead).",
-              "- **others' CPU**: machine busy time not ours (`/proc/stat`) as a share of all "
-              "cores: other people's work competing with the point."]
+    lines += [
+        "",
+        "## Reading the columns",
+        "",
+        "- **sig/s**: the slope of signatures completed against time over the measured "
+        "window (least squares; a batching combiner completes signatures in bursts, "
+        "and a plain count over the window, kept in the JSON as "
+        "`throughput_count_per_s`, is off by up to a burst). A window lasts the "
+        "chosen duration and at least 4 calls per caller. "
+        "**vs ref**: throughput over the default-setting run (optimistic, exact, "
+        "honest) measured next to it with the same concurrency and batch.",
+        "- **p50 … max**: latency of one `sign_items` call (a batch), nearest rank.",
+        "- **bound**: the compute bound for the point's key and k, with T_share etc. "
+        "measured just before and after the point: `cores / (k·T_share)`; with proofs "
+        "always `cores / (k·(T_share + T_prove) + k·T_verify)`, counting every node's "
+        "share and proof (fresh nonce: under full load a node has no idle time to "
+        "precompute one) and the combiner checking k proofs; the combine itself and "
+        'all RPC work count as overhead. Mode "all" is held to the same bound, so its '
+        "extra work shows as lower efficiency.",
+        "- **efficiency**: sig/s / bound. **eff. on cores left**: the same against the "
+        "bound for the cores other people's work left free during the point "
+        "(`cores − others' CPU`). An upper estimate of the efficiency on a quiet "
+        "machine: other work also fills the point's idle gaps, which then count as "
+        "cores taken.",
+        "- **CPU/sig**: CPU seconds in the window per signature (sig/s × window) of "
+        "this process (combiner + load generator, `getrusage`) and of the node "
+        "processes with their workers (`/proc/<pid>/stat`). **total / ideal**: both "
+        "together over the bound's CPU per signature (k·T_share, or the proof "
+        "version): 1.00 means no overhead.",
+        "- **CPU busy (ours)**: CPU time of this process and the nodes over the window "
+        "times the cores; efficiency ≈ CPU busy / (total / ideal), so a low efficiency "
+        "is either idle cores (latency-bound, pipeline gaps) or CPU spent beyond the "
+        "modexps (overhead).",
+        "- **others' CPU**: machine busy time not ours (`/proc/stat`) as a share of all "
+        "cores: other people's work competing with the point.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -289,18 +370,22 @@ def write_latest(out: pathlib.Path, base: pathlib.Path, markdown: str) -> pathli
     """``LATEST.md`` in ``out``: a copy of the newest cluster report (same folder, so its
     plot links work), naming its source."""
     path = out / LATEST
-    head = (f"<!-- A copy of {base.name}.md, the latest cluster benchmark "
-            f"(JSON: {base.name}.json). -->\n")
+    head = (
+        f"<!-- A copy of {base.name}.md, the latest cluster benchmark "
+        f"(JSON: {base.name}.json). -->\n"
+    )
     path.write_text(head + markdown)
     return path
 
 
 # -- plots -------------------------------------------------------------------------------------
 
+
 def write_plots(report: dict[str, Any], base: pathlib.Path) -> list[tuple[str, str]] | None:
     """PNG plots beside ``base``; returns (file name, title) pairs, None without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -324,20 +409,32 @@ def write_plots(report: dict[str, Any], base: pathlib.Path) -> list[tuple[str, s
         fig, ax = plt.subplots(figsize=(8, 4.8))
         drawn: list[float] = []
         for name, pts in series.items():
-            ax.plot([p["concurrency"] for p in pts], [p["throughput_per_s"] for p in pts],
-                    marker="o", color=colors[name], label=name)
+            ax.plot(
+                [p["concurrency"] for p in pts],
+                [p["throughput_per_s"] for p in pts],
+                marker="o",
+                color=colors[name],
+                label=name,
+            )
             bound = statistics.median(p["bound_per_s"] for p in pts)
             if any(abs(bound - b) < 0.05 * b for b in drawn):
                 continue  # one line for bounds that are the same
             drawn.append(bound)
             ax.axhline(bound, linestyle="--", linewidth=1, color=colors[name], alpha=0.7)
-            ax.annotate(f"bound {bound:.0f}/s", (xs_all[0], bound), fontsize=8,
-                        color=colors[name], xytext=(2, 3), textcoords="offset points")
+            ax.annotate(
+                f"bound {bound:.0f}/s",
+                (xs_all[0], bound),
+                fontsize=8,
+                color=colors[name],
+                xytext=(2, 3),
+                textcoords="offset points",
+            )
         _log2_axis(ax, xs_all)
         ax.set_xlabel("concurrent callers (batch 1)")
         ax.set_ylabel("signatures per second")
-        ax.set_ylim(0, max(drawn + [p["throughput_per_s"] for pts in series.values()
-                                    for p in pts]) * 1.1)
+        ax.set_ylim(
+            0, max(drawn + [p["throughput_per_s"] for pts in series.values() for p in pts]) * 1.1
+        )
         ax.set_title(f"Throughput vs concurrency ({_key(points)}), {date}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center right")
@@ -348,8 +445,15 @@ def write_plots(report: dict[str, Any], base: pathlib.Path) -> list[tuple[str, s
             xs = [p["concurrency"] for p in pts]
             for pct, style in (("p50", "-"), ("p90", "--"), ("p99", ":")):
                 ys = [(p["latency_s"][pct] or float("nan")) * 1e3 for p in pts]
-                ax.plot(xs, ys, style, marker="o", markersize=3, color=colors[name],
-                        label=f"{name} {pct}")
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    marker="o",
+                    markersize=3,
+                    color=colors[name],
+                    label=f"{name} {pct}",
+                )
         _log2_axis(ax, xs_all)
         ax.set_yscale("log")
         ax.set_xlabel("concurrent callers (batch 1)")
@@ -365,8 +469,12 @@ def write_plots(report: dict[str, Any], base: pathlib.Path) -> list[tuple[str, s
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for conc in sorted({p["concurrency"] for p in kpts}):
             pts = sorted((p for p in kpts if p["concurrency"] == conc), key=lambda p: p["k"])
-            ax.plot([p["k"] for p in pts], [p["efficiency"] for p in pts], marker="o",
-                    label=f"concurrency {conc}, batch {pts[0]['batch']}")
+            ax.plot(
+                [p["k"] for p in pts],
+                [p["efficiency"] for p in pts],
+                marker="o",
+                label=f"concurrency {conc}, batch {pts[0]['batch']}",
+            )
         ax.axhline(0.85, linestyle="--", color="grey", linewidth=1)
         ax.set_xticks(sorted({p["k"] for p in kpts}))
         ax.set_xlabel("k (n = 5)")
@@ -381,8 +489,12 @@ def write_plots(report: dict[str, Any], base: pathlib.Path) -> list[tuple[str, s
     bpts = sorted((p for p in points if p["sweep"] == "batch"), key=lambda p: p["batch"])
     if bpts:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.plot([p["batch"] for p in bpts], [p["efficiency"] for p in bpts], marker="o",
-                label=f"efficiency (concurrency {bpts[0]['concurrency']})")
+        ax.plot(
+            [p["batch"] for p in bpts],
+            [p["efficiency"] for p in bpts],
+            marker="o",
+            label=f"efficiency (concurrency {bpts[0]['concurrency']})",
+        )
         ax.axhline(0.85, linestyle="--", color="grey", linewidth=1)
         _log2_axis(ax, [p["batch"] for p in bpts])
         ax.set_xlabel("items per sign_items call")
@@ -414,10 +526,11 @@ def _by_concurrency(points: list[dict[str, Any]]) -> dict[str, list[dict[str, An
     main = [p for p in points if p["sweep"] == "concurrency"]
     if main:
         out["optimistic, exact"] = main
-    for sweep, field, value, name in (("proofs", "proofs", "always", "proofs always"),
-                                      ("mode", "mode", "all", 'mode "all"')):
-        pts = [p for p in points if p["sweep"] == sweep and p[field] == value
-               and p["batch"] == 1]
+    for sweep, field, value, name in (
+        ("proofs", "proofs", "always", "proofs always"),
+        ("mode", "mode", "all", 'mode "all"'),
+    ):
+        pts = [p for p in points if p["sweep"] == sweep and p[field] == value and p["batch"] == 1]
         if len({p["concurrency"] for p in pts}) >= 2:
             out[name] = pts
     return {k: sorted(v, key=lambda p: p["concurrency"]) for k, v in out.items()}
@@ -427,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Re-render the Markdown (and plots) of a saved cluster JSON; LATEST.md too when it
     is the newest in its folder."""
     import json
+
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
         print("usage: python -m benchmarks.report results/cluster-<date>.json", file=sys.stderr)

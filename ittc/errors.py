@@ -56,8 +56,10 @@ class CombineError(IttcError):
 
     def __init__(self, indices: Sequence[int]) -> None:
         self.indices = tuple(indices)
-        super().__init__(f"shares from nodes {list(self.indices)} do not combine to a valid "
-                         "signature (at least one is wrong)")
+        super().__init__(
+            f"shares from nodes {list(self.indices)} do not combine to a valid "
+            "signature (at least one is wrong)"
+        )
 
 
 class BackendError(IttcError):

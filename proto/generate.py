@@ -19,8 +19,15 @@ def generate(out: pathlib.Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     include = pathlib.Path(protoc.__file__).parent / "_proto"
     for proto in PROTOS:
-        args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{include}", f"--python_out={out}",
-                f"--pyi_out={out}", f"--grpc_python_out={out}", str(ROOT / "proto" / proto)]
+        args = [
+            "protoc",
+            f"-I{ROOT / 'proto'}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            str(ROOT / "proto" / proto),
+        ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {proto}")
 

@@ -45,11 +45,33 @@ from ittc.wire import tls
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc.wire.v1 import signer_pb2_grpc
 
-__all__ = ["CLIENT", "PASSPHRASE", "EmbeddedNode", "FakeClock", "FaultCluster", "LocalCluster",
-           "cluster_ca", "copy_node", "fault_env", "file_state", "foreign_client", "free_ports",
-           "group_members", "issue_client", "issue_client_cert", "make_cluster", "open_fds",
-           "pkcs1_item", "pss_item", "raw_method", "rss_bytes", "sign_request", "track_answers",
-           "track_asks", "write_private"]
+__all__ = [
+    "CLIENT",
+    "PASSPHRASE",
+    "EmbeddedNode",
+    "FakeClock",
+    "FaultCluster",
+    "LocalCluster",
+    "cluster_ca",
+    "copy_node",
+    "fault_env",
+    "file_state",
+    "foreign_client",
+    "free_ports",
+    "group_members",
+    "issue_client",
+    "issue_client_cert",
+    "make_cluster",
+    "open_fds",
+    "pkcs1_item",
+    "pss_item",
+    "raw_method",
+    "rss_bytes",
+    "sign_request",
+    "track_answers",
+    "track_asks",
+    "write_private",
+]
 
 #: The passphrase of every share file make_cluster writes (and of its passphrase file).
 PASSPHRASE = b"correct horse battery staple"
@@ -71,9 +93,15 @@ def write_private(path: pathlib.Path, data: bytes) -> pathlib.Path:
     return path
 
 
-def make_cluster(tmp_path: pathlib.Path, bits: int = 1024, n: int = 5, k: int = 3, *,
-                 addresses: Sequence[str] | None = None,
-                 split_existing_key: bool = False) -> pathlib.Path:
+def make_cluster(
+    tmp_path: pathlib.Path,
+    bits: int = 1024,
+    n: int = 5,
+    k: int = 3,
+    *,
+    addresses: Sequence[str] | None = None,
+    split_existing_key: bool = False,
+) -> pathlib.Path:
     """A cluster folder ``tmp_path/cluster`` for a small TEST key: fast KDF, free ports,
     a 0600 passphrase file ``tmp_path/passphrase`` named by every node.toml.
 
@@ -86,26 +114,35 @@ def make_cluster(tmp_path: pathlib.Path, bits: int = 1024, n: int = 5, k: int = 
     pass_file = write_private(tmp_path / "passphrase", PASSPHRASE + b"\n")
     if split_existing_key:
         numbers = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
-        dealt = dealer.deal_integer(numbers.public_numbers.n, numbers.public_numbers.e,
-                                    numbers.d, n, k)
+        dealt = dealer.deal_integer(
+            numbers.public_numbers.n, numbers.public_numbers.e, numbers.d, n, k
+        )
     else:
         dealt = dealer.generate(bits, n=n, k=k, insecure_allow_small_modulus_for_tests=True)
     out = tmp_path / "cluster"
-    create_cluster(out, dealt, passphrases=[PASSPHRASE], passphrase_file=pass_file,
-                   addresses=(list(addresses) if addresses is not None
-                              else [f"127.0.0.1:{p}" for p in free_ports(n)]),
-                   kdf=KdfLimits.fast_for_tests())
+    create_cluster(
+        out,
+        dealt,
+        passphrases=[PASSPHRASE],
+        passphrase_file=pass_file,
+        addresses=(
+            list(addresses) if addresses is not None else [f"127.0.0.1:{p}" for p in free_ports(n)]
+        ),
+        kdf=KdfLimits.fast_for_tests(),
+    )
     return out
 
 
 def fault_env(spec: str) -> dict[str, str]:
     """Environment that switches test faults on in a node (see ittc_node.faults)."""
     from ittc_node.faults import environment
+
     return environment(spec)
 
 
-def issue_client(root: pathlib.Path, name: str, out: pathlib.Path) -> tuple[pathlib.Path,
-                                                                            pathlib.Path]:
+def issue_client(
+    root: pathlib.Path, name: str, out: pathlib.Path
+) -> tuple[pathlib.Path, pathlib.Path]:
     """A client certificate named ``name`` from the cluster's own CA: (cert, key) paths."""
     ca_cert = pki.load_cert(root / "ca" / "ca.pem")
     ca_key = pki.load_private_key(root / "ca" / "ca.key")
@@ -118,17 +155,20 @@ def issue_client(root: pathlib.Path, name: str, out: pathlib.Path) -> tuple[path
 
 def cluster_ca(root: pathlib.Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The cluster CA's certificate and key, from the folder the ceremony wrote."""
-    return (pki.load_cert(root / "ca" / "ca.pem"),
-            pki.load_private_key(root / "ca" / "ca.key"))
+    return (pki.load_cert(root / "ca" / "ca.pem"), pki.load_private_key(root / "ca" / "ca.key"))
 
 
-def issue_client_cert(out: pathlib.Path, file_name: str, *,
-                      issuer: tuple[x509.Certificate | x509.Name, ec.EllipticCurvePrivateKey],
-                      common_names: Sequence[str] = (CLIENT,),
-                      not_before: datetime.datetime | None = None,
-                      not_after: datetime.datetime | None = None,
-                      usage: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH,
-                      san: str | None = "ittc-client") -> tuple[pathlib.Path, pathlib.Path]:
+def issue_client_cert(
+    out: pathlib.Path,
+    file_name: str,
+    *,
+    issuer: tuple[x509.Certificate | x509.Name, ec.EllipticCurvePrivateKey],
+    common_names: Sequence[str] = (CLIENT,),
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+    usage: x509.ObjectIdentifier | None = ExtendedKeyUsageOID.CLIENT_AUTH,
+    san: str | None = "ittc-client",
+) -> tuple[pathlib.Path, pathlib.Path]:
     """A client certificate with every field the caller wants wrong: any issuer (a CA's
     certificate, or just a name, for issuers that are not CAs), any validity period,
     zero or several common names, another extended key usage. ``(cert, key)`` paths.
@@ -137,13 +177,13 @@ def issue_client_cert(out: pathlib.Path, file_name: str, *,
     certificate from the cluster's own CA.
     """
     issuer_cert, issuer_key = issuer
-    issuer_name = issuer_cert.subject if isinstance(issuer_cert, x509.Certificate) \
-        else issuer_cert
+    issuer_name = issuer_cert.subject if isinstance(issuer_cert, x509.Certificate) else issuer_cert
     now = datetime.datetime.now(datetime.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)
-                         for name in common_names]
-                        or [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no common name")])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, name) for name in common_names]
+        or [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no common name")]
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -153,22 +193,34 @@ def issue_client_cert(out: pathlib.Path, file_name: str, *,
         .not_valid_before(not_before or now - datetime.timedelta(minutes=5))
         .not_valid_after(not_after or now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     )
     if usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if san is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]),
-                                        critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False
+        )
     if isinstance(issuer_cert, x509.Certificate):
         try:
             ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             builder = builder.add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
-                critical=False)
+                critical=False,
+            )
         except x509.ExtensionNotFound:
             pass
     cert = builder.sign(issuer_key, hashes.SHA256())
@@ -181,8 +233,9 @@ def issue_client_cert(out: pathlib.Path, file_name: str, *,
 def raw_method(channel: grpc.Channel, method: str) -> Any:
     """``/ittc.v1.Signer/<method>`` taking and returning raw bytes (no protobuf on our
     side), to send a node anything at all."""
-    return channel.unary_unary(f"/ittc.v1.Signer/{method}", request_serializer=None,
-                               response_deserializer=None)
+    return channel.unary_unary(
+        f"/ittc.v1.Signer/{method}", request_serializer=None, response_deserializer=None
+    )
 
 
 def file_state(path: pathlib.Path) -> tuple[bytes, int, int] | None:
@@ -220,15 +273,23 @@ def pss_item(message: bytes, hash_name: str = "sha256", salt: bytes | None = Non
 _HASH = {"sha256": pb.HASH_SHA256, "sha384": pb.HASH_SHA384, "sha512": pb.HASH_SHA512}
 
 
-def sign_request(params: PublicParams, items: Sequence[pb.SignItem], *,
-                 with_proofs: bool = False, request_id: str | None = None,
-                 timestamp_ms: int | None = None, key_id: str | None = None) -> pb.SignRequest:
+def sign_request(
+    params: PublicParams,
+    items: Sequence[pb.SignItem],
+    *,
+    with_proofs: bool = False,
+    request_id: str | None = None,
+    timestamp_ms: int | None = None,
+    key_id: str | None = None,
+) -> pb.SignRequest:
     """A well-formed SignRequest (fresh id, current time) unless told otherwise."""
     return pb.SignRequest(
         request_id=request_id if request_id is not None else secrets.token_urlsafe(18),
         timestamp_ms=timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
         key_id=key_id if key_id is not None else params.key_id,
-        with_proofs=with_proofs, items=list(items))
+        with_proofs=with_proofs,
+        items=list(items),
+    )
 
 
 class LocalCluster(_BaseLocalCluster):
@@ -262,8 +323,12 @@ class LocalCluster(_BaseLocalCluster):
         """SIGTERM every node, then SIGKILL every process group left (workers included)."""
         return self.stop()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         for channel in self._channels:
             channel.close()
         self._channels.clear()
@@ -271,30 +336,39 @@ class LocalCluster(_BaseLocalCluster):
 
     # -- talking to nodes -------------------------------------------------------------
 
-    def channel(self, index: int, cert: pathlib.Path | None = None,
-                key: pathlib.Path | None = None) -> grpc.Channel:
+    def channel(
+        self, index: int, cert: pathlib.Path | None = None, key: pathlib.Path | None = None
+    ) -> grpc.Channel:
         """A mutual-TLS channel to node ``index`` as the cluster client (or ``cert``/``key``)."""
         entry = self.cluster.node(index)
         return self.channel_at(entry.address, entry.tls_name, cert, key)
 
-    def channel_at(self, address: str, tls_name: str, cert: pathlib.Path | None = None,
-                   key: pathlib.Path | None = None) -> grpc.Channel:
+    def channel_at(
+        self,
+        address: str,
+        tls_name: str,
+        cert: pathlib.Path | None = None,
+        key: pathlib.Path | None = None,
+    ) -> grpc.Channel:
         """A mutual-TLS channel to any address (a node started outside this object)."""
         cert = cert or self.cluster.client_cert
         key = key or self.cluster.client_key
         assert cert is not None and key is not None
         creds = tls.channel_credentials(cert, key, self.cluster.ca)
-        channel = grpc.secure_channel(address, creds,
-                                      options=tls.channel_options(tls_name, 4 << 20))
+        channel = grpc.secure_channel(
+            address, creds, options=tls.channel_options(tls_name, 4 << 20)
+        )
         self._channels.append(channel)
         return channel
 
-    def stub(self, index: int, cert: pathlib.Path | None = None,
-             key: pathlib.Path | None = None) -> signer_pb2_grpc.SignerStub:
+    def stub(
+        self, index: int, cert: pathlib.Path | None = None, key: pathlib.Path | None = None
+    ) -> signer_pb2_grpc.SignerStub:
         return signer_pb2_grpc.SignerStub(self.channel(index, cert, key))  # type: ignore[no-untyped-call]
 
-    def health_as(self, index: int, cert: pathlib.Path, key: pathlib.Path,
-                  service: str = "") -> str:
+    def health_as(
+        self, index: int, cert: pathlib.Path, key: pathlib.Path, service: str = ""
+    ) -> str:
         """Health status seen with another identity (health needs no allowed identity)."""
         stub = health_pb2_grpc.HealthStub(self.channel(index, cert, key))  # type: ignore[no-untyped-call]
         try:
@@ -325,6 +399,7 @@ def copy_node(root: pathlib.Path, index: int, name: str) -> pathlib.Path:
 
 
 # -- a node in this process, with its clock injected -------------------------------------
+
 
 class FakeClock:
     """A clock for ``serve(clock=...)`` that moves only when told to (seconds)."""
@@ -358,16 +433,18 @@ class EmbeddedNode:
         node.stub.Sign(...); node.close()
     """
 
-    def __init__(self, config: NodeConfig, clock: Callable[[], float], faults: Any,
-                 channel: grpc.Channel) -> None:
+    def __init__(
+        self, config: NodeConfig, clock: Callable[[], float], faults: Any, channel: grpc.Channel
+    ) -> None:
         from ittc_node.daemon import serve
 
         from ittc import storage
 
         self.config = config
         self.clock = clock
-        self.share = storage.read_share_file(config.share_file, config.load_params(),
-                                             config.index, PASSPHRASE)
+        self.share = storage.read_share_file(
+            config.share_file, config.load_params(), config.index, PASSPHRASE
+        )
         self.channel = channel
         self.stub = signer_pb2_grpc.SignerStub(channel)  # type: ignore[no-untyped-call]
         self.loop = asyncio.new_event_loop()
@@ -379,8 +456,9 @@ class EmbeddedNode:
 
         self._stop, ready = asyncio.run_coroutine_threadsafe(events(), self.loop).result()
         self.task = asyncio.run_coroutine_threadsafe(
-            serve(config, self.share, clock=clock, stop=self._stop, ready=ready,
-                  faults=faults), self.loop)
+            serve(config, self.share, clock=clock, stop=self._stop, ready=ready, faults=faults),
+            self.loop,
+        )
         while not ready.is_set():
             if self.task.done():
                 self.close()
@@ -388,9 +466,16 @@ class EmbeddedNode:
             time.sleep(0.01)
 
     @classmethod
-    def start(cls, cluster: LocalCluster, index: int, name: str, *,
-              clock: Callable[[], float], faults: Any = None,
-              **limits: Any) -> EmbeddedNode:
+    def start(
+        cls,
+        cluster: LocalCluster,
+        index: int,
+        name: str,
+        *,
+        clock: Callable[[], float],
+        faults: Any = None,
+        **limits: Any,
+    ) -> EmbeddedNode:
         """Copy node ``index``'s folder to ``<root>/<name>`` (a fresh audit log and port)
         and serve it here."""
         import dataclasses
@@ -400,8 +485,11 @@ class EmbeddedNode:
         folder = copy_node(cluster.root, index, name)
         (folder / "audit.log").unlink(missing_ok=True)
         base = NodeConfig.load(folder / "node.toml")
-        config = dataclasses.replace(base, listen=f"127.0.0.1:{free_ports(1)[0]}",
-                                     limits=dataclasses.replace(base.limits, **limits))
+        config = dataclasses.replace(
+            base,
+            listen=f"127.0.0.1:{free_ports(1)[0]}",
+            limits=dataclasses.replace(base.limits, **limits),
+        )
         channel = cluster.channel_at(config.listen, f"ittc-node-{index}")
         return cls(config, clock, faults if faults is not None else Faults(), channel)
 
@@ -429,6 +517,7 @@ class EmbeddedNode:
 
 # -- faults, answers and resources (tests/test_faults.py, tests/test_multihost.py) --------
 
+
 class FaultCluster(LocalCluster):
     """A :class:`LocalCluster` whose nodes run with chosen test faults (``ittc_node.faults``).
 
@@ -440,11 +529,11 @@ class FaultCluster(LocalCluster):
         super().__init__(root, **kwargs)
         self.faults: dict[int, str] = {}
 
-    def set_faults(self, faults: Mapping[int, str] | None = None, *,
-                   timeout: float = 60.0) -> None:
+    def set_faults(self, faults: Mapping[int, str] | None = None, *, timeout: float = 60.0) -> None:
         wanted = {i: spec for i, spec in (faults or {}).items() if spec}
-        changed = [i for i in self.indices
-                   if self.faults.get(i) != wanted.get(i) or not self.running(i)]
+        changed = [
+            i for i in self.indices if self.faults.get(i) != wanted.get(i) or not self.running(i)
+        ]
         for index in self.indices:
             self.resume(index)
         for index in changed:

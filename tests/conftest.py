@@ -61,6 +61,7 @@ def vkey() -> VectorKey:
 
 # -- live clusters: real node processes over real mutual TLS on loopback ------------------
 
+
 @pytest.fixture(scope="session")
 def live_cluster(tmp_path_factory):
     """Five nodes (3-of-5, 1536-bit test key) running for the whole session."""

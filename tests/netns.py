@@ -47,8 +47,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-__all__ = ["PREFIX", "NetLab", "NetLabError", "clean_leftovers", "listening", "netns_id",
-           "unavailable_reason"]
+__all__ = [
+    "PREFIX",
+    "NetLab",
+    "NetLabError",
+    "clean_leftovers",
+    "listening",
+    "netns_id",
+    "unavailable_reason",
+]
 
 PREFIX = "ittc"
 _NAME = re.compile(rf"^{PREFIX}-(\d+)-([0-9a-f]+)-(sw|n\d+)$")
@@ -156,7 +163,7 @@ def listening(pid: int) -> set[tuple[str, int]]:
             addr_hex, port_hex = fields[1].split(":")
             raw = bytes.fromhex(addr_hex)
             # The kernel prints each 32-bit word in host (little-endian) order.
-            packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
             address = ipaddress.ip_address(packed)
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
                 address = address.ipv4_mapped
@@ -207,8 +214,9 @@ class NetLab:
         ``--config .../node-<i>/node.toml``: give it to LocalCluster as ``python=``."""
         lines = ["#!/bin/sh", 'for arg in "$@"; do config="$arg"; done', 'case "$config" in']
         for index, ns in self.nodes.items():
-            lines.append(f'  */node-{index}/node.toml) '
-                         f'exec ip netns exec {ns} {shlex.quote(python)} "$@" ;;')
+            lines.append(
+                f'  */node-{index}/node.toml) exec ip netns exec {ns} {shlex.quote(python)} "$@" ;;'
+            )
         lines += ["esac", 'echo "no namespace for $config" >&2', "exit 2", ""]
         target = os.fspath(path)
         with open(target, "w") as fh:
@@ -236,8 +244,7 @@ class NetLab:
         _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
         _run("ip", "-n", sw, "link", "set", "br0", "up")
         # The root namespace's link; its peer is created straight inside the switch.
-        _run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", "up0",
-             "netns", sw)
+        _run("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", "up0", "netns", sw)
         _run("ip", "addr", "add", f"{self.host_address}/24", "dev", self.root_if)
         _run("ip", "link", "set", self.root_if, "up")
         _run("ip", "-n", sw, "link", "set", "up0", "master", "br0", "up")
@@ -245,8 +252,21 @@ class NetLab:
             _run("ip", "netns", "add", ns)
             self._created.append(ns)
             _run("ip", "-n", ns, "link", "set", "lo", "up")
-            _run("ip", "-n", sw, "link", "add", f"p{index}", "type", "veth", "peer", "name",
-                 "eth0", "netns", ns)
+            _run(
+                "ip",
+                "-n",
+                sw,
+                "link",
+                "add",
+                f"p{index}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns,
+            )
             _run("ip", "-n", sw, "link", "set", f"p{index}", "master", "br0", "up")
             _run("ip", "-n", ns, "addr", "add", f"{self.address(index)}/24", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
@@ -280,19 +300,57 @@ class NetLab:
         """Whether this kernel has the netem qdisc (tried once on a scratch device)."""
         if self._netem_ok is None:
             ns = self.nodes[1]
-            out = _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root",
-                       "netem", "delay", "1ms", check=False)
+            out = _run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "lo",
+                "root",
+                "netem",
+                "delay",
+                "1ms",
+                check=False,
+            )
             self._netem_ok = out.returncode == 0
             if self._netem_ok:
-                _run("ip", "netns", "exec", ns, "tc", "qdisc", "del", "dev", "lo", "root",
-                     check=False)
+                _run(
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    "lo",
+                    "root",
+                    check=False,
+                )
         return self._netem_ok
 
     def delay(self, index: int, ms: int) -> str:
         """Delay every frame node ``index`` sends by ``ms``; returns the means used."""
         if self.has_netem:
-            _run("ip", "netns", "exec", self.nodes[index], "tc", "qdisc", "add", "dev", "eth0",
-                 "root", "netem", "delay", f"{ms}ms")
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                self.nodes[index],
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "eth0",
+                "root",
+                "netem",
+                "delay",
+                f"{ms}ms",
+            )
             self._netem.add(index)
             return "tc netem"
         self._start_relay(index, ms)
@@ -300,8 +358,19 @@ class NetLab:
 
     def undelay(self, index: int) -> None:
         if index in self._netem:
-            _run("ip", "netns", "exec", self.nodes[index], "tc", "qdisc", "del", "dev", "eth0",
-                 "root", check=False)
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                self.nodes[index],
+                "tc",
+                "qdisc",
+                "del",
+                "dev",
+                "eth0",
+                "root",
+                check=False,
+            )
             self._netem.discard(index)
         if index in self._relays:
             self._stop_relay(index)
@@ -313,9 +382,22 @@ class NetLab:
         _run("ip", "-n", sw, "link", "set", a, "up", "promisc", "on")
         _run("ip", "-n", sw, "link", "set", port, "promisc", "on")
         relay = subprocess.Popen(
-            ["ip", "netns", "exec", sw, sys.executable, os.path.abspath(__file__), "relay",
-             port, a, str(ms)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE)
+            [
+                "ip",
+                "netns",
+                "exec",
+                sw,
+                sys.executable,
+                os.path.abspath(__file__),
+                "relay",
+                port,
+                a,
+                str(ms),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert relay.stdout is not None
         ready = relay.stdout.readline()  # the relay says "ready" once its sockets are bound
         if ready.strip() != b"ready":

@@ -80,19 +80,24 @@ def still_signs(cluster: LocalCluster, index: int) -> None:
     assert cluster.health(index, timeout=5) == "SERVING"
 
 
-def stub_with(cluster: LocalCluster, index: int,
-              credentials: grpc.ChannelCredentials | None) -> signer_pb2_grpc.SignerStub:
+def stub_with(
+    cluster: LocalCluster, index: int, credentials: grpc.ChannelCredentials | None
+) -> signer_pb2_grpc.SignerStub:
     """A Signer stub over exactly these credentials (None: plaintext)."""
     entry = cluster.cluster.node(index)
     options = tls.channel_options(entry.tls_name, 4 << 20)
-    channel = (grpc.insecure_channel(entry.address) if credentials is None
-               else grpc.secure_channel(entry.address, credentials, options=options))
+    channel = (
+        grpc.insecure_channel(entry.address)
+        if credentials is None
+        else grpc.secure_channel(entry.address, credentials, options=options)
+    )
     cluster._channels.append(channel)  # closed with the cluster
     return signer_pb2_grpc.SignerStub(channel)  # type: ignore[no-untyped-call]
 
 
-def cert_credentials(cluster: LocalCluster, cert: pathlib.Path,
-                     key: pathlib.Path) -> grpc.ChannelCredentials:
+def cert_credentials(
+    cluster: LocalCluster, cert: pathlib.Path, key: pathlib.Path
+) -> grpc.ChannelCredentials:
     return tls.channel_credentials(cert, key, cluster.cluster.ca)
 
 
@@ -112,6 +117,7 @@ def _issued(**fields: Any) -> Callable[[LocalCluster, pathlib.Path], Presented]:
         kwargs = dict(fields)
         issuer = kwargs.pop("issuer", None) or cluster_ca(cluster.root)
         return issue_client_cert(tmp, "client", issuer=issuer, **kwargs)
+
     return make
 
 
@@ -134,19 +140,26 @@ HANDSHAKE_FAILURES: dict[str, Callable[[LocalCluster, pathlib.Path], Presented]]
     "plaintext, no TLS at all": lambda cluster, tmp: PLAINTEXT,
     "TLS without a client certificate": lambda cluster, tmp: NO_CERT,
     "expired certificate from the cluster CA, allowed name": _issued(
-        not_before=_now() - 30 * DAY, not_after=_now() - DAY),
+        not_before=_now() - 30 * DAY, not_after=_now() - DAY
+    ),
     "certificate from the cluster CA not valid yet, allowed name": _issued(
-        not_before=_now() + DAY, not_after=_now() + 30 * DAY),
+        not_before=_now() + DAY, not_after=_now() + 30 * DAY
+    ),
     "server-only certificate from the cluster CA, allowed name": _issued(
-        usage=ExtendedKeyUsageOID.SERVER_AUTH),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH
+    ),
     "certificate from another CA that has the cluster CA's name": _impostor_ca,
     "certificate signed by a node's TLS key, allowed name": _node_signed,
     "the node's own certificate used as a client": lambda cluster, tmp: (
-        cluster.node_dir(1) / "tls.pem", cluster.node_dir(1) / "tls.key"),
+        cluster.node_dir(1) / "tls.pem",
+        cluster.node_dir(1) / "tls.key",
+    ),
     # Whoever holds the CA key can mint any identity (docs/security.md); the CA's own
     # certificate (a CA; key usage keyCertSign and cRLSign only) is not a client.
     "the cluster CA's own certificate used as a client": lambda cluster, tmp: (
-        cluster.root / "ca" / "ca.pem", cluster.root / "ca" / "ca.key"),
+        cluster.root / "ca" / "ca.pem",
+        cluster.root / "ca" / "ca.key",
+    ),
 }
 
 
@@ -179,7 +192,8 @@ def tls_probe(cluster: LocalCluster, index: int, presented: Presented) -> str:
 
 
 def test_control_a_certificate_made_the_same_way_but_valid_signs(
-        nodes: LocalCluster, tmp_path: pathlib.Path) -> None:
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     """Without this, a helper that made broken certificates would pass every case below."""
     presented = _issued()(nodes, tmp_path)
     assert isinstance(presented, tuple)
@@ -191,8 +205,7 @@ def test_control_a_certificate_made_the_same_way_but_valid_signs(
 
 
 @pytest.mark.parametrize("case", list(HANDSHAKE_FAILURES))
-def test_refused_at_the_handshake(nodes: LocalCluster, tmp_path: pathlib.Path,
-                                  case: str) -> None:
+def test_refused_at_the_handshake(nodes: LocalCluster, tmp_path: pathlib.Path, case: str) -> None:
     log_before = nodes.audit_log(1).read_bytes()
     presented = HANDSHAKE_FAILURES[case](nodes, tmp_path)
     # The node itself refuses what it is shown (not our client refusing to show it).
@@ -200,13 +213,19 @@ def test_refused_at_the_handshake(nodes: LocalCluster, tmp_path: pathlib.Path,
         assert tls_probe(nodes, 1, presented) != "served"
     # And through gRPC, as a combiner would try it. (gRPC's client does not even present
     # the CA's certificate; for that case the probe above is the test.)
-    credentials = (None if presented == PLAINTEXT else
-                   grpc.ssl_channel_credentials(nodes.cluster.ca.read_bytes())
-                   if presented == NO_CERT else cert_credentials(nodes, *presented))
+    credentials = (
+        None
+        if presented == PLAINTEXT
+        else grpc.ssl_channel_credentials(nodes.cluster.ca.read_bytes())
+        if presented == NO_CERT
+        else cert_credentials(nodes, *presented)
+    )
     stub = stub_with(nodes, 1, credentials)
     request = sign_request(nodes.params, [pkcs1_item(b"sign me, whoever I am")])
-    for call in (lambda: stub.Sign(request, timeout=TIMEOUT),
-                 lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)):
+    for call in (
+        lambda: stub.Sign(request, timeout=TIMEOUT),
+        lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT),
+    ):
         with pytest.raises(grpc.RpcError) as info:
             call()
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE, info.value.details()
@@ -221,17 +240,29 @@ AUDITED_REFUSALS: dict[str, tuple[dict[str, Any], grpc.StatusCode, str | None]] 
     # A certificate from the cluster CA without a common name: no identity at all.
     "no common name": ({"common_names": ()}, grpc.StatusCode.UNAUTHENTICATED, None),
     # Names are compared exactly: no case folding.
-    "allowed name in capitals": ({"common_names": ("ITTC-CLIENT",)},
-                                 grpc.StatusCode.PERMISSION_DENIED, "ITTC-CLIENT"),
+    "allowed name in capitals": (
+        {"common_names": ("ITTC-CLIENT",)},
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ITTC-CLIENT",
+    ),
     # The name is the certificate's, never a message field, and never its SAN.
-    "allowed name only in the SAN": ({"common_names": ("mallory",), "san": CLIENT},
-                                     grpc.StatusCode.PERMISSION_DENIED, "mallory"),
-    "trailing space in the name": ({"common_names": (CLIENT + " ",)},
-                                   grpc.StatusCode.PERMISSION_DENIED, CLIENT + " "),
+    "allowed name only in the SAN": (
+        {"common_names": ("mallory",), "san": CLIENT},
+        grpc.StatusCode.PERMISSION_DENIED,
+        "mallory",
+    ),
+    "trailing space in the name": (
+        {"common_names": (CLIENT + " ",)},
+        grpc.StatusCode.PERMISSION_DENIED,
+        CLIENT + " ",
+    ),
     # Two common names, the allowed one first: gRPC shows only the first, the node reads
     # the certificate itself and finds no single identity.
-    "two common names": ({"common_names": (CLIENT, "mallory")},
-                         grpc.StatusCode.UNAUTHENTICATED, None),
+    "two common names": (
+        {"common_names": (CLIENT, "mallory")},
+        grpc.StatusCode.UNAUTHENTICATED,
+        None,
+    ),
 }
 
 
@@ -248,30 +279,39 @@ def test_refused_and_audited(nodes: LocalCluster, tmp_path: pathlib.Path, case: 
         stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)
     assert sign_error.value.code() == code and info_error.value.code() == code
     sign_line, info_line = audit_records(nodes, 1)[-2:]
-    assert (sign_line["method"], sign_line["outcome"], sign_line["client"]) == \
-        ("Sign", "refused", identity)
+    assert (sign_line["method"], sign_line["outcome"], sign_line["client"]) == (
+        "Sign",
+        "refused",
+        identity,
+    )
     assert sign_line["request_id"] == request.request_id
     assert sign_line["reason"] == sign_error.value.details()
     assert sign_line["peer"].startswith("ipv4:127.0.0.1:")
-    assert (info_line["method"], info_line["outcome"], info_line["client"]) == \
-        ("GetInfo", "refused", identity)
+    assert (info_line["method"], info_line["outcome"], info_line["client"]) == (
+        "GetInfo",
+        "refused",
+        identity,
+    )
     assert signed_count(nodes, 1) == signed_before
     still_signs(nodes, 1)
 
 
 # -- a client removed from the configuration ------------------------------------------
 
+
 def _set_allowed(cluster: LocalCluster, index: int, names: list[str]) -> None:
     toml = cluster.node_dir(index) / "node.toml"
     listed = ", ".join(f'"{name}"' for name in names)
-    text, count = re.subn(r"(?m)^allowed_clients = .*$", f"allowed_clients = [{listed}]",
-                          toml.read_text())
+    text, count = re.subn(
+        r"(?m)^allowed_clients = .*$", f"allowed_clients = [{listed}]", toml.read_text()
+    )
     assert count == 1
     toml.write_text(text)
 
 
-def test_removed_client_is_refused_after_restart(nodes: LocalCluster,
-                                                 tmp_path: pathlib.Path) -> None:
+def test_removed_client_is_refused_after_restart(
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     cert, key = issue_client(nodes.root, "carol", tmp_path)
     toml = nodes.node_dir(2) / "node.toml"
     original = toml.read_text()
@@ -295,12 +335,19 @@ def test_removed_client_is_refused_after_restart(nodes: LocalCluster,
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "'carol' is not allowed" in info.value.details()
         last = audit_records(nodes, 2)[-1]
-        assert (last["client"], last["method"], last["outcome"], last["request_id"]) == \
-            ("carol", "Sign", "refused", revoked.request_id)
+        assert (last["client"], last["method"], last["outcome"], last["request_id"]) == (
+            "carol",
+            "Sign",
+            "refused",
+            revoked.request_id,
+        )
         assert signed_count(nodes, 2) == signed_before
         still_signs(nodes, 2)
-        outcomes = [(r.get("client"), r.get("outcome")) for r in audit_records(nodes, 2)
-                    if r.get("request_id") in (granted.request_id, revoked.request_id)]
+        outcomes = [
+            (r.get("client"), r.get("outcome"))
+            for r in audit_records(nodes, 2)
+            if r.get("request_id") in (granted.request_id, revoked.request_id)
+        ]
         assert outcomes == [("carol", "signed"), ("carol", "refused")]
         assert verify_audit_log(nodes.audit_log(2)) > 0  # one chain across both restarts
     finally:

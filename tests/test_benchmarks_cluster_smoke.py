@@ -17,18 +17,65 @@ from benchmarks import cluster as bench
 from benchmarks import report as reporting
 from tests.cluster import make_cluster
 
-MACHINE_FIELDS = {"date", "cpu_model", "cpu_count", "cpus_usable", "python", "gmpy2", "gmp",
-                  "cryptography", "openssl", "ittc_commit", "loadavg_start", "loadavg_end"}
-POINT_FIELDS = {"sweep", "label", "bits", "n", "k", "concurrency", "batch", "mode", "proofs",
-                "fault", "fault_node", "window_s", "warmup_s", "signatures", "calls",
-                "throughput_per_s", "throughput_count_per_s", "latency_s", "errors", "cpu",
-                "client_stats_window", "client_stats_run", "baseline", "cores", "bound_per_s",
-                "efficiency", "efficiency_available", "latency_p50_over_t_share",
-                "verified_signatures", "loadavg"}
+MACHINE_FIELDS = {
+    "date",
+    "cpu_model",
+    "cpu_count",
+    "cpus_usable",
+    "python",
+    "gmpy2",
+    "gmp",
+    "cryptography",
+    "openssl",
+    "ittc_commit",
+    "loadavg_start",
+    "loadavg_end",
+}
+POINT_FIELDS = {
+    "sweep",
+    "label",
+    "bits",
+    "n",
+    "k",
+    "concurrency",
+    "batch",
+    "mode",
+    "proofs",
+    "fault",
+    "fault_node",
+    "window_s",
+    "warmup_s",
+    "signatures",
+    "calls",
+    "throughput_per_s",
+    "throughput_count_per_s",
+    "latency_s",
+    "errors",
+    "cpu",
+    "client_stats_window",
+    "client_stats_run",
+    "baseline",
+    "cores",
+    "bound_per_s",
+    "efficiency",
+    "efficiency_available",
+    "latency_p50_over_t_share",
+    "verified_signatures",
+    "loadavg",
+}
 LATENCY_FIELDS = {"n", "p50", "p90", "p99", "max", "min", "mean"}
-CPU_FIELDS = {"client_s", "nodes_s", "machine_busy_s", "others_s", "client_per_signature_s",
-              "nodes_per_signature_s", "total_per_signature_s", "ours_utilization",
-              "others_utilization", "total_over_ideal"}
+CPU_FIELDS = {
+    "client_s",
+    "nodes_s",
+    "machine_busy_s",
+    "others_s",
+    "client_per_signature_s",
+    "nodes_per_signature_s",
+    "total_per_signature_s",
+    "ours_utilization",
+    "others_utilization",
+    "total_over_ideal",
+}
 
 
 def _positive(value):
@@ -41,9 +88,24 @@ def run(tmp_path_factory):
     root = make_cluster(tmp / "key", bits=1024)
     out = tmp / "results"
     plot = importlib.util.find_spec("matplotlib") is not None
-    argv = ["--test-cluster", str(root), "--sweep", "lone", "proofs", "liar", "--quick",
-            "--duration", "0.4", "--warmup", "0.2", "--max-quiet-wait", "0", "--out", str(out),
-            "--no-progress"]
+    argv = [
+        "--test-cluster",
+        str(root),
+        "--sweep",
+        "lone",
+        "proofs",
+        "liar",
+        "--quick",
+        "--duration",
+        "0.4",
+        "--warmup",
+        "0.2",
+        "--max-quiet-wait",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert bench.main(argv if plot else [*argv, "--no-plot"]) == 0
     jsons = sorted(out.glob("cluster-*.json"))
     assert len(jsons) == 1
@@ -70,21 +132,37 @@ def test_every_point_complete_and_sane(run):
         assert p["signatures"] >= 1 and p["calls"] >= 1, p["label"]
         assert p["signatures"] == p["calls"] * p["batch"], p["label"]
         assert p["verified_signatures"] >= 1, p["label"]
-        for name in ("window_s", "throughput_per_s", "throughput_count_per_s", "bound_per_s",
-                     "efficiency"):
+        for name in (
+            "window_s",
+            "throughput_per_s",
+            "throughput_count_per_s",
+            "bound_per_s",
+            "efficiency",
+        ):
             assert _positive(p[name]), (p["label"], name)
         lat = p["latency_s"]
         assert set(lat) == LATENCY_FIELDS and lat["n"] == p["calls"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         cpu = p["cpu"]
         assert CPU_FIELDS <= set(cpu)
-        for name in ("client_s", "nodes_s", "client_per_signature_s", "nodes_per_signature_s",
-                     "total_per_signature_s", "total_over_ideal"):
+        for name in (
+            "client_s",
+            "nodes_s",
+            "client_per_signature_s",
+            "nodes_per_signature_s",
+            "total_per_signature_s",
+            "total_over_ideal",
+        ):
             assert _positive(cpu[name]), (p["label"], name)
         assert 0 < cpu["ours_utilization"]
         base = p["baseline"]
-        for name in ("t_share_s", "t_share_wall_s", "openssl_sign_s", "openssl_one_thread_per_s",
-                     "openssl_threads_per_s"):
+        for name in (
+            "t_share_s",
+            "t_share_wall_s",
+            "openssl_sign_s",
+            "openssl_one_thread_per_s",
+            "openssl_threads_per_s",
+        ):
             assert _positive(base[name]), (p["label"], name)
         assert base["share_exponent_bits"] > 1024
         if p["proofs"] == "always":
@@ -93,8 +171,7 @@ def test_every_point_complete_and_sane(run):
             assert base["t_share_proof_s"] > base["t_share_s"]
             assert p["bound_per_s"] < p["bound_optimistic_per_s"]
         else:
-            assert p["bound_per_s"] == pytest.approx(
-                p["cores"] / (p["k"] * base["t_share_s"]))
+            assert p["bound_per_s"] == pytest.approx(p["cores"] / (p["k"] * base["t_share_s"]))
         stats = p["client_stats_run"]
         assert stats["signatures"] >= p["signatures"] and stats["rpcs"] >= 1
         if p["fault"] is None:
@@ -120,8 +197,13 @@ def test_targets_and_report(run):
     targets = {t["id"]: t for t in doc["targets"]}
     # "efficiency" is judged on optimistic points outside the lone sweep (here the
     # proofs sweep's).
-    assert set(targets) == {"efficiency", "efficiency_proofs", "liar_over_honest",
-                            "liar_blamed_exactly", "lone_p50_over_t_share"}
+    assert set(targets) == {
+        "efficiency",
+        "efficiency_proofs",
+        "liar_over_honest",
+        "liar_blamed_exactly",
+        "lone_p50_over_t_share",
+    }
     for t in doc["targets"]:
         assert isinstance(t["pass"], bool) and t["bits"] == 1024 and t["k"] == 3
     assert targets["liar_blamed_exactly"]["pass"] is True
@@ -131,13 +213,21 @@ def test_targets_and_report(run):
     assert (out / "LATEST.md").read_text().endswith(md)
     if plot:
         # The run above has no concurrency sweep; its points still draw every plot.
-        points = [dict(p, sweep="concurrency", concurrency=c) for c, p in zip(
-            (1, 4, 16), [p for p in doc["points"] if p["proofs"] == "on-failure"], strict=False)]
+        points = [
+            dict(p, sweep="concurrency", concurrency=c)
+            for c, p in zip(
+                (1, 4, 16), [p for p in doc["points"] if p["proofs"] == "on-failure"], strict=False
+            )
+        ]
         points += [dict(points[0], sweep="k", k=k) for k in (2, 3)]
         points += [dict(points[0], sweep="batch", batch=b) for b in (1, 8)]
         written = reporting.write_plots(dict(doc, points=points), out / "plots")
-        assert [name for name, _ in written] == ["plots-throughput.png", "plots-latency.png",
-                                                 "plots-k.png", "plots-batch.png"]
+        assert [name for name, _ in written] == [
+            "plots-throughput.png",
+            "plots-latency.png",
+            "plots-k.png",
+            "plots-batch.png",
+        ]
         for name, _ in written:
             assert (out / name).stat().st_size > 1000
 

@@ -15,10 +15,26 @@ import pytest
 from benchmarks import micro
 from ittc.scheme import ct
 
-MACHINE_FIELDS = {"date", "cpu_model", "cpu_count", "cpus_usable", "machine", "platform",
-                  "python", "python_implementation", "gmpy2", "gmp", "cryptography",
-                  "openssl", "libcrypto", "ct_backend", "ittc_commit", "ittc_scheme_modified",
-                  "loadavg_start", "loadavg_end"}
+MACHINE_FIELDS = {
+    "date",
+    "cpu_model",
+    "cpu_count",
+    "cpus_usable",
+    "machine",
+    "platform",
+    "python",
+    "python_implementation",
+    "gmpy2",
+    "gmp",
+    "cryptography",
+    "openssl",
+    "libcrypto",
+    "ct_backend",
+    "ittc_commit",
+    "ittc_scheme_modified",
+    "loadavg_start",
+    "loadavg_end",
+}
 SUMMARY_FIELDS = {"median", "p25", "p75", "min", "max", "n"}
 #: Differences of two timings: noise can make them negative; only finiteness is checked.
 SIGNED = {"final_check_s"}
@@ -28,9 +44,22 @@ SIGNED = {"final_check_s"}
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     plot = importlib.util.find_spec("matplotlib") is not None
-    argv = ["--bits", "1024", "--repeat", "3", "--keygen-runs", "1", "--split-runs", "1",
-            "--sample-ms", "0.5", "--out", str(out), "--no-progress",
-            "--insecure-allow-small-modulus-for-tests"]
+    argv = [
+        "--bits",
+        "1024",
+        "--repeat",
+        "3",
+        "--keygen-runs",
+        "1",
+        "--split-runs",
+        "1",
+        "--sample-ms",
+        "0.5",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--insecure-allow-small-modulus-for-tests",
+    ]
     assert micro.main(argv if plot else [*argv, "--no-plot"]) == 0
     written = sorted(out.iterdir())
     jsons = [p for p in written if p.suffix == ".json"]
@@ -77,13 +106,23 @@ def test_every_operation_timed(report):
 def test_ratios_rates_keygen_split(report):
     doc, *_ = report
     size = doc["sizes"]["1024"]
-    expected = {"share_gmpy2_over_powmod_sec", "share_python_only_over_share",
-                "combine_check_over_share", "combine_nocheck_over_share", "final_check_s",
-                "share_proof_over_share", "share_proof_precomputed_over_share",
-                "verify_share_over_share", "split_share_over_share",
-                "split_share_over_its_powmod_sec", "share_over_openssl_sign",
-                "share_openssl_over_openssl_ct", "share_openssl_over_powmod_sec",
-                "share_openssl_over_share_gmpy2", "openssl_ct_over_powmod_sec"}
+    expected = {
+        "share_gmpy2_over_powmod_sec",
+        "share_python_only_over_share",
+        "combine_check_over_share",
+        "combine_nocheck_over_share",
+        "final_check_s",
+        "share_proof_over_share",
+        "share_proof_precomputed_over_share",
+        "verify_share_over_share",
+        "split_share_over_share",
+        "split_share_over_its_powmod_sec",
+        "share_over_openssl_sign",
+        "share_openssl_over_openssl_ct",
+        "share_openssl_over_powmod_sec",
+        "share_openssl_over_share_gmpy2",
+        "openssl_ct_over_powmod_sec",
+    }
     assert set(size["ratios"]) == expected
     for name, ratio in size["ratios"].items():
         assert SUMMARY_FIELDS <= set(ratio), name
@@ -102,10 +141,12 @@ def test_ratios_rates_keygen_split(report):
 def test_targets_and_markdown(report):
     doc, out, json_path, plot = report
     targets = {(t["id"], t["bits"]): t for t in doc["targets"]}
-    assert set(targets) == {("share_openssl_over_openssl_ct", 1024),
-                            ("share_openssl_over_powmod_sec", 1024),
-                            ("share_gmpy2_over_powmod_sec", 1024),
-                            ("combine_check_over_share", 1024)}
+    assert set(targets) == {
+        ("share_openssl_over_openssl_ct", 1024),
+        ("share_openssl_over_powmod_sec", 1024),
+        ("share_gmpy2_over_powmod_sec", 1024),
+        ("combine_check_over_share", 1024),
+    }
     for t in targets.values():
         assert isinstance(t["pass"], bool) and _positive(t["value"]) and _positive(t["limit"])
     md = json_path.with_suffix(".md").read_text()
@@ -117,23 +158,35 @@ def test_targets_and_markdown(report):
 
 def test_target_verdicts_follow_the_limits():
     def size(share_ratio, combine_ratio, keygen, openssl=None):
-        ratios = {"share_gmpy2_over_powmod_sec": {"median": share_ratio},
-                  "combine_check_over_share": {"median": combine_ratio}}
+        ratios = {
+            "share_gmpy2_over_powmod_sec": {"median": share_ratio},
+            "combine_check_over_share": {"median": combine_ratio},
+        }
         if openssl is not None:  # absent where libcrypto is missing
             ratios["share_openssl_over_openssl_ct"] = {"median": openssl[0]}
             ratios["share_openssl_over_powmod_sec"] = {"median": openssl[1]}
         return {"rounds": 5, "keygen": {"median_s": keygen, "runs": 1}, "ratios": ratios}
 
-    verdicts = {(t["id"], t["bits"]): t["pass"] for t in micro.evaluate_targets(
-        {"2048": size(1.01, 0.06, 4.0, (1.02, 0.56)), "3072": size(1.2, 0.01, 99.0),
-         "4096": size(1.05, 0.05, 60.0, (1.06, 0.55))})}
+    verdicts = {
+        (t["id"], t["bits"]): t["pass"]
+        for t in micro.evaluate_targets(
+            {
+                "2048": size(1.01, 0.06, 4.0, (1.02, 0.56)),
+                "3072": size(1.2, 0.01, 99.0),
+                "4096": size(1.05, 0.05, 60.0, (1.06, 0.55)),
+            }
+        )
+    }
     assert verdicts == {
-        ("share_gmpy2_over_powmod_sec", 2048): True, ("combine_check_over_share", 2048): False,
+        ("share_gmpy2_over_powmod_sec", 2048): True,
+        ("combine_check_over_share", 2048): False,
         ("share_openssl_over_openssl_ct", 2048): True,
         ("share_openssl_over_powmod_sec", 2048): False,
         ("keygen_median_s", 2048): True,
-        ("share_gmpy2_over_powmod_sec", 3072): False, ("combine_check_over_share", 3072): True,
-        ("share_gmpy2_over_powmod_sec", 4096): True, ("combine_check_over_share", 4096): True,
+        ("share_gmpy2_over_powmod_sec", 3072): False,
+        ("combine_check_over_share", 3072): True,
+        ("share_gmpy2_over_powmod_sec", 4096): True,
+        ("combine_check_over_share", 4096): True,
         ("share_openssl_over_openssl_ct", 4096): False,
         ("share_openssl_over_powmod_sec", 4096): True,
         ("keygen_median_s", 4096): False,  # the limit is strict: < 60 s

@@ -39,10 +39,13 @@ def _pem(obj) -> bytes:
 def _csr(name: str = "www.example.test", *, sans=True, key=None):
     leaf_key = key or ec.generate_private_key(ec.SECP256R1())
     builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    )
     if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(name), x509.DNSName("alt." + name)]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name), x509.DNSName("alt." + name)]),
+            critical=False,
+        )
     return builder.sign(leaf_key, hashes.SHA256())
 
 
@@ -64,8 +67,9 @@ def test_key_object_is_an_rsa_private_key(key, live_cluster):
     digest.update(b"prehashed")
     d = digest.finalize()
     sig = key.sign(d, padding.PSS(padding.MGF1(hashes.SHA256()), 32), Prehashed(hashes.SHA256()))
-    key.public_key().verify(sig, b"prehashed", padding.PSS(padding.MGF1(hashes.SHA256()), 32),
-                            hashes.SHA256())
+    key.public_key().verify(
+        sig, b"prehashed", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+    )
 
 
 def test_key_refuses_decrypt_export_and_raw_signing(key):
@@ -74,8 +78,11 @@ def test_key_refuses_decrypt_export_and_raw_signing(key):
     with pytest.raises(OperationRefused):
         key.private_numbers()
     with pytest.raises(OperationRefused):
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     with pytest.raises(OperationRefused):
         key.sign(b"\x01" * 32, padding.PKCS1v15(), NoDigestInfo())
     with pytest.raises(IttcError):
@@ -126,13 +133,27 @@ def test_crl_verifies_with_openssl(root, key, tmp_path):
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
     (tmp_path / "root.pem").write_bytes(_pem(root))
     (tmp_path / "crl.pem").write_bytes(_pem(crl))
-    out = _openssl("crl", "-in", str(tmp_path / "crl.pem"), "-CAfile", str(tmp_path / "root.pem"),
-                   "-noout", "-verify")
+    out = _openssl(
+        "crl",
+        "-in",
+        str(tmp_path / "crl.pem"),
+        "-CAfile",
+        str(tmp_path / "root.pem"),
+        "-noout",
+        "-verify",
+    )
     assert out.returncode == 0 and "verify OK" in out.stderr
     # And the revoked certificate fails a CRL-checking verification.
     (tmp_path / "cert.pem").write_bytes(_pem(cert))
-    chk = _openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "root.pem"), "-CRLfile",
-                   str(tmp_path / "crl.pem"), str(tmp_path / "cert.pem"))
+    chk = _openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        str(tmp_path / "root.pem"),
+        "-CRLfile",
+        str(tmp_path / "crl.pem"),
+        str(tmp_path / "cert.pem"),
+    )
     assert chk.returncode != 0 and "revoked" in (chk.stdout + chk.stderr)
 
 
@@ -144,9 +165,19 @@ def test_ocsp_response_verifies_with_openssl(root, key, tmp_path, status):
     (tmp_path / "root.pem").write_bytes(_pem(root))
     (tmp_path / "cert.pem").write_bytes(_pem(cert))
     (tmp_path / "resp.der").write_bytes(response.public_bytes(serialization.Encoding.DER))
-    out = _openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-issuer",
-                   str(tmp_path / "root.pem"), "-cert", str(tmp_path / "cert.pem"),
-                   "-CAfile", str(tmp_path / "root.pem"), "-VAfile", str(tmp_path / "root.pem"))
+    out = _openssl(
+        "ocsp",
+        "-respin",
+        str(tmp_path / "resp.der"),
+        "-issuer",
+        str(tmp_path / "root.pem"),
+        "-cert",
+        str(tmp_path / "cert.pem"),
+        "-CAfile",
+        str(tmp_path / "root.pem"),
+        "-VAfile",
+        str(tmp_path / "root.pem"),
+    )
     assert out.returncode == 0, out.stderr
     assert "Response verify OK" in out.stderr
     assert f"cert.pem: {status}" in out.stdout
@@ -165,40 +196,118 @@ def test_ca_command_line_end_to_end(live_cluster, tmp_path):
     cluster_dir = str(live_cluster.cluster.root)
 
     def ittc(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ittc", *args], capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "ittc", *args], capture_output=True, text=True, timeout=120
+        )
 
     root_pem, cert_pem = tmp_path / "root.pem", tmp_path / "cert.pem"
-    out = ittc("ca", "selfsign", "--cluster", cluster_dir, "--subject", "CN=CLI Root,O=ittc",
-               "--days", "30", "--out", str(root_pem))
+    out = ittc(
+        "ca",
+        "selfsign",
+        "--cluster",
+        cluster_dir,
+        "--subject",
+        "CN=CLI Root,O=ittc",
+        "--days",
+        "30",
+        "--out",
+        str(root_pem),
+    )
     assert out.returncode == 0, out.stderr
     (tmp_path / "req.pem").write_bytes(_pem(_csr("cli.example.test")))
-    out = ittc("ca", "issue", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--csr",
-               str(tmp_path / "req.pem"), "--days", "10", "--out", str(cert_pem),
-               "--padding", "pss")
+    out = ittc(
+        "ca",
+        "issue",
+        "--cluster",
+        cluster_dir,
+        "--ca-cert",
+        str(root_pem),
+        "--csr",
+        str(tmp_path / "req.pem"),
+        "--days",
+        "10",
+        "--out",
+        str(cert_pem),
+        "--padding",
+        "pss",
+    )
     assert out.returncode == 0, out.stderr
     assert _openssl("verify", "-CAfile", str(root_pem), str(cert_pem)).returncode == 0
     cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
-    out = ittc("ca", "crl", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--revoke",
-               str(cert.serial_number), "--out", str(tmp_path / "crl.pem"))
+    out = ittc(
+        "ca",
+        "crl",
+        "--cluster",
+        cluster_dir,
+        "--ca-cert",
+        str(root_pem),
+        "--revoke",
+        str(cert.serial_number),
+        "--out",
+        str(tmp_path / "crl.pem"),
+    )
     assert out.returncode == 0, out.stderr
-    assert _openssl("crl", "-in", str(tmp_path / "crl.pem"), "-CAfile", str(root_pem),
-                    "-noout", "-verify").returncode == 0
-    req = _openssl("ocsp", "-issuer", str(root_pem), "-cert", str(cert_pem), "-reqout",
-                   str(tmp_path / "req.der"), "-no_nonce")
+    assert (
+        _openssl(
+            "crl", "-in", str(tmp_path / "crl.pem"), "-CAfile", str(root_pem), "-noout", "-verify"
+        ).returncode
+        == 0
+    )
+    req = _openssl(
+        "ocsp",
+        "-issuer",
+        str(root_pem),
+        "-cert",
+        str(cert_pem),
+        "-reqout",
+        str(tmp_path / "req.der"),
+        "-no_nonce",
+    )
     assert req.returncode == 0, req.stderr
-    out = ittc("ca", "ocsp", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--request",
-               str(tmp_path / "req.der"), "--status", "revoked", "--out",
-               str(tmp_path / "resp.der"))
+    out = ittc(
+        "ca",
+        "ocsp",
+        "--cluster",
+        cluster_dir,
+        "--ca-cert",
+        str(root_pem),
+        "--request",
+        str(tmp_path / "req.der"),
+        "--status",
+        "revoked",
+        "--out",
+        str(tmp_path / "resp.der"),
+    )
     assert out.returncode == 0, out.stderr
-    chk = _openssl("ocsp", "-respin", str(tmp_path / "resp.der"), "-issuer", str(root_pem),
-                   "-cert", str(cert_pem), "-VAfile", str(root_pem))
+    chk = _openssl(
+        "ocsp",
+        "-respin",
+        str(tmp_path / "resp.der"),
+        "-issuer",
+        str(root_pem),
+        "-cert",
+        str(cert_pem),
+        "-VAfile",
+        str(root_pem),
+    )
     assert chk.returncode == 0 and "revoked" in chk.stdout
     # A CSR whose signature is broken: refused, nothing written.
     der = bytearray(_csr("bad.example.test").public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0x01
     (tmp_path / "bad.der").write_bytes(bytes(der))
-    out = ittc("ca", "issue", "--cluster", cluster_dir, "--ca-cert", str(root_pem), "--csr",
-               str(tmp_path / "bad.der"), "--days", "10", "--out", str(tmp_path / "bad.pem"))
+    out = ittc(
+        "ca",
+        "issue",
+        "--cluster",
+        cluster_dir,
+        "--ca-cert",
+        str(root_pem),
+        "--csr",
+        str(tmp_path / "bad.der"),
+        "--days",
+        "10",
+        "--out",
+        str(tmp_path / "bad.pem"),
+    )
     assert out.returncode == 2 and "CSR" in out.stderr
     assert not (tmp_path / "bad.pem").exists()

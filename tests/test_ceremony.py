@@ -71,17 +71,29 @@ def made(dealt: DealtKey, tmp_path_factory: pytest.TempPathFactory) -> Made:
     out = base / "sites" / "cluster"
     out.parent.mkdir()
     messages: list[str] = []
-    cluster = create_cluster(out, dealt, passphrases=[PASSPHRASE],
-                             passphrase_file=passphrase_file, kdf=FAST,
-                             progress=messages.append)
+    cluster = create_cluster(
+        out,
+        dealt,
+        passphrases=[PASSPHRASE],
+        passphrase_file=passphrase_file,
+        kdf=FAST,
+        progress=messages.append,
+    )
     assert messages and "cluster written" in messages[-1]
     return Made(out, dealt, cluster, passphrase_file)
 
 
 # -- the folder --------------------------------------------------------------------------
 
-PUBLIC_FILES = ["public.pem", "params.json", "cluster.toml", "ca/ca.pem", "ca/README.txt",
-                "client/client.pem", "client/ca.pem"]
+PUBLIC_FILES = [
+    "public.pem",
+    "params.json",
+    "cluster.toml",
+    "ca/ca.pem",
+    "ca/README.txt",
+    "client/client.pem",
+    "client/ca.pem",
+]
 NODE_PUBLIC = ["node.toml", "tls.pem", "ca.pem", "params.json"]
 NODE_SECRET = ["share.enc", "tls.key"]
 
@@ -95,8 +107,11 @@ def test_layout_and_modes(made: Made) -> None:
     assert written == expected
     for folder in ["ca", "client", *(f"node-{i}" for i in range(1, n + 1))]:
         assert _mode(out / folder) == 0o700, folder
-    for key in ["ca/ca.key", "client/client.key",
-                *(f"node-{i}/{f}" for i in range(1, n + 1) for f in NODE_SECRET)]:
+    for key in [
+        "ca/ca.key",
+        "client/client.key",
+        *(f"node-{i}/{f}" for i in range(1, n + 1) for f in NODE_SECRET),
+    ]:
         assert _mode(out / key) == 0o600, key
     for public in PUBLIC_FILES:
         assert _mode(out / public) & 0o077 == 0o044, public
@@ -113,8 +128,9 @@ def test_public_files_match_the_key(made: Made) -> None:
     assert (made.out / "params.json").read_text() == params.to_json()
     for i in range(1, params.n + 1):
         assert (made.out / f"node-{i}" / "params.json").read_text() == params.to_json()
-        assert (made.out / f"node-{i}" / "ca.pem").read_bytes() == \
-            (made.out / "ca" / "ca.pem").read_bytes()
+        assert (made.out / f"node-{i}" / "ca.pem").read_bytes() == (
+            made.out / "ca" / "ca.pem"
+        ).read_bytes()
 
 
 def test_cluster_and_node_configs_load(made: Made) -> None:
@@ -123,7 +139,8 @@ def test_cluster_and_node_configs_load(made: Made) -> None:
     assert cluster == made.cluster
     assert cluster.params == params
     assert [(e.index, e.address, e.tls_name) for e in cluster.nodes] == [
-        (i, f"127.0.0.1:{7000 + i}", f"ittc-node-{i}") for i in range(1, params.n + 1)]
+        (i, f"127.0.0.1:{7000 + i}", f"ittc-node-{i}") for i in range(1, params.n + 1)
+    ]
     assert cluster.ca == made.out / "ca" / "ca.pem"
     assert cluster.client_cert == made.out / "client" / "client.pem"
     assert cluster.client_key == made.out / "client" / "client.key"
@@ -136,7 +153,11 @@ def test_cluster_and_node_configs_load(made: Made) -> None:
         assert config.allowed_clients == ("ittc-client",)
         assert config.load_params() == params
         assert (config.share_file, config.tls_cert, config.tls_key, config.tls_ca) == (
-            folder / "share.enc", folder / "tls.pem", folder / "tls.key", folder / "ca.pem")
+            folder / "share.enc",
+            folder / "tls.pem",
+            folder / "tls.key",
+            folder / "ca.pem",
+        )
 
 
 def test_passphrase_file_is_named_relative_and_resolves(made: Made) -> None:
@@ -174,6 +195,7 @@ def test_nothing_secret_in_public_files(made: Made) -> None:
 
 # -- the PKI -----------------------------------------------------------------------------
 
+
 def _eku(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
     return list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
 
@@ -209,8 +231,12 @@ def test_node_certificates(made: Made) -> None:
         assert _eku(cert) == [ExtendedKeyUsageOID.SERVER_AUTH]
         # Full RFC 5280 path validation, by name (what the combiner checks) and by IP.
         for subject in (x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
-            chain = verification.PolicyBuilder().store(store).build_server_verifier(
-                subject).verify(cert, [])
+            chain = (
+                verification.PolicyBuilder()
+                .store(store)
+                .build_server_verifier(subject)
+                .verify(cert, [])
+            )
             assert chain[-1] == ca
         with pytest.raises(verification.VerificationError):  # serverAuth only
             verification.PolicyBuilder().store(store).build_client_verifier().verify(cert, [])
@@ -223,12 +249,17 @@ def test_client_certificate(made: Made) -> None:
     cert = pki.load_cert(made.out / "client" / "client.pem")
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "ittc-client"
     assert _eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
-    verified = verification.PolicyBuilder().store(verification.Store([ca])) \
-        .build_client_verifier().verify(cert, [])
+    verified = (
+        verification.PolicyBuilder()
+        .store(verification.Store([ca]))
+        .build_client_verifier()
+        .verify(cert, [])
+    )
     assert verified.subjects == [x509.DNSName("ittc-client")]
     with pytest.raises(verification.VerificationError):  # clientAuth only
         verification.PolicyBuilder().store(verification.Store([ca])).build_server_verifier(
-            x509.DNSName("ittc-client")).verify(cert, [])
+            x509.DNSName("ittc-client")
+        ).verify(cert, [])
 
 
 def test_private_key_files_are_0600_whatever_the_umask(tmp_path: pathlib.Path) -> None:
@@ -249,13 +280,19 @@ def test_private_key_files_are_0600_whatever_the_umask(tmp_path: pathlib.Path) -
 
 def test_server_cert_hosts_become_dns_or_ip_entries() -> None:
     ca, ca_key = pki.make_ca()
-    cert, _ = pki.issue_server_cert(ca, ca_key, "ittc-node-2",
-                                    ["node2.example.org", "[::1]", "10.0.0.2", "localhost"])
+    cert, _ = pki.issue_server_cert(
+        ca, ca_key, "ittc-node-2", ["node2.example.org", "[::1]", "10.0.0.2", "localhost"]
+    )
     san = _san(cert)
-    assert san.get_values_for_type(x509.DNSName) == ["ittc-node-2", "localhost",
-                                                      "node2.example.org"]
-    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("::1"),
-                                                        ipaddress.ip_address("10.0.0.2")]
+    assert san.get_values_for_type(x509.DNSName) == [
+        "ittc-node-2",
+        "localhost",
+        "node2.example.org",
+    ]
+    assert san.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("::1"),
+        ipaddress.ip_address("10.0.0.2"),
+    ]
 
 
 def test_peer_identity_needs_an_authenticated_tls_peer() -> None:
@@ -265,10 +302,16 @@ def test_peer_identity_needs_an_authenticated_tls_peer() -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, n) for n in names])
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                .sign(ca_key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(ca_key, hashes.SHA256())
+        )
         return cert.public_bytes(serialization.Encoding.PEM)
 
     ok = {"transport_security_type": [b"ssl"], "x509_pem_cert": [pem("ittc-client")]}
@@ -277,23 +320,38 @@ def test_peer_identity_needs_an_authenticated_tls_peer() -> None:
     assert tls.peer_identity({**ok, "transport_security_type": [b"insecure"]}) is None
     assert tls.peer_identity({"transport_security_type": [b"ssl"]}) is None
     # gRPC's x509_common_name shows only the first name: the certificate itself decides.
-    assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_common_name": [b"ittc-client"],
-                              "x509_pem_cert": [pem("ittc-client", "mallory")]}) is None
-    assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_pem_cert": [pem()]}) is None
-    assert tls.peer_identity({"transport_security_type": [b"ssl"],
-                              "x509_pem_cert": [b"not a certificate"]}) is None
+    assert (
+        tls.peer_identity(
+            {
+                "transport_security_type": [b"ssl"],
+                "x509_common_name": [b"ittc-client"],
+                "x509_pem_cert": [pem("ittc-client", "mallory")],
+            }
+        )
+        is None
+    )
+    assert (
+        tls.peer_identity({"transport_security_type": [b"ssl"], "x509_pem_cert": [pem()]}) is None
+    )
+    assert (
+        tls.peer_identity(
+            {"transport_security_type": [b"ssl"], "x509_pem_cert": [b"not a certificate"]}
+        )
+        is None
+    )
 
 
 def test_channel_options() -> None:
     options = dict(tls.channel_options("ittc-node-3", 4096))
-    assert options == {"grpc.ssl_target_name_override": "ittc-node-3",
-                       "grpc.max_send_message_length": 4096,
-                       "grpc.max_receive_message_length": 4096}
+    assert options == {
+        "grpc.ssl_target_name_override": "ittc-node-3",
+        "grpc.max_send_message_length": 4096,
+        "grpc.max_receive_message_length": 4096,
+    }
 
 
 # -- mutual TLS on loopback ---------------------------------------------------------------
+
 
 @dataclass
 class Server:
@@ -312,12 +370,15 @@ def node1_server(made: Made) -> Iterator[Server]:
         return (identity or "").encode()
 
     handler = grpc.method_handlers_generic_handler(
-        "test.Who", {"Am": grpc.unary_unary_rpc_method_handler(whoami)})
+        "test.Who", {"Am": grpc.unary_unary_rpc_method_handler(whoami)}
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     server.add_generic_rpc_handlers((handler,))
     folder = made.out / "node-1"
-    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(
-        folder / "tls.pem", folder / "tls.key", folder / "ca.pem"))
+    port = server.add_secure_port(
+        "127.0.0.1:0",
+        tls.server_credentials(folder / "tls.pem", folder / "tls.key", folder / "ca.pem"),
+    )
     assert port > 0
     server.start()
     try:
@@ -327,16 +388,16 @@ def node1_server(made: Made) -> Iterator[Server]:
 
 
 def _call(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> bytes:
-    with grpc.secure_channel(f"127.0.0.1:{port}", credentials,
-                             options=tls.channel_options(tls_name, 1 << 16)) as channel:
+    with grpc.secure_channel(
+        f"127.0.0.1:{port}", credentials, options=tls.channel_options(tls_name, 1 << 16)
+    ) as channel:
         result: bytes = channel.unary_unary("/test.Who/Am")(b"", timeout=20)
         return result
 
 
 def test_mtls_handshake_and_peer_identity(made: Made, node1_server: Server) -> None:
     client = made.out / "client"
-    creds = tls.channel_credentials(client / "client.pem", client / "client.key",
-                                    client / "ca.pem")
+    creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")
     assert _call(node1_server.port, creds, "ittc-node-1") == b"ittc-client"
     assert node1_server.seen == ["ittc-client"]
 
@@ -347,38 +408,45 @@ def _refused(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> 
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_mtls_refuses_client_of_another_ca(made: Made, node1_server: Server,
-                                           tmp_path: pathlib.Path) -> None:
+def test_mtls_refuses_client_of_another_ca(
+    made: Made, node1_server: Server, tmp_path: pathlib.Path
+) -> None:
     other_ca, other_key = pki.make_ca("someone else's CA")
     cert, key = pki.issue_client_cert(other_ca, other_key, "ittc-client")
     pki.write_cert(tmp_path / "c.pem", cert)
     pki.write_private_key(tmp_path / "c.key", key)
-    creds = tls.channel_credentials(tmp_path / "c.pem", tmp_path / "c.key",
-                                    made.out / "client" / "ca.pem")
+    creds = tls.channel_credentials(
+        tmp_path / "c.pem", tmp_path / "c.key", made.out / "client" / "ca.pem"
+    )
     _refused(node1_server.port, creds, "ittc-node-1")
     assert node1_server.seen == []
 
 
 def test_mtls_refuses_no_client_cert_and_server_cert_as_client(
-        made: Made, node1_server: Server) -> None:
+    made: Made, node1_server: Server
+) -> None:
     ca_pem = (made.out / "ca" / "ca.pem").read_bytes()
-    _refused(node1_server.port, grpc.ssl_channel_credentials(root_certificates=ca_pem),
-             "ittc-node-1")
+    _refused(
+        node1_server.port, grpc.ssl_channel_credentials(root_certificates=ca_pem), "ittc-node-1"
+    )
     node2 = made.out / "node-2"  # a node's serverAuth-only identity is not a client
-    _refused(node1_server.port, tls.channel_credentials(node2 / "tls.pem", node2 / "tls.key",
-                                                        node2 / "ca.pem"), "ittc-node-1")
+    _refused(
+        node1_server.port,
+        tls.channel_credentials(node2 / "tls.pem", node2 / "tls.key", node2 / "ca.pem"),
+        "ittc-node-1",
+    )
     assert node1_server.seen == []
 
 
 def test_mtls_checks_the_node_name_not_the_address(made: Made, node1_server: Server) -> None:
     client = made.out / "client"
-    creds = tls.channel_credentials(client / "client.pem", client / "client.key",
-                                    client / "ca.pem")
+    creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")
     _refused(node1_server.port, creds, "ittc-node-2")
     assert node1_server.seen == []
 
 
 # -- create_cluster's choices and refusals -----------------------------------------------
+
 
 def test_refuses_non_empty_out(dealt: DealtKey, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "out"
@@ -401,22 +469,35 @@ def test_empty_out_folder_is_used(dealt: DealtKey, tmp_path: pathlib.Path) -> No
 def test_failure_leaves_nothing(dealt: DealtKey, tmp_path: pathlib.Path) -> None:
     passphrase_file = _write_secret(tmp_path / "pass.txt", b"another passphrase")
     with pytest.raises(ParameterError, match="passphrase"):
-        create_cluster(tmp_path / "out", dealt, passphrases=[PASSPHRASE],
-                       passphrase_file=passphrase_file, kdf=FAST)
+        create_cluster(
+            tmp_path / "out",
+            dealt,
+            passphrases=[PASSPHRASE],
+            passphrase_file=passphrase_file,
+            kdf=FAST,
+        )
     with pytest.raises(ParameterError, match="addresses"):
-        create_cluster(tmp_path / "out", dealt, passphrases=[PASSPHRASE],
-                       addresses=["127.0.0.1:1"], kdf=FAST)
+        create_cluster(
+            tmp_path / "out", dealt, passphrases=[PASSPHRASE], addresses=["127.0.0.1:1"], kdf=FAST
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["pass.txt"]
 
 
-def test_addresses_clients_and_per_node_passphrases(dealt: DealtKey,
-                                                    tmp_path: pathlib.Path) -> None:
+def test_addresses_clients_and_per_node_passphrases(
+    dealt: DealtKey, tmp_path: pathlib.Path
+) -> None:
     n = dealt.params.n
     addresses = [f"node{i}.example.org:9000" for i in range(1, n + 1)]
     passphrases = [f"passphrase of node {i}".encode() for i in range(1, n + 1)]
     out = tmp_path / "out"
-    cluster = create_cluster(out, dealt, passphrases=passphrases, addresses=addresses,
-                             client_names=["combiner-a", "combiner-b", "ops"], kdf=FAST)
+    cluster = create_cluster(
+        out,
+        dealt,
+        passphrases=passphrases,
+        addresses=addresses,
+        client_names=["combiner-a", "combiner-b", "ops"],
+        kdf=FAST,
+    )
     assert [e.address for e in cluster.nodes] == addresses
     ca = pki.load_cert(out / "ca" / "ca.pem")
     for i in (2, 5):
@@ -447,11 +528,15 @@ def test_bad_arguments_are_refused(dealt: DealtKey, tmp_path: pathlib.Path) -> N
     with pytest.raises(ParameterError, match="empty"):
         create_cluster(out, dealt, passphrases=[b""], kdf=FAST)
     with pytest.raises(ParameterError, match="client identity"):
-        create_cluster(out, dealt, passphrases=[PASSPHRASE], client_names=["bad name"],
-                       kdf=FAST)
+        create_cluster(out, dealt, passphrases=[PASSPHRASE], client_names=["bad name"], kdf=FAST)
     with pytest.raises(ParameterError, match="distinct"):
-        create_cluster(out, dealt, passphrases=[PASSPHRASE],
-                       addresses=["127.0.0.1:7001"] * dealt.params.n, kdf=FAST)
+        create_cluster(
+            out,
+            dealt,
+            passphrases=[PASSPHRASE],
+            addresses=["127.0.0.1:7001"] * dealt.params.n,
+            kdf=FAST,
+        )
     assert not out.exists()
 
 
@@ -481,16 +566,37 @@ def test_describe(made: Made) -> None:
 
 # -- the command line --------------------------------------------------------------------
 
+
 def _run_cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ittc", *args], cwd=cwd, text=True,
-                          capture_output=True, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ittc", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_cli_keygen(tmp_path: pathlib.Path) -> None:
     _write_secret(tmp_path / "pass.txt", PASSPHRASE + b"\n")
-    done = _run_cli("keygen", "--insecure-small-key-for-tests", "--bits", "1024",
-                    "--nodes", "4", "--threshold", "2", "--passphrase-file", "pass.txt",
-                    "--kdf", "fast-insecure-for-tests", "--out", "c", cwd=tmp_path)
+    done = _run_cli(
+        "keygen",
+        "--insecure-small-key-for-tests",
+        "--bits",
+        "1024",
+        "--nodes",
+        "4",
+        "--threshold",
+        "2",
+        "--passphrase-file",
+        "pass.txt",
+        "--kdf",
+        "fast-insecure-for-tests",
+        "--out",
+        "c",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     cluster = ClusterFile.load(tmp_path / "c")
     assert (cluster.params.n, cluster.params.k, cluster.params.bits) == (4, 2, 1024)
@@ -513,15 +619,23 @@ def test_cli_bad_argument_exits_2_without_traceback(tmp_path: pathlib.Path) -> N
     assert not (tmp_path / "c").exists()
 
 
-def test_cli_errors_are_one_line(tmp_path: pathlib.Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     cases = [
         ["keygen", "--out", str(tmp_path / "full"), "--passphrase-file", "nope"],
         ["keygen", "--out", str(tmp_path / "a"), "--passphrase-file", str(tmp_path / "nope")],
-        ["keygen", "--out", str(tmp_path / "a"), "--bits", "1024",
-         "--passphrase-file", str(_write_secret(tmp_path / "p", PASSPHRASE))],
+        [
+            "keygen",
+            "--out",
+            str(tmp_path / "a"),
+            "--bits",
+            "1024",
+            "--passphrase-file",
+            str(_write_secret(tmp_path / "p", PASSPHRASE)),
+        ],
         ["info", "--cluster", str(tmp_path / "nope")],
         ["split", "--key", str(tmp_path / "nope.pem"), "--out", str(tmp_path / "b")],
     ]
@@ -532,18 +646,40 @@ def test_cli_errors_are_one_line(tmp_path: pathlib.Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "p"]
 
 
-def test_cli_asks_for_passphrase_only_on_a_terminal(tmp_path: pathlib.Path,
-                                                    capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_asks_for_passphrase_only_on_a_terminal(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
-    assert cli.main(["keygen", "--out", str(tmp_path / "c"), "--bits", "1024",
-                     "--insecure-small-key-for-tests"]) == 2
+    assert (
+        cli.main(
+            [
+                "keygen",
+                "--out",
+                str(tmp_path / "c"),
+                "--bits",
+                "1024",
+                "--insecure-small-key-for-tests",
+            ]
+        )
+        == 2
+    )
     assert "not a terminal" in capsys.readouterr().err
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     answers = iter(["first passphrase", "second passphrase"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
-    assert cli.main(["keygen", "--out", str(tmp_path / "c"), "--bits", "1024",
-                     "--insecure-small-key-for-tests"]) == 2
+    assert (
+        cli.main(
+            [
+                "keygen",
+                "--out",
+                str(tmp_path / "c"),
+                "--bits",
+                "1024",
+                "--insecure-small-key-for-tests",
+            ]
+        )
+        == 2
+    )
     assert "do not match" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -551,15 +687,32 @@ def test_cli_asks_for_passphrase_only_on_a_terminal(tmp_path: pathlib.Path,
 def test_cli_split_and_info(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_pass = _write_secret(tmp_path / "key-pass", b"key file passphrase\n")
-    (tmp_path / "root.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"key file passphrase")))
+    (tmp_path / "root.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"key file passphrase"),
+        )
+    )
     share_pass = _write_secret(tmp_path / "share-pass", PASSPHRASE)
-    argv = ["split", "--key", str(tmp_path / "root.pem"), "--out", str(tmp_path / "c"),
-            "--passphrase-file", str(share_pass), "--kdf", "fast-insecure-for-tests",
-            "--nodes", "3", "--threshold", "2"]
-    assert cli.main(argv[:3] + ["--key-passphrase-file", str(tmp_path / "share-pass")]
-                    + argv[3:]) == 2
+    argv = [
+        "split",
+        "--key",
+        str(tmp_path / "root.pem"),
+        "--out",
+        str(tmp_path / "c"),
+        "--passphrase-file",
+        str(share_pass),
+        "--kdf",
+        "fast-insecure-for-tests",
+        "--nodes",
+        "3",
+        "--threshold",
+        "2",
+    ]
+    assert (
+        cli.main(argv[:3] + ["--key-passphrase-file", str(tmp_path / "share-pass")] + argv[3:]) == 2
+    )
     assert "passphrase is wrong" in capsys.readouterr().err
     assert cli.main(argv) == 2
     assert "--key-passphrase-file" in capsys.readouterr().err

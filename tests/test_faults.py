@@ -71,8 +71,13 @@ async def until(predicate, timeout: float, poll: float = 0.01) -> bool:
     return True
 
 
-async def sign_until_used(client: ClusterClient, answered: collections.Counter[int],
-                          indices: Iterable[int], nodes: FaultCluster, tag: str) -> float:
+async def sign_until_used(
+    client: ClusterClient,
+    answered: collections.Counter[int],
+    indices: Iterable[int],
+    nodes: FaultCluster,
+    tag: str,
+) -> float:
     """Sign (and verify) until every node in ``indices`` answered the client again;
     returns how long that took. Fails after REJOIN_WITHIN seconds."""
     wanted = set(indices)
@@ -82,7 +87,8 @@ async def sign_until_used(client: ClusterClient, answered: collections.Counter[i
     while any(answered[i] == before[i] for i in wanted):
         assert time.monotonic() - started < REJOIN_WITHIN, (
             f"nodes {sorted(i for i in wanted if answered[i] == before[i])} not used again "
-            f"within {REJOIN_WITHIN} s")
+            f"within {REJOIN_WITHIN} s"
+        )
         message = f"{tag} {count}".encode()
         check(nodes, message, await client.sign(message))
         count += 1
@@ -91,6 +97,7 @@ async def sign_until_used(client: ClusterClient, answered: collections.Counter[i
 
 
 # -- 1. crashes --------------------------------------------------------------------------
+
 
 def test_two_nodes_killed_while_computing_a_batch(honest):
     """n-k = 2 nodes SIGKILLed while several batches are in flight on them.
@@ -109,11 +116,14 @@ def test_two_nodes_killed_while_computing_a_batch(honest):
             answered = track_answers(client)
             tasks = []
             for wave in range(4):  # four separate batches
-                tasks += [asyncio.ensure_future(client.sign(m))
-                          for m in batch[wave * 10:(wave + 1) * 10]]
+                tasks += [
+                    asyncio.ensure_future(client.sign(m))
+                    for m in batch[wave * 10 : (wave + 1) * 10]
+                ]
                 await asyncio.sleep(0.03)
-            assert await until(lambda: client._nodes[1].inflight and client._nodes[2].inflight,
-                               5.0), "the slow nodes were never asked"
+            assert await until(
+                lambda: client._nodes[1].inflight and client._nodes[2].inflight, 5.0
+            ), "the slow nodes were never asked"
             await asyncio.sleep(0.1)
             killed_at = time.monotonic()
             nodes.kill(1)
@@ -148,8 +158,10 @@ def test_fewer_than_k_left_mid_batch_is_a_typed_error(honest):
             await client.info()
             tasks = []
             for wave in range(2):
-                tasks += [asyncio.ensure_future(client.sign(m))
-                          for m in batch[wave * 10:(wave + 1) * 10]]
+                tasks += [
+                    asyncio.ensure_future(client.sign(m))
+                    for m in batch[wave * 10 : (wave + 1) * 10]
+                ]
                 await asyncio.sleep(0.03)
             assert await until(lambda: all(client._nodes[i].inflight for i in (1, 2, 3)), 5.0)
             started = time.monotonic()
@@ -168,8 +180,10 @@ def test_fewer_than_k_left_mid_batch_is_a_typed_error(honest):
 
 # -- 2. slow and hung nodes ---------------------------------------------------------------
 
-async def _rounds_without_leaks(client: ClusterClient, nodes: FaultCluster, tag: str,
-                                rounds: int = 5) -> list[float]:
+
+async def _rounds_without_leaks(
+    client: ClusterClient, nodes: FaultCluster, tag: str, rounds: int = 5
+) -> list[float]:
     """Rounds of sequential and concurrent signing; checks that tasks and file
     descriptors come back to where they were after every round. Returns latencies."""
     tasks_before = len(asyncio.all_tasks())
@@ -183,8 +197,9 @@ async def _rounds_without_leaks(client: ClusterClient, nodes: FaultCluster, tag:
             latencies.append(time.monotonic() - started)
         burst = messages(f"{tag} burst {r}", 20)
         started = time.monotonic()
-        for message, sig in zip(burst, await asyncio.gather(*(client.sign(m) for m in burst)),
-                                strict=True):
+        for message, sig in zip(
+            burst, await asyncio.gather(*(client.sign(m) for m in burst)), strict=True
+        ):
             check(nodes, message, sig)
         latencies.append(time.monotonic() - started)
         await asyncio.sleep(0.05)  # cancelled RPCs finish unwinding
@@ -210,8 +225,9 @@ def test_slow_node_is_not_waited_for_and_rejoins_after_restart(honest, hedge_aft
     nodes.set_faults({3: "slow:3000"})
 
     async def scenario() -> None:
-        async with ClusterClient(nodes.cluster, deadline=DEADLINE,
-                                 hedge_after=hedge_after) as client:
+        async with ClusterClient(
+            nodes.cluster, deadline=DEADLINE, hedge_after=hedge_after
+        ) as client:
             answered = track_answers(client)
             check(nodes, b"warm up", await client.sign(b"warm up"))
             latencies = await _rounds_without_leaks(client, nodes, "slow node")
@@ -257,8 +273,7 @@ def test_hung_node_is_not_waited_for_and_rejoins_after_sigcont(honest):
 
 LIES = ["random-share", "other-message", "replay-old", "wrong-index", "bad-proof"]
 #: One liar per mode, each at its own index (``wrong-index`` at 4 claims to be node 5).
-SINGLE = {"random-share": 1, "other-message": 2, "replay-old": 3, "wrong-index": 4,
-          "bad-proof": 5}
+SINGLE = {"random-share": 1, "other-message": 2, "replay-old": 3, "wrong-index": 4, "bad-proof": 5}
 #: Two liars with different modes (n - k = 2); every mode appears twice. In the first,
 #: node 4 claims to be node 5 and the only honest nodes are 1, 3, 5: signing needs node
 #: 5's share, so the false claim must not push the honest node 5 out.
@@ -282,31 +297,37 @@ def _must_be_blamed(liars: dict[int, str], proofs: str, mode: str) -> set[int]:
     return {i for i, lie in liars.items() if proofs == "always" or lie != "bad-proof"}
 
 
-async def _sign_with_liars(nodes: FaultCluster, liars: dict[int, str], proofs: str,
-                           mode: str) -> tuple[ClusterClient, collections.Counter[int]]:
-    async with ClusterClient(nodes.cluster, proofs=proofs, mode=mode,  # type: ignore[arg-type]
-                             deadline=DEADLINE) as client:
+async def _sign_with_liars(
+    nodes: FaultCluster, liars: dict[int, str], proofs: str, mode: str
+) -> tuple[ClusterClient, collections.Counter[int]]:
+    async with ClusterClient(
+        nodes.cluster,
+        proofs=proofs,
+        mode=mode,  # type: ignore[arg-type]
+        deadline=DEADLINE,
+    ) as client:
         answered = track_answers(client)
         sequential = messages(f"liars {sorted(liars.items())} {proofs} {mode}", 8)
         for message in sequential:
             check(nodes, message, await client.sign(message))
         burst = messages(f"liars burst {proofs} {mode}", 24)
-        for message, sig in zip(burst, await asyncio.gather(*(client.sign(m) for m in burst)),
-                                strict=True):
+        for message, sig in zip(
+            burst, await asyncio.gather(*(client.sign(m) for m in burst)), strict=True
+        ):
             check(nodes, message, sig)
     return client, answered
 
 
-def _check_blame(client: ClusterClient, liars: dict[int, str], proofs: str,
-                 mode: str) -> None:
+def _check_blame(client: ClusterClient, liars: dict[int, str], proofs: str, mode: str) -> None:
     blamed = set(client.stats.blamed)
     assert blamed <= set(liars), f"honest nodes blamed: {sorted(blamed - set(liars))}"
     required = _must_be_blamed(liars, proofs, mode)
     assert required <= blamed, f"liars not blamed: {sorted(required - blamed)}"
 
 
-@pytest.mark.parametrize(("lie", "proofs"), [(lie, proofs) for lie in LIES
-                                             for proofs in ("on-failure", "always")])
+@pytest.mark.parametrize(
+    ("lie", "proofs"), [(lie, proofs) for lie in LIES for proofs in ("on-failure", "always")]
+)
 def test_one_liar_is_blamed_exactly(honest, lie, proofs):
     """One node lies (each fault mode; optimistic and always-proofs clients; exact-k
     and all-n modes).
@@ -330,10 +351,15 @@ def test_one_liar_is_blamed_exactly(honest, lie, proofs):
             assert answered[liar % 5 + 1] > 0  # the node it claimed to be is still used
 
 
-@pytest.mark.parametrize(("liars", "proofs"), [(pair, proofs) for pair in PAIRS
-                                               for proofs in ("on-failure", "always")],
-                         ids=[f"{'+'.join(f'{i}:{m}' for i, m in sorted(p.items()))}-{proofs}"
-                              for p in PAIRS for proofs in ("on-failure", "always")])
+@pytest.mark.parametrize(
+    ("liars", "proofs"),
+    [(pair, proofs) for pair in PAIRS for proofs in ("on-failure", "always")],
+    ids=[
+        f"{'+'.join(f'{i}:{m}' for i, m in sorted(p.items()))}-{proofs}"
+        for p in PAIRS
+        for proofs in ("on-failure", "always")
+    ],
+)
 def test_two_liars_with_mixed_lies_are_blamed_exactly(honest, liars, proofs):
     """n - k = 2 liars with different lies.
 
@@ -367,8 +393,12 @@ def test_liar_and_silent_node_together(honest, proofs, silent):
     nodes.set_faults(faults)
 
     async def scenario() -> None:
-        async with ClusterClient(nodes.cluster, proofs=proofs,  # type: ignore[arg-type]
-                                 deadline=DEADLINE, hedge_after=0.3) as client:
+        async with ClusterClient(
+            nodes.cluster,
+            proofs=proofs,  # type: ignore[arg-type]
+            deadline=DEADLINE,
+            hedge_after=0.3,
+        ) as client:
             await client.info()
             if silent == "sigstop":
                 nodes.pause(4)
@@ -395,8 +425,11 @@ def test_three_liars_give_a_typed_error_never_a_signature(honest, proofs):
     nodes.set_faults(liars)
 
     async def scenario() -> ClusterClient:
-        async with ClusterClient(nodes.cluster, proofs=proofs,  # type: ignore[arg-type]
-                                 deadline=4.0) as client:
+        async with ClusterClient(
+            nodes.cluster,
+            proofs=proofs,  # type: ignore[arg-type]
+            deadline=4.0,
+        ) as client:
             for message in messages("three liars", 4):
                 started = time.monotonic()
                 with pytest.raises(SigningError) as info:
@@ -413,8 +446,8 @@ def test_three_liars_give_a_typed_error_never_a_signature(honest, proofs):
 # -- 5. load while nodes crash and come back ----------------------------------------------
 
 LOAD_REQUESTS = 3000
-LOAD_WORKERS = 128        # concurrent callers, each signing one message after another
-LOAD_PAUSE = (0.5, 2.0)   # a caller's pause between its calls, seconds: ~100 calls/s
+LOAD_WORKERS = 128  # concurrent callers, each signing one message after another
+LOAD_PAUSE = (0.5, 2.0)  # a caller's pause between its calls, seconds: ~100 calls/s
 
 
 class _Chaos(threading.Thread):
@@ -439,8 +472,12 @@ class _Chaos(threading.Thread):
         try:
             for cycle in range(1000):
                 a, b = pairs[cycle % len(pairs)]
-                for action, index in ((self._kill, a), (self._kill, b), (self._start, a),
-                                      (self._start, b)):
+                for action, index in (
+                    (self._kill, a),
+                    (self._kill, b),
+                    (self._start, a),
+                    (self._start, b),
+                ):
                     if self.stop.wait(rng.uniform(0.8, 1.6)):
                         return
                     action(index)
@@ -488,8 +525,9 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
             chaos = _Chaos(nodes, lambda index: client._nodes[index].inflight)
             # Warm up: channels, TLS, first batches, caches.
             warm = messages("warm", 200)
-            for message, sig in zip(warm, await asyncio.gather(*(client.sign(m) for m in warm)),
-                                    strict=True):
+            for message, sig in zip(
+                warm, await asyncio.gather(*(client.sign(m) for m in warm)), strict=True
+            ):
                 check(nodes, message, sig)
             tasks_before = len(asyncio.all_tasks())
             fds_before = open_fds()
@@ -517,8 +555,7 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
             started = time.monotonic()
             chaos.start()
             try:
-                await asyncio.gather(*(caller(load[w::LOAD_WORKERS])
-                                       for w in range(LOAD_WORKERS)))
+                await asyncio.gather(*(caller(load[w::LOAD_WORKERS]) for w in range(LOAD_WORKERS)))
             finally:
                 chaos.stop.set()
                 await asyncio.get_running_loop().run_in_executor(None, chaos.join, 120)
@@ -531,12 +568,18 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
                 fds=(fds_before, open_fds()),
                 client_rss_mb=(rss_client_before >> 20, rss_bytes() >> 20),
                 node5_rss_mb=(rss_node5_before >> 20, rss_bytes(node5_pid) >> 20),
-                nodes_rss_mb={i: rss_bytes(nodes.pid(i)) >> 20 for i in nodes.indices
-                              if nodes.pid(i)},
-                stats=dict(signatures=client.stats.signatures, batches=client.stats.batches,
-                           rpcs=client.stats.rpcs, hedges=client.stats.hedges,
-                           node_failures=dict(client.stats.node_failures),
-                           blamed=dict(client.stats.blamed)))
+                nodes_rss_mb={
+                    i: rss_bytes(nodes.pid(i)) >> 20 for i in nodes.indices if nodes.pid(i)
+                },
+                stats=dict(
+                    signatures=client.stats.signatures,
+                    batches=client.stats.batches,
+                    rpcs=client.stats.rpcs,
+                    hedges=client.stats.hedges,
+                    node_failures=dict(client.stats.node_failures),
+                    blamed=dict(client.stats.blamed),
+                ),
+            )
             assert open_fds() <= fds_before + 10
             assert rss_bytes() < 1.5 * rss_client_before + (64 << 20)
             assert nodes.pid(5) == node5_pid
@@ -545,8 +588,13 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
 
     asyncio.run(scenario())
     assert chaos is not None
-    figures.update(outcomes=dict(outcomes), kills=chaos.kills, restarts=chaos.restarts,
-                   max_down=chaos.max_down, inflight_at_kill=chaos.inflight_at_kill)
+    figures.update(
+        outcomes=dict(outcomes),
+        kills=chaos.kills,
+        restarts=chaos.restarts,
+        max_down=chaos.max_down,
+        inflight_at_kill=chaos.inflight_at_kill,
+    )
     with capsys.disabled():
         print(f"\nload under crashes: {figures}")
     assert chaos.error is None, chaos.error
@@ -560,6 +608,7 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
 
 # -- 3b. liars on a split key (no sound proofs) ---------------------------------------
 
+
 @pytest.fixture(scope="module")
 def split_nodes(tmp_path_factory):
     """Five nodes sharing an ordinary (split) RSA key: no sound proofs, so bad shares
@@ -571,11 +620,15 @@ def split_nodes(tmp_path_factory):
         yield local
 
 
-@pytest.mark.parametrize("faults", [
-    {2: "random-share", 4: "other-message"},
-    {1: "replay-old", 3: "wrong-index"},
-    {5: "random-share", 3: "slow:3000"},
-], ids=["random-share+other-message", "replay-old+wrong-index", "random-share+slow"])
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {2: "random-share", 4: "other-message"},
+        {1: "replay-old", 3: "wrong-index"},
+        {5: "random-share", 3: "slow:3000"},
+    ],
+    ids=["random-share+other-message", "replay-old+wrong-index", "random-share+slow"],
+)
 def test_liars_on_a_split_key_found_by_subsets(split_nodes, faults):
     """A split key (``ittc split``): no proof can show who lied; the client tries other
     k-subsets of the shares it has.
@@ -588,16 +641,20 @@ def test_liars_on_a_split_key_found_by_subsets(split_nodes, faults):
     liars = {i: f for i, f in faults.items() if not f.startswith("slow")}
 
     async def scenario(mode: str) -> ClusterClient:
-        async with ClusterClient(nodes.cluster, mode=mode,  # type: ignore[arg-type]
-                                 deadline=DEADLINE, hedge_after=0.3) as client:
+        async with ClusterClient(
+            nodes.cluster,
+            mode=mode,  # type: ignore[arg-type]
+            deadline=DEADLINE,
+            hedge_after=0.3,
+        ) as client:
             for message in messages(f"split key {mode}", 10):
                 started = time.monotonic()
                 check(nodes, message, await client.sign(message))
                 assert time.monotonic() - started < 1.5
             burst = messages(f"split key burst {mode}", 24)
-            for message, sig in zip(burst,
-                                    await asyncio.gather(*(client.sign(m) for m in burst)),
-                                    strict=True):
+            for message, sig in zip(
+                burst, await asyncio.gather(*(client.sign(m) for m in burst)), strict=True
+            ):
                 check(nodes, message, sig)
         return client
 

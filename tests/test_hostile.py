@@ -90,6 +90,7 @@ def fuzz_seconds(name: str, default: float) -> float:
 
 # -- the node under attack -----------------------------------------------------------------
 
+
 @dataclass
 class Target:
     cluster: LocalCluster
@@ -104,13 +105,14 @@ class Target:
     def new_audit_records(self) -> list[dict[str, Any]]:
         """Audit lines node 1 wrote since the last call."""
         data = self.cluster.audit_log(1).read_bytes()
-        new, self.offset = data[self.offset:], len(data)
+        new, self.offset = data[self.offset :], len(data)
         assert new == b"" or new.endswith(b"\n")
         return [json.loads(line) for line in new.splitlines()]
 
     def expected_share(self, item: pb.SignItem) -> bytes:
         return self.share.signature_share(representative(self.params, item)).value.to_bytes(
-            self.params.size_bytes, "big")
+            self.params.size_bytes, "big"
+        )
 
     def assert_healthy_and_signing(self) -> None:
         """SERVING, and a good request gets the right share (and one signed audit line)."""
@@ -141,6 +143,7 @@ def representative(params: PublicParams, item: pb.SignItem) -> int:
 
 # -- the protobuf wire format, by hand ---------------------------------------------------
 
+
 def varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # negative int32/int64 go on the wire as 10-byte two's complement
     out = bytearray()
@@ -158,17 +161,23 @@ def field(number: int, value: int | bytes) -> bytes:
 
 
 def wire_item(padding: int, hash_: int, digest: bytes, salt: bytes = b"") -> bytes:
-    return field(1, padding) + field(2, hash_) + field(3, digest) + (field(4, salt) if salt
-                                                                      else b"")
+    return (
+        field(1, padding) + field(2, hash_) + field(3, digest) + (field(4, salt) if salt else b"")
+    )
 
 
-def wire_request(params: PublicParams, items: list[bytes], *, request_id: bytes | None = None,
-                 timestamp_ms: int | None = None, key_id: bytes | None = None) -> bytes:
+def wire_request(
+    params: PublicParams,
+    items: list[bytes],
+    *,
+    request_id: bytes | None = None,
+    timestamp_ms: int | None = None,
+    key_id: bytes | None = None,
+) -> bytes:
     rid = request_id if request_id is not None else os.urandom(12).hex().encode()
     ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
     kid = key_id if key_id is not None else params.key_id.encode()
-    return (field(1, rid) + field(2, ts) + field(3, kid)
-            + b"".join(field(5, item) for item in items))
+    return field(1, rid) + field(2, ts) + field(3, kid) + b"".join(field(5, item) for item in items)
 
 
 def good_item() -> bytes:
@@ -176,6 +185,7 @@ def good_item() -> bytes:
 
 
 # -- 1. hand-made hostile requests -------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Hostile:
@@ -192,70 +202,130 @@ def _ten_thousand_items(p: PublicParams) -> bytes:
 
 
 HOSTILE: dict[str, Hostile] = {
-    "random garbage": Hostile("Sign", lambda p: b"\xff" * 7 + os.urandom(57),
-                              Code.INVALID_ARGUMENT,
-                              "not a valid ittc.v1.SignRequest message (64 bytes)"),
-    "a good request cut short": Hostile("Sign", lambda p: wire_request(p, [good_item()])[:-7],
-                                        Code.INVALID_ARGUMENT, "not a valid ittc.v1.SignRequest"),
+    "random garbage": Hostile(
+        "Sign",
+        lambda p: b"\xff" * 7 + os.urandom(57),
+        Code.INVALID_ARGUMENT,
+        "not a valid ittc.v1.SignRequest message (64 bytes)",
+    ),
+    "a good request cut short": Hostile(
+        "Sign",
+        lambda p: wire_request(p, [good_item()])[:-7],
+        Code.INVALID_ARGUMENT,
+        "not a valid ittc.v1.SignRequest",
+    ),
     "request_id that is not UTF-8": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()], request_id=b"\xff\xfe" * 10),
-        Code.INVALID_ARGUMENT, "not a valid ittc.v1.SignRequest"),
+        "Sign",
+        lambda p: wire_request(p, [good_item()], request_id=b"\xff\xfe" * 10),
+        Code.INVALID_ARGUMENT,
+        "not a valid ittc.v1.SignRequest",
+    ),
     "unknown groups nested 5000 deep": Hostile(
-        "Sign", lambda p: b"\x33" * 5000, Code.INVALID_ARGUMENT,
-        "not a valid ittc.v1.SignRequest"),
+        "Sign", lambda p: b"\x33" * 5000, Code.INVALID_ARGUMENT, "not a valid ittc.v1.SignRequest"
+    ),
     "an empty message": Hostile("Sign", lambda p: b"", Code.INVALID_ARGUMENT, "request_id"),
     "a field with the wrong wire type only": Hostile(
-        "Sign", lambda p: field(2, b"not a varint"), Code.INVALID_ARGUMENT, "request_id"),
+        "Sign", lambda p: field(2, b"not a varint"), Code.INVALID_ARGUMENT, "request_id"
+    ),
     "padding -1 on the wire": Hostile(
-        "Sign", lambda p: wire_request(p, [wire_item(-1, pb.HASH_SHA256, b"d" * 32)]),
-        Code.INVALID_ARGUMENT, "items[0]: unknown padding -1"),
+        "Sign",
+        lambda p: wire_request(p, [wire_item(-1, pb.HASH_SHA256, b"d" * 32)]),
+        Code.INVALID_ARGUMENT,
+        "items[0]: unknown padding -1",
+    ),
     "padding 7 on the wire": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item(), wire_item(7, pb.HASH_SHA256, b"d" * 32)]),
-        Code.INVALID_ARGUMENT, "items[1]: unknown padding 7"),
+        "Sign",
+        lambda p: wire_request(p, [good_item(), wire_item(7, pb.HASH_SHA256, b"d" * 32)]),
+        Code.INVALID_ARGUMENT,
+        "items[1]: unknown padding 7",
+    ),
     "hash 7 on the wire": Hostile(
-        "Sign", lambda p: wire_request(p, [wire_item(pb.PADDING_PSS, 7, b"d" * 32)]),
-        Code.INVALID_ARGUMENT, "items[0]: unknown hash 7"),
+        "Sign",
+        lambda p: wire_request(p, [wire_item(pb.PADDING_PSS, 7, b"d" * 32)]),
+        Code.INVALID_ARGUMENT,
+        "items[0]: unknown hash 7",
+    ),
     "hash -1 on the wire": Hostile(
-        "Sign", lambda p: wire_request(p, [wire_item(pb.PADDING_PKCS1V15, -1, b"d" * 32)]),
-        Code.INVALID_ARGUMENT, "items[0]: unknown hash -1"),
+        "Sign",
+        lambda p: wire_request(p, [wire_item(pb.PADDING_PKCS1V15, -1, b"d" * 32)]),
+        Code.INVALID_ARGUMENT,
+        "items[0]: unknown hash -1",
+    ),
     "hash 2^31-1 on the wire": Hostile(
-        "Sign", lambda p: wire_request(p, [wire_item(pb.PADDING_PKCS1V15, 2**31 - 1, b"d" * 32)]),
-        Code.INVALID_ARGUMENT, "items[0]: unknown hash 2147483647"),
-    "a batch of 10 000 items": Hostile("Sign", _ten_thousand_items, Code.INVALID_ARGUMENT,
-                                       "a request holds 1..64 items, not 10000"),
+        "Sign",
+        lambda p: wire_request(p, [wire_item(pb.PADDING_PKCS1V15, 2**31 - 1, b"d" * 32)]),
+        Code.INVALID_ARGUMENT,
+        "items[0]: unknown hash 2147483647",
+    ),
+    "a batch of 10 000 items": Hostile(
+        "Sign", _ten_thousand_items, Code.INVALID_ARGUMENT, "a request holds 1..64 items, not 10000"
+    ),
     "a 900 kB digest": Hostile(
-        "Sign", lambda p: wire_request(p, [wire_item(1, 1, b"\x01" * 900_000)]),
-        Code.INVALID_ARGUMENT, "items[0]: a sha256 digest is 32 bytes, not 900000"),
-    "timestamp -2^63": Hostile("Sign", lambda p: wire_request(p, [good_item()],
-                                                              timestamp_ms=-(2**63)),
-                               Code.FAILED_PRECONDITION, "stale request"),
-    "timestamp 2^63-1": Hostile("Sign", lambda p: wire_request(p, [good_item()],
-                                                               timestamp_ms=2**63 - 1),
-                                Code.FAILED_PRECONDITION, "request from the future"),
+        "Sign",
+        lambda p: wire_request(p, [wire_item(1, 1, b"\x01" * 900_000)]),
+        Code.INVALID_ARGUMENT,
+        "items[0]: a sha256 digest is 32 bytes, not 900000",
+    ),
+    "timestamp -2^63": Hostile(
+        "Sign",
+        lambda p: wire_request(p, [good_item()], timestamp_ms=-(2**63)),
+        Code.FAILED_PRECONDITION,
+        "stale request",
+    ),
+    "timestamp 2^63-1": Hostile(
+        "Sign",
+        lambda p: wire_request(p, [good_item()], timestamp_ms=2**63 - 1),
+        Code.FAILED_PRECONDITION,
+        "request from the future",
+    ),
     "request_id with a newline and a quote": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()],
-                                       request_id=b'abcdefghijklmnop"\n{"outcome":"signed"}'),
-        Code.INVALID_ARGUMENT, "request_id"),
+        "Sign",
+        lambda p: wire_request(
+            p, [good_item()], request_id=b'abcdefghijklmnop"\n{"outcome":"signed"}'
+        ),
+        Code.INVALID_ARGUMENT,
+        "request_id",
+    ),
     "request_id with a NUL": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()], request_id=b"abcdefgh\x00ijklmnop"),
-        Code.INVALID_ARGUMENT, "request_id"),
+        "Sign",
+        lambda p: wire_request(p, [good_item()], request_id=b"abcdefgh\x00ijklmnop"),
+        Code.INVALID_ARGUMENT,
+        "request_id",
+    ),
     "request_id of 17 non-ASCII letters": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()], request_id="é".encode() * 17),
-        Code.INVALID_ARGUMENT, "request_id"),
+        "Sign",
+        lambda p: wire_request(p, [good_item()], request_id="é".encode() * 17),
+        Code.INVALID_ARGUMENT,
+        "request_id",
+    ),
     "key_id of 100 000 characters": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()], key_id=b"k" * 100_000),
-        Code.NOT_FOUND, "unknown key id"),
+        "Sign",
+        lambda p: wire_request(p, [good_item()], key_id=b"k" * 100_000),
+        Code.NOT_FOUND,
+        "unknown key id",
+    ),
     "key_id in capitals": Hostile(
-        "Sign", lambda p: wire_request(p, [good_item()], key_id=p.key_id.upper().encode()),
-        Code.NOT_FOUND, "unknown key id"),
-    "GetInfo with garbage": Hostile("GetInfo", lambda p: b"\xff\xff\xff", Code.INVALID_ARGUMENT,
-                                    "not a valid ittc.v1.GetInfoRequest message (3 bytes)"),
+        "Sign",
+        lambda p: wire_request(p, [good_item()], key_id=p.key_id.upper().encode()),
+        Code.NOT_FOUND,
+        "unknown key id",
+    ),
+    "GetInfo with garbage": Hostile(
+        "GetInfo",
+        lambda p: b"\xff\xff\xff",
+        Code.INVALID_ARGUMENT,
+        "not a valid ittc.v1.GetInfoRequest message (3 bytes)",
+    ),
     "a message over the size limit": Hostile(
-        "Sign", lambda p: os.urandom((1 << 20) + 1), Code.RESOURCE_EXHAUSTED, "larger than max",
-        audited=False),
+        "Sign",
+        lambda p: os.urandom((1 << 20) + 1),
+        Code.RESOURCE_EXHAUSTED,
+        "larger than max",
+        audited=False,
+    ),
     "a method that does not exist": Hostile(
-        "Decrypt", lambda p: wire_request(p, [good_item()]), Code.UNIMPLEMENTED, "",
-        audited=False),
+        "Decrypt", lambda p: wire_request(p, [good_item()]), Code.UNIMPLEMENTED, "", audited=False
+    ),
 }
 
 
@@ -276,8 +346,11 @@ def test_hostile_request(target: Target, case: str) -> None:
     if hostile.audited:
         assert len(records) == 1
         record = records[0]
-        assert (record["method"], record["outcome"], record["client"]) == \
-            (hostile.method, "refused", "ittc-client")
+        assert (record["method"], record["outcome"], record["client"]) == (
+            hostile.method,
+            "refused",
+            "ittc-client",
+        )
         assert record["reason"] == error.details()
         assert len(json.dumps(record)) < 200_000  # caller's fields are cut, not copied
     else:
@@ -290,8 +363,12 @@ def test_hostile_audit_records_are_bounded_and_chained(target: Target) -> None:
     caller's strings cut to size (no line injection through a request_id)."""
     path = target.cluster.audit_log(1)
     call = raw_method(target.cluster.channel(1), "Sign")
-    for hostile in ("request_id with a newline and a quote", "a batch of 10 000 items",
-                    "key_id of 100 000 characters", "random garbage"):
+    for hostile in (
+        "request_id with a newline and a quote",
+        "a batch of 10 000 items",
+        "key_id of 100 000 characters",
+        "random garbage",
+    ):
         with pytest.raises(grpc.RpcError):
             call(HOSTILE[hostile].make(target.params), timeout=TIMEOUT)
     lines = path.read_bytes().splitlines()
@@ -313,8 +390,9 @@ def test_unknown_fields_change_nothing(target: Target) -> None:
     item = wire_item(pb.PADDING_PKCS1V15, pb.HASH_SHA256, digest)
     extra = field(99, b"\x00" * 100) + field(6, 12345) + field(15, item)
     target.new_audit_records()
-    answer = raw_method(target.cluster.channel(1), "Sign")(wire_request(p, [item]) + extra,
-                                                           timeout=TIMEOUT)
+    answer = raw_method(target.cluster.channel(1), "Sign")(
+        wire_request(p, [item]) + extra, timeout=TIMEOUT
+    )
     response = pb.SignResponse.FromString(answer)
     expected = target.expected_share(pb.SignItem(padding=1, hash=1, digest=digest))
     assert [s.value for s in response.shares] == [expected]
@@ -323,13 +401,15 @@ def test_unknown_fields_change_nothing(target: Target) -> None:
 
 # -- 2. replay and freshness with an injected clock --------------------------------------
 
+
 @pytest.fixture
 def embedded(target: Target, tmp_path: pathlib.Path) -> Iterator[Callable[..., EmbeddedNode]]:
     started: list[EmbeddedNode] = []
 
     def start(clock: FakeClock, **limits: Any) -> EmbeddedNode:
-        node = EmbeddedNode.start(target.cluster, 3, f"embedded-{tmp_path.name}-{len(started)}",
-                                  clock=clock, **limits)
+        node = EmbeddedNode.start(
+            target.cluster, 3, f"embedded-{tmp_path.name}-{len(started)}", clock=clock, **limits
+        )
         started.append(node)
         return node
 
@@ -361,20 +441,24 @@ def test_a_used_id_is_refused_whatever_else_changes(target: Target, embedded: An
     assert outcome(node, first) == Code.OK
     clock.advance(30)
     variants = [
-        first,                                                               # a copy
-        sign_request(p, [pkcs1_item(b"original")], request_id=rid,
-                     timestamp_ms=clock.ms),                                 # re-dated
-        sign_request(p, [pss_item(b"something else")], request_id=rid,
-                     timestamp_ms=clock.ms),                                 # new content
-        sign_request(p, [pkcs1_item(b"original")], request_id=rid,
-                     timestamp_ms=clock.ms, with_proofs=True),               # with proofs
+        first,  # a copy
+        sign_request(
+            p, [pkcs1_item(b"original")], request_id=rid, timestamp_ms=clock.ms
+        ),  # re-dated
+        sign_request(
+            p, [pss_item(b"something else")], request_id=rid, timestamp_ms=clock.ms
+        ),  # new content
+        sign_request(
+            p, [pkcs1_item(b"original")], request_id=rid, timestamp_ms=clock.ms, with_proofs=True
+        ),  # with proofs
     ]
     assert [outcome(node, v) for v in variants] == [Code.ALREADY_EXISTS] * 4
     assert node_audit(node, rid) == ["signed"] + ["refused"] * 4
 
 
-def test_an_id_is_spent_only_once_the_request_is_valid(target: Target, embedded: Any,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_id_is_spent_only_once_the_request_is_valid(
+    target: Target, embedded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As documented: a refusal before validation ends leaves the id unused; a request
     that passed validation spends its id even if signing then fails."""
     clock = FakeClock()
@@ -382,14 +466,17 @@ def test_an_id_is_spent_only_once_the_request_is_valid(target: Target, embedded:
     p = target.params
     rid = "spent-after-validation-01"
     bad = [
-        sign_request(p, [pkcs1_item(b"x")], request_id=rid, timestamp_ms=clock.ms,
-                     key_id="00" * 32),
+        sign_request(
+            p, [pkcs1_item(b"x")], request_id=rid, timestamp_ms=clock.ms, key_id="00" * 32
+        ),
         sign_request(p, [pkcs1_item(b"x")], request_id=rid, timestamp_ms=clock.ms - 10**6),
-        sign_request(p, [pss_item(b"x", salt=b"s" * 513)], request_id=rid,
-                     timestamp_ms=clock.ms),
+        sign_request(p, [pss_item(b"x", salt=b"s" * 513)], request_id=rid, timestamp_ms=clock.ms),
     ]
-    assert [outcome(node, r) for r in bad] == [Code.NOT_FOUND, Code.FAILED_PRECONDITION,
-                                               Code.INVALID_ARGUMENT]
+    assert [outcome(node, r) for r in bad] == [
+        Code.NOT_FOUND,
+        Code.FAILED_PRECONDITION,
+        Code.INVALID_ARGUMENT,
+    ]
     good = sign_request(p, [pkcs1_item(b"x")], request_id=rid, timestamp_ms=clock.ms)
     assert outcome(node, good) == Code.OK
 
@@ -401,8 +488,9 @@ def test_an_id_is_spent_only_once_the_request_is_valid(target: Target, embedded:
         return real(*args)
 
     monkeypatch.setattr(compute_mod, "sign_chunk", stuck)
-    late = sign_request(p, [pkcs1_item(b"y")], request_id="spent-but-never-signed",
-                        timestamp_ms=clock.ms)
+    late = sign_request(
+        p, [pkcs1_item(b"y")], request_id="spent-but-never-signed", timestamp_ms=clock.ms
+    )
     try:
         assert outcome(node, late) == Code.DEADLINE_EXCEEDED
     finally:
@@ -426,8 +514,9 @@ def test_clock_skew_inside_the_window_is_accepted(target: Target, embedded: Any)
         assert outcome(node, request) == Code.FAILED_PRECONDITION, skew
 
 
-def test_an_id_is_remembered_up_to_and_including_the_window_edge(target: Target,
-                                                                 embedded: Any) -> None:
+def test_an_id_is_remembered_up_to_and_including_the_window_edge(
+    target: Target, embedded: Any
+) -> None:
     """replay.py: remembered for 2·window after acceptance, which outlives any fresh copy.
     The hardest copy to stop is the one dated window ahead: fresh until exactly
     t + 2·window. (Before a fix, that last instant let the copy through.)"""
@@ -437,10 +526,18 @@ def test_an_id_is_remembered_up_to_and_including_the_window_edge(target: Target,
     w_ms = 60_000
     clock.advance(10)
     t_ms = clock.ms
-    ahead = sign_request(p, [pkcs1_item(b"dated ahead")], timestamp_ms=t_ms + w_ms,
-                         request_id="dated-ahead-0123456789")
-    behind = sign_request(p, [pkcs1_item(b"dated behind")], timestamp_ms=t_ms - 5_000,
-                          request_id="dated-behind-0123456789")
+    ahead = sign_request(
+        p,
+        [pkcs1_item(b"dated ahead")],
+        timestamp_ms=t_ms + w_ms,
+        request_id="dated-ahead-0123456789",
+    )
+    behind = sign_request(
+        p,
+        [pkcs1_item(b"dated behind")],
+        timestamp_ms=t_ms - 5_000,
+        request_id="dated-behind-0123456789",
+    )
     assert outcome(node, ahead) == Code.OK and outcome(node, behind) == Code.OK
     for later_ms in (0, 1, w_ms // 2, w_ms, 3 * w_ms // 2, 2 * w_ms - 1, 2 * w_ms):
         clock.set((t_ms + later_ms) / 1000)
@@ -450,8 +547,9 @@ def test_an_id_is_remembered_up_to_and_including_the_window_edge(target: Target,
     assert outcome(node, ahead) == Code.FAILED_PRECONDITION
     assert outcome(node, behind) == Code.FAILED_PRECONDITION
     # ...and the id itself may be used again, by a new request (nothing to replay).
-    again = sign_request(p, [pkcs1_item(b"new")], timestamp_ms=clock.ms,
-                         request_id=ahead.request_id)
+    again = sign_request(
+        p, [pkcs1_item(b"new")], timestamp_ms=clock.ms, request_id=ahead.request_id
+    )
     assert outcome(node, again) == Code.OK
 
 
@@ -505,12 +603,21 @@ def test_a_restart_does_not_reopen_replays(target: Target, embedded: Any) -> Non
         node.close()
 
 
-@settings(max_examples=150, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(["new", "copy", "reuse-id"]),
-                          st.integers(0, 1_200).map(lambda n: n * 125),  # ms, on a grid
-                          st.integers(-90_000, 90_000), st.integers(0, 1_000)),
-                min_size=1, max_size=40))
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["new", "copy", "reuse-id"]),
+            st.integers(0, 1_200).map(lambda n: n * 125),  # ms, on a grid
+            st.integers(-90_000, 90_000),
+            st.integers(0, 1_000),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_no_request_is_ever_served_twice(vkey: Any, steps: list[tuple[str, int, int, int]]) -> None:
     """The replay guarantee over random schedules, through the node's own checks and
     replay cache, with a clock that only moves forward (window 60 s): no copy of an
@@ -527,13 +634,23 @@ def test_no_request_is_ever_served_twice(vkey: Any, steps: list[tuple[str, int, 
         if kind == "copy" and accepted:
             request = accepted[pick % len(accepted)]
         else:
-            rid = (ids[pick % len(ids)] if kind == "reuse-id"
-                   else f"fresh-{len(accepted):04d}-{pick:04d}-xyz")
-            request = sign_request(params, [pkcs1_item(b"m")], request_id=rid,
-                                   timestamp_ms=now_ms + offset_ms)
+            rid = (
+                ids[pick % len(ids)]
+                if kind == "reuse-id"
+                else f"fresh-{len(accepted):04d}-{pick:04d}-xyz"
+            )
+            request = sign_request(
+                params, [pkcs1_item(b"m")], request_id=rid, timestamp_ms=now_ms + offset_ms
+            )
         try:
-            validate_sign_request(request, params=params, limits=limits, now=now_ms / 1000,
-                                  started_ms=started_ms, replay=replay)
+            validate_sign_request(
+                request,
+                params=params,
+                limits=limits,
+                now=now_ms / 1000,
+                started_ms=started_ms,
+                replay=replay,
+            )
         except Refusal as refusal:
             if any(request is a for a in accepted) and refusal.code != Code.ALREADY_EXISTS:
                 assert refusal.code == Code.FAILED_PRECONDITION  # a copy gone stale
@@ -546,6 +663,7 @@ def test_no_request_is_ever_served_twice(vkey: Any, steps: list[tuple[str, int, 
 
 
 # -- 3. the model: what the operator guide says a node refuses, in its order ---------------
+
 
 @dataclass
 class Situation:
@@ -613,35 +731,43 @@ def expected(request: pb.SignRequest, s: Situation) -> tuple[grpc.StatusCode, st
     return None
 
 
-def check_encoding(params: PublicParams, private_exponent: int, item: pb.SignItem,
-                   x: int) -> None:
+def check_encoding(params: PublicParams, private_exponent: int, item: pb.SignItem, x: int) -> None:
     """RSA oracle: x^d verifies, with ``cryptography``, as a signature of exactly this
     digest (and salt length) under the key: x is a standard RFC 8017 encoding of it."""
     assert 0 < x < params.modulus
     signature = int(gmpy2.powmod(x, private_exponent, params.modulus)).to_bytes(
-        params.size_bytes, "big")
+        params.size_bytes, "big"
+    )
     algorithm = CRYPTO_HASHES[HASH_NAMES[item.hash]]()
     pad: padding.AsymmetricPadding = (
-        padding.PKCS1v15() if item.padding == pb.PADDING_PKCS1V15
-        else padding.PSS(padding.MGF1(algorithm), salt_length=len(item.salt)))
+        padding.PKCS1v15()
+        if item.padding == pb.PADDING_PKCS1V15
+        else padding.PSS(padding.MGF1(algorithm), salt_length=len(item.salt))
+    )
     params.public_key().verify(signature, item.digest, pad, Prehashed(algorithm))
 
 
 # -- generators --------------------------------------------------------------------------
 
-ENUMS = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 7, -1, 2**31 - 1, -(2**31)]),
-                  st.integers(-(2**31), 2**31 - 1))
+ENUMS = st.one_of(
+    st.sampled_from([0, 1, 2, 3, 4, 7, -1, 2**31 - 1, -(2**31)]), st.integers(-(2**31), 2**31 - 1)
+)
 VALID_IDS = st.text(alphabet=sorted(ID_CHARS), min_size=16, max_size=64)
 IDS = st.one_of(
     VALID_IDS,
     st.text(max_size=80),
     st.text(alphabet=sorted(ID_CHARS), min_size=0, max_size=15),
     st.text(alphabet=sorted(ID_CHARS), min_size=65, max_size=70),
-    VALID_IDS.flatmap(lambda v: st.sampled_from([v + "\n", " " + v, v[:-1] + "=", v + "\x00",
-                                                 v[:-1] + "\u0661"])),
+    VALID_IDS.flatmap(
+        lambda v: st.sampled_from([v + "\n", " " + v, v[:-1] + "=", v + "\x00", v[:-1] + "\u0661"])
+    ),
 )
-SALTS = st.one_of(st.just(b""), st.binary(max_size=70), st.integers(90, 170).map(bytes),
-                  st.integers(500, 530).map(bytes))
+SALTS = st.one_of(
+    st.just(b""),
+    st.binary(max_size=70),
+    st.integers(90, 170).map(bytes),
+    st.integers(500, 530).map(bytes),
+)
 
 
 @st.composite
@@ -650,10 +776,12 @@ def valid_items(draw: st.DrawFn, bits: int) -> pb.SignItem:
     hash_ = draw(st.sampled_from(sorted(HASH_SIZES)))
     size = HASH_SIZES[hash_]
     longest_salt = min(64, math.ceil((bits - 1) / 8) - size - 2)
-    return pb.SignItem(padding=pad, hash=hash_,
-                       digest=draw(st.binary(min_size=size, max_size=size)),
-                       salt=draw(st.binary(max_size=longest_salt))
-                       if pad == pb.PADDING_PSS else b"")
+    return pb.SignItem(
+        padding=pad,
+        hash=hash_,
+        digest=draw(st.binary(min_size=size, max_size=size)),
+        salt=draw(st.binary(max_size=longest_salt)) if pad == pb.PADDING_PSS else b"",
+    )
 
 
 @st.composite
@@ -661,8 +789,12 @@ def items(draw: st.DrawFn, bits: int) -> pb.SignItem:
     """Mostly valid items; some with one field made wild; some wild throughout."""
     kind = draw(st.sampled_from(["valid"] * 6 + ["one-field", "one-field", "wild"]))
     if kind == "wild":
-        return pb.SignItem(padding=draw(ENUMS), hash=draw(ENUMS),
-                           digest=draw(st.binary(max_size=80)), salt=draw(SALTS))
+        return pb.SignItem(
+            padding=draw(ENUMS),
+            hash=draw(ENUMS),
+            digest=draw(st.binary(max_size=80)),
+            salt=draw(SALTS),
+        )
     item = draw(valid_items(bits))
     if kind == "one-field":
         which = draw(st.sampled_from(["padding", "hash", "digest", "salt"]))
@@ -677,21 +809,37 @@ def items(draw: st.DrawFn, bits: int) -> pb.SignItem:
 
 @st.composite
 def situations(draw: st.DrawFn, params: PublicParams) -> Situation:
-    limits = Limits(max_batch=draw(st.sampled_from([1, 4, 64])),
-                    freshness_seconds=draw(st.sampled_from([0.5, 60.0, 120.0])),
-                    max_pending_items=draw(st.sampled_from([1, 16, 4096])))
+    limits = Limits(
+        max_batch=draw(st.sampled_from([1, 4, 64])),
+        freshness_seconds=draw(st.sampled_from([0.5, 60.0, 120.0])),
+        max_pending_items=draw(st.sampled_from([1, 16, 4096])),
+    )
     w = int(limits.freshness_seconds * 1000)
     # The node's clock is in seconds (a float): keep its times on a 1/8 s grid, exact in
     # binary, so the model's millisecond arithmetic and the node's agree at the edges.
     now_ms = 1_900_000_000_000 + 125 * draw(st.integers(0, 10**7))
     started_ms = now_ms - draw(st.one_of(st.integers(0, 3 * w), st.just(10**7)))
     ids = draw(st.lists(VALID_IDS, max_size=5, unique=True))
-    ages = sorted(draw(st.lists(st.integers(0, 2 * w // 125 + 2).map(lambda n: 125 * n),
-                                min_size=len(ids), max_size=len(ids))), reverse=True)
+    ages = sorted(
+        draw(
+            st.lists(
+                st.integers(0, 2 * w // 125 + 2).map(lambda n: 125 * n),
+                min_size=len(ids),
+                max_size=len(ids),
+            )
+        ),
+        reverse=True,
+    )
     remembered = [(rid, now_ms - age) for rid, age in zip(ids, ages, strict=True)]
-    return Situation(params, limits, now_ms, started_ms, remembered,
-                     max_entries=draw(st.sampled_from([1, 3, 300_000, 300_000])),
-                     pending=draw(st.sampled_from([0, 0, 0, 3, 4096])))
+    return Situation(
+        params,
+        limits,
+        now_ms,
+        started_ms,
+        remembered,
+        max_entries=draw(st.sampled_from([1, 3, 300_000, 300_000])),
+        pending=draw(st.sampled_from([0, 0, 0, 3, 4096])),
+    )
 
 
 @st.composite
@@ -705,15 +853,19 @@ def requests(draw: st.DrawFn, s: Situation) -> pb.SignRequest:
     pristine = draw(st.sampled_from([True, False, False]))
     count = draw(st.integers(1, min(4, s.limits.max_batch)))
     request = pb.SignRequest(
-        request_id=draw(VALID_IDS), key_id=s.params.key_id,
+        request_id=draw(VALID_IDS),
+        key_id=s.params.key_id,
         timestamp_ms=max(s.started_ms, s.now_ms + draw(st.integers(-w, w))),
         with_proofs=draw(st.booleans()),
-        items=draw(st.lists(valid_items(bits) if pristine else items(bits), min_size=count,
-                            max_size=count)))
+        items=draw(
+            st.lists(valid_items(bits) if pristine else items(bits), min_size=count, max_size=count)
+        ),
+    )
     if pristine:
         return request
-    wild = draw(st.lists(st.sampled_from(["id", "replay", "key", "time", "many"]),
-                         max_size=3, unique=True))
+    wild = draw(
+        st.lists(st.sampled_from(["id", "replay", "key", "time", "many"]), max_size=3, unique=True)
+    )
     if "id" in wild:
         request.request_id = draw(IDS)
     if "replay" in wild:
@@ -722,19 +874,30 @@ def requests(draw: st.DrawFn, s: Situation) -> pb.SignRequest:
         if known:
             request.request_id = known[which % len(known)]
     if "key" in wild:
-        request.key_id = draw(st.one_of(
-            st.just(s.params.key_id.upper()), st.text(max_size=70),
-            st.just(s.params.key_id[:-1]), st.just(s.params.key_id + " ")))
+        request.key_id = draw(
+            st.one_of(
+                st.just(s.params.key_id.upper()),
+                st.text(max_size=70),
+                st.just(s.params.key_id[:-1]),
+                st.just(s.params.key_id + " "),
+            )
+        )
     if "time" in wild:
-        request.timestamp_ms = draw(st.one_of(
-            st.integers(-w - 2, w + 2).map(lambda d: s.now_ms + d),
-            st.sampled_from([-w - 1, -w, w, w + 1]).map(lambda d: s.now_ms + d),
-            st.integers(-2, 2).map(lambda d: s.started_ms + d),
-            st.integers(-(2**63), 2**63 - 1)))
+        request.timestamp_ms = draw(
+            st.one_of(
+                st.integers(-w - 2, w + 2).map(lambda d: s.now_ms + d),
+                st.sampled_from([-w - 1, -w, w, w + 1]).map(lambda d: s.now_ms + d),
+                st.integers(-2, 2).map(lambda d: s.started_ms + d),
+                st.integers(-(2**63), 2**63 - 1),
+            )
+        )
     if "many" in wild:  # none, or far too many: repeat a few, as a big batch usually does
         few = list(request.items)
-        count = draw(st.sampled_from([0, s.limits.max_batch, s.limits.max_batch + 1,
-                                      draw(st.integers(60, 70))]))
+        count = draw(
+            st.sampled_from(
+                [0, s.limits.max_batch, s.limits.max_batch + 1, draw(st.integers(60, 70))]
+            )
+        )
         del request.items[:]
         request.items.extend(few[i % len(few)] for i in range(count))
     return request
@@ -756,7 +919,7 @@ def raw_bytes(draw: st.DrawFn, s: Situation) -> bytes:
         elif op == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=12))
         elif at < len(data):
-            del data[at:at + draw(st.integers(1, 12))]
+            del data[at : at + draw(st.integers(1, 12))]
     return bytes(data)
 
 
@@ -781,21 +944,31 @@ class Budget:
     def report(self, tmp_path: pathlib.Path) -> str:
         total = self.counts["inputs"]
         detail = ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items()) if k != "inputs")
-        line = (f"{self.name}: {total} inputs tried in {self.elapsed:.1f} s "
-                f"({self.rounds} rounds; budget {self.seconds:g} s): {detail}")
+        line = (
+            f"{self.name}: {total} inputs tried in {self.elapsed:.1f} s "
+            f"({self.rounds} rounds; budget {self.seconds:g} s): {detail}"
+        )
         print(f"\n{line}")
         (tmp_path / f"fuzz-{self.name}.txt").write_text(line + "\n")
         return line
 
 
-FUZZ_SETTINGS = settings(max_examples=200, deadline=None, database=None,
-                         phases=[Phase.generate, Phase.shrink], print_blob=True,
-                         suppress_health_check=[HealthCheck.too_slow,
-                                                HealthCheck.data_too_large,
-                                                HealthCheck.filter_too_much])
+FUZZ_SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    phases=[Phase.generate, Phase.shrink],
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # -- 3. fuzzing the pure checks in this process ------------------------------------------
+
 
 def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -> None:
     params = vkey.params
@@ -806,9 +979,15 @@ def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -
         replay = s.replay_cache()
         want = expected(request, s)
         try:
-            xs = validate_sign_request(request, params=params, limits=s.limits,
-                                       now=s.now_ms / 1000, started_ms=s.started_ms,
-                                       replay=replay, pending=s.pending)
+            xs = validate_sign_request(
+                request,
+                params=params,
+                limits=s.limits,
+                now=s.now_ms / 1000,
+                started_ms=s.started_ms,
+                replay=replay,
+                pending=s.pending,
+            )
         except Refusal as refusal:
             assert want is not None, f"refused a request the guide accepts: {refusal.reason}"
             assert refusal.code == want[0], (refusal.code, refusal.reason, want)
@@ -821,9 +1000,10 @@ def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -
                 check_encoding(params, d, item, x)
             budget.counts["OK"] += 1
         # Checking never spends the id: only the caller records it, once it commits.
-        assert replay.seen(request.request_id, s.now_ms / 1000) == \
-            any(r == request.request_id and at + 2 * s.limits.freshness_seconds * 1000
-                >= s.now_ms for r, at in s.remembered)
+        assert replay.seen(request.request_id, s.now_ms / 1000) == any(
+            r == request.request_id and at + 2 * s.limits.freshness_seconds * 1000 >= s.now_ms
+            for r, at in s.remembered
+        )
 
     @FUZZ_SETTINGS
     @given(st.data())
@@ -848,12 +1028,19 @@ def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -
     budget.report(tmp_path)
     assert budget.counts["inputs"] >= 200
     # The generators reach every kind of answer, not just the first check.
-    for name in ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION",
-                 "ALREADY_EXISTS", "RESOURCE_EXHAUSTED"):
+    for name in (
+        "OK",
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "FAILED_PRECONDITION",
+        "ALREADY_EXISTS",
+        "RESOURCE_EXHAUSTED",
+    ):
         assert budget.counts[name] > 0, (name, budget.counts)
 
 
 # -- 4. fuzzing a live node ----------------------------------------------------------------
+
 
 def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
     """The same generators against the real node 1 over mutual TLS: every answer as the
@@ -864,10 +1051,13 @@ def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
     call = raw_method(target.cluster.channel(1), "Sign")
     spent: dict[str, int] = {}  # request ids the node accepted, and when (our clock, ms)
     w = 120_000
-    starts = [r for r in map(json.loads, target.cluster.audit_log(1).read_text().splitlines())
-              if r["type"] == "start"]
+    starts = [
+        r
+        for r in map(json.loads, target.cluster.audit_log(1).read_text().splitlines())
+        if r["type"] == "start"
+    ]
     started_ms = round(datetime.datetime.fromisoformat(starts[-1]["time"]).timestamp() * 1000)
-    edge = 10_000   # stay this far (ms) from every edge: the real clock moves meanwhile
+    edge = 10_000  # stay this far (ms) from every edge: the real clock moves meanwhile
 
     @FUZZ_SETTINGS
     @given(st.data())
@@ -876,13 +1066,17 @@ def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
         # Away from the window's edges (the real clock moves while we talk to the node):
         # fresh requests are dated between now and window - 10 s ahead.
         when = data.draw(st.sampled_from(["fresh"] * 5 + ["future", "stale", "absurd"]))
-        offset = data.draw({"fresh": st.integers(0, w - edge),
-                            "future": st.integers(w + edge, 10 * w),
-                            "stale": st.integers(-10 * w, -w - edge),
-                            "absurd": st.sampled_from([-(2**62), 2**62])}[when], label="offset")
+        offset = data.draw(
+            {
+                "fresh": st.integers(0, w - edge),
+                "future": st.integers(w + edge, 10 * w),
+                "stale": st.integers(-10 * w, -w - edge),
+                "absurd": st.sampled_from([-(2**62), 2**62]),
+            }[when],
+            label="offset",
+        )
         remembered = sorted(((r, at) for r, at in spent.items()), key=lambda e: e[1])
-        s = Situation(p, Limits(), now_ms, started_ms, remembered, max_entries=300_000,
-                      pending=0)
+        s = Situation(p, Limits(), now_ms, started_ms, remembered, max_entries=300_000, pending=0)
         if data.draw(st.integers(0, 4), label="raw?") == 0:
             wire = data.draw(raw_bytes(s), label="bytes")
             budget.counts["raw bytes"] += 1
@@ -907,8 +1101,11 @@ def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
             if abs(age - 2 * w) < edge:
                 parsed.request_id = os.urandom(12).hex()
             wire = parsed.SerializeToString()
-        want = ((Code.INVALID_ARGUMENT, "not a valid ittc.v1.SignRequest message")
-                if parsed is None else expected(parsed, s))
+        want = (
+            (Code.INVALID_ARGUMENT, "not a valid ittc.v1.SignRequest message")
+            if parsed is None
+            else expected(parsed, s)
+        )
         try:
             answer: bytes | None = call(wire, timeout=TIMEOUT)
             code, details = Code.OK, ""
@@ -921,8 +1118,9 @@ def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
             assert parsed is not None and answer is not None, (code, details)
             response = pb.SignResponse.FromString(answer)
             assert (response.index, response.key_id) == (1, p.key_id)
-            assert [s.value for s in response.shares] == \
-                [target.expected_share(item) for item in parsed.items]
+            assert [s.value for s in response.shares] == [
+                target.expected_share(item) for item in parsed.items
+            ]
             assert records[0]["outcome"] == "signed"
             spent[parsed.request_id] = now_ms
         else:
@@ -936,4 +1134,3 @@ def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
     assert budget.counts["OK"] > 0 and budget.counts["INVALID_ARGUMENT"] > 0
     target.assert_healthy_and_signing()
     assert verify_audit_log(target.cluster.audit_log(1)) > budget.counts["inputs"]
-

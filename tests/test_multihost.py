@@ -74,8 +74,9 @@ def check(nodes: LocalCluster, message: bytes, signature: bytes) -> None:
     nodes.params.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
 
 
-async def sign_many(client: ClusterClient, nodes: LocalCluster, tag: str,
-                    count: int) -> list[float]:
+async def sign_many(
+    client: ClusterClient, nodes: LocalCluster, tag: str, count: int
+) -> list[float]:
     """Sign ``count`` messages one after another; each must verify and come back within
     the deadline. Returns the latencies."""
     latencies = []
@@ -89,8 +90,9 @@ async def sign_many(client: ClusterClient, nodes: LocalCluster, tag: str,
     return latencies
 
 
-async def sign_for(client: ClusterClient, nodes: LocalCluster, tag: str,
-                   seconds: float) -> list[float]:
+async def sign_for(
+    client: ClusterClient, nodes: LocalCluster, tag: str, seconds: float
+) -> list[float]:
     """Sign one message after another (a pause of 20 ms between) for ``seconds``."""
     latencies: list[float] = []
     end = time.monotonic() + seconds
@@ -100,24 +102,29 @@ async def sign_for(client: ClusterClient, nodes: LocalCluster, tag: str,
     return latencies
 
 
-async def sign_burst(client: ClusterClient, nodes: LocalCluster, tag: str,
-                     count: int) -> None:
+async def sign_burst(client: ClusterClient, nodes: LocalCluster, tag: str, count: int) -> None:
     batch = [f"{tag} {i}".encode() for i in range(count)]
-    for message, sig in zip(batch, await asyncio.gather(*(client.sign(m) for m in batch)),
-                            strict=True):
+    for message, sig in zip(
+        batch, await asyncio.gather(*(client.sign(m) for m in batch)), strict=True
+    ):
         check(nodes, message, sig)
 
 
-async def sign_until_used(client: ClusterClient, nodes: LocalCluster,
-                          answered: collections.Counter[int], indices: list[int],
-                          tag: str) -> float:
+async def sign_until_used(
+    client: ClusterClient,
+    nodes: LocalCluster,
+    answered: collections.Counter[int],
+    indices: list[int],
+    tag: str,
+) -> float:
     before = {i: answered[i] for i in indices}
     started = time.monotonic()
     count = 0
     while any(answered[i] == before[i] for i in indices):
         assert time.monotonic() - started < REJOIN_WITHIN, (
             f"nodes {[i for i in indices if answered[i] == before[i]]} not used again within "
-            f"{REJOIN_WITHIN} s")
+            f"{REJOIN_WITHIN} s"
+        )
         await sign_many(client, nodes, f"{tag} {count}", 1)
         count += 1
         await asyncio.sleep(0.05)
@@ -137,8 +144,7 @@ def test_each_node_is_a_host_of_its_own(lab, hosts):
         assert listening(pid) == {(lab.address(index), 7100 + index)}
         cert = x509.load_pem_x509_certificate((nodes.node_dir(index) / "tls.pem").read_bytes())
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert ipaddress.ip_address(lab.address(index)) in san.get_values_for_type(
-            x509.IPAddress)
+        assert ipaddress.ip_address(lab.address(index)) in san.get_values_for_type(x509.IPAddress)
     assert len(namespaces) == 5 and netns_id() not in namespaces
 
     async def scenario() -> collections.Counter[int]:
@@ -178,15 +184,20 @@ def test_links_cut_then_restored(lab, hosts):
                 two_cut = await sign_for(client, nodes, "nodes 2 and 4 cut", CUT_SECONDS / 2)
                 await sign_burst(client, nodes, "nodes 2 and 4 cut burst", 100)
                 assert (answered[2], answered[4]) == before
-                figures.update({
-                    "calls with one cut": len(one_cut), "calls with two cut": len(two_cut),
-                    "max latency, s": round(max(one_cut + two_cut), 3),
-                    "p50 latency, ms": round(1000 * statistics.median(one_cut + two_cut), 1)})
+                figures.update(
+                    {
+                        "calls with one cut": len(one_cut),
+                        "calls with two cut": len(two_cut),
+                        "max latency, s": round(max(one_cut + two_cut), 3),
+                        "p50 latency, ms": round(1000 * statistics.median(one_cut + two_cut), 1),
+                    }
+                )
             finally:
                 lab.heal(2)
                 lab.heal(4)
             figures["rejoined after s"] = await sign_until_used(
-                client, nodes, answered, [2, 4], "links back")
+                client, nodes, answered, [2, 4], "links back"
+            )
             figures["hedges"] = client.stats.hedges
 
     asyncio.run(scenario())
@@ -224,7 +235,8 @@ def test_delayed_node_is_hedged_around(lab, hosts):
             finally:
                 lab.undelay(3)
             figures["rejoined after s"] = await sign_until_used(
-                client, nodes, answered, [3], "delay gone")
+                client, nodes, answered, [3], "delay gone"
+            )
 
     asyncio.run(scenario())
     print(f"delayed node: {figures}")
@@ -241,8 +253,7 @@ def test_leftovers_of_dead_runs_are_removed_and_live_runs_kept():
         subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         removed = clean_leftovers()
-        present = subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                 text=True).stdout
+        present = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert stale in removed and stale not in present
         assert live not in removed and live in present
     finally:

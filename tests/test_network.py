@@ -41,11 +41,22 @@ def test_sign_through_five_nodes(cluster, pad, hash_name, tmp_path):
     public.verify(signature, message, _padding(pad, algorithm), algorithm)
     (tmp_path / "msg").write_bytes(message)
     (tmp_path / "sig").write_bytes(signature)
-    cmd = ["openssl", "dgst", f"-{hash_name}", "-verify", str(cluster.cluster.public_key),
-           "-signature", str(tmp_path / "sig")]
+    cmd = [
+        "openssl",
+        "dgst",
+        f"-{hash_name}",
+        "-verify",
+        str(cluster.cluster.public_key),
+        "-signature",
+        str(tmp_path / "sig"),
+    ]
     if pad == "pss":
-        cmd += ["-sigopt", "rsa_padding_mode:pss", "-sigopt",
-                f"rsa_pss_saltlen:{algorithm.digest_size}"]
+        cmd += [
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            f"rsa_pss_saltlen:{algorithm.digest_size}",
+        ]
     out = subprocess.run(cmd + [str(tmp_path / "msg")], capture_output=True, text=True)
     assert out.returncode == 0 and "Verified OK" in out.stdout
 
@@ -68,14 +79,20 @@ def test_concurrent_distinct_messages_each_signature_for_its_own_message(cluster
 
 
 def test_batch_api_and_prehashed_digests(cluster):
-    items = [SignItem.make(digest=hashlib.sha384(b"%d" % i).digest(), hash_name="sha384",
-                           padding="pss") for i in range(10)]
+    items = [
+        SignItem.make(digest=hashlib.sha384(b"%d" % i).digest(), hash_name="sha384", padding="pss")
+        for i in range(10)
+    ]
     with SyncClusterClient(cluster.cluster) as client:
         sigs = client.sign_items(items)
     public = cluster.cluster.params.public_key()
     for i, sig in enumerate(sigs):
-        public.verify(sig, items[i].digest, padding.PSS(padding.MGF1(hashes.SHA384()), 48),
-                      Prehashed(hashes.SHA384()))
+        public.verify(
+            sig,
+            items[i].digest,
+            padding.PSS(padding.MGF1(hashes.SHA384()), 48),
+            Prehashed(hashes.SHA384()),
+        )
 
 
 def test_two_nodes_killed_still_signs(cluster):
@@ -84,8 +101,9 @@ def test_two_nodes_killed_still_signs(cluster):
     with SyncClusterClient(cluster.cluster, deadline=10) as client:
         for i in range(5):
             sig = client.sign(b"survives %d" % i)
-            client.params.public_key().verify(sig, b"survives %d" % i, padding.PKCS1v15(),
-                                              hashes.SHA256())
+            client.params.public_key().verify(
+                sig, b"survives %d" % i, padding.PKCS1v15(), hashes.SHA256()
+            )
         assert client.stats.node_failures[1] + client.stats.node_failures[4] >= 1
 
 
@@ -122,12 +140,14 @@ def test_all_mode_and_proofs_always(cluster):
     with SyncClusterClient(cluster.cluster, mode="all") as client:
         sig = client.sign(b"all n, first k")
         assert client.stats.rpcs == client.params.n
-    cluster.cluster.params.public_key().verify(sig, b"all n, first k", padding.PKCS1v15(),
-                                               hashes.SHA256())
+    cluster.cluster.params.public_key().verify(
+        sig, b"all n, first k", padding.PKCS1v15(), hashes.SHA256()
+    )
     with SyncClusterClient(cluster.cluster, proofs="always") as client:
         sig = client.sign(b"with proofs", padding="pss")
     cluster.cluster.params.public_key().verify(
-        sig, b"with proofs", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+        sig, b"with proofs", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+    )
 
 
 def test_slow_node_is_hedged(cluster):
@@ -155,12 +175,38 @@ def test_cli_sign_then_openssl_verifies(cluster, tmp_path):
     data.write_bytes(b"a document to sign from the command line\n")
     sig = tmp_path / "document.sig"
     root = cluster.cluster.root
-    out = subprocess.run([sys.executable, "-m", "ittc", "sign", "--cluster", str(root), "--in",
-                          str(data), "--out", str(sig)], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ittc",
+            "sign",
+            "--cluster",
+            str(root),
+            "--in",
+            str(data),
+            "--out",
+            str(sig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    ok = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(root / "public.pem"),
-                         "-signature", str(sig), str(data)], capture_output=True, text=True)
+    ok = subprocess.run(
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(root / "public.pem"),
+            "-signature",
+            str(sig),
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "Verified OK" in ok.stdout
 
 
@@ -168,8 +214,12 @@ def test_status_command_reports_health_and_whether_k_can_sign(cluster):
     root = str(cluster.cluster.root)
 
     def status() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ittc", "status", "--cluster", root,
-                               "--timeout", "2"], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "ittc", "status", "--cluster", root, "--timeout", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     out = status()
     assert out.returncode == 0, out.stderr

@@ -68,6 +68,7 @@ _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": ha
 
 # -- fixtures and helpers --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = make_cluster(tmp_path_factory.mktemp("nodes"))
@@ -115,6 +116,7 @@ def health(cluster: LocalCluster, index: int) -> str:
 
 # -- signing ---------------------------------------------------------------------------
 
+
 def test_get_info(nodes: LocalCluster) -> None:
     info = nodes.stub(2).GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)
     p = nodes.params
@@ -126,8 +128,13 @@ def test_get_info(nodes: LocalCluster) -> None:
 
 def test_sign_batch_combines_to_standard_signatures(nodes: LocalCluster) -> None:
     p = nodes.params
-    items = [pkcs1_item(b"one"), pss_item(b"two"), pkcs1_item(b"three", "sha512"),
-             pss_item(b"four", "sha384", salt=b""), pss_item(b"five", "sha512", salt=b"s" * 20)]
+    items = [
+        pkcs1_item(b"one"),
+        pss_item(b"two"),
+        pkcs1_item(b"three", "sha512"),
+        pss_item(b"four", "sha384", salt=b""),
+        pss_item(b"five", "sha512", salt=b"s" * 20),
+    ]
     answers = {}
     for index in (1, 2, 3):
         response = nodes.stub(index).Sign(sign_request(p, items), timeout=TIMEOUT)
@@ -152,6 +159,7 @@ def test_proofs_verify(nodes: LocalCluster) -> None:
 
 # -- refusals --------------------------------------------------------------------------
 
+
 def _bad_item(**fields: Any) -> pb.SignItem:
     item = pkcs1_item(b"x")
     for name, value in fields.items():
@@ -160,42 +168,86 @@ def _bad_item(**fields: Any) -> pb.SignItem:
 
 
 REFUSALS: dict[str, tuple[Callable[[Any], pb.SignRequest], grpc.StatusCode, str]] = {
-    "short request id": (lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="short"),
-                         grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
-    "request id charset": (lambda p: sign_request(p, [pkcs1_item(b"x")],
-                                                  request_id="has spaces in it, see?"),
-                           grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
-    "request id too long": (lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="a" * 65),
-                            grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
-    "unknown key id": (lambda p: sign_request(p, [pkcs1_item(b"x")], key_id="00" * 32),
-                       grpc.StatusCode.NOT_FOUND, "unknown key id"),
-    "stale": (lambda p: sign_request(p, [pkcs1_item(b"x")],
-                                     timestamp_ms=int(time.time() * 1000) - 600_000),
-              grpc.StatusCode.FAILED_PRECONDITION, "stale"),
-    "future": (lambda p: sign_request(p, [pkcs1_item(b"x")],
-                                      timestamp_ms=int(time.time() * 1000) + 600_000),
-               grpc.StatusCode.FAILED_PRECONDITION, "future"),
+    "short request id": (
+        lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="short"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request_id",
+    ),
+    "request id charset": (
+        lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="has spaces in it, see?"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request_id",
+    ),
+    "request id too long": (
+        lambda p: sign_request(p, [pkcs1_item(b"x")], request_id="a" * 65),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request_id",
+    ),
+    "unknown key id": (
+        lambda p: sign_request(p, [pkcs1_item(b"x")], key_id="00" * 32),
+        grpc.StatusCode.NOT_FOUND,
+        "unknown key id",
+    ),
+    "stale": (
+        lambda p: sign_request(
+            p, [pkcs1_item(b"x")], timestamp_ms=int(time.time() * 1000) - 600_000
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "stale",
+    ),
+    "future": (
+        lambda p: sign_request(
+            p, [pkcs1_item(b"x")], timestamp_ms=int(time.time() * 1000) + 600_000
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "future",
+    ),
     "no items": (lambda p: sign_request(p, []), grpc.StatusCode.INVALID_ARGUMENT, "1..64"),
-    "too many items": (lambda p: sign_request(p, [pkcs1_item(b"x")] * 65),
-                       grpc.StatusCode.INVALID_ARGUMENT, "1..64"),
-    "padding unspecified": (lambda p: sign_request(p, [pkcs1_item(b"ok"), _bad_item(padding=0)]),
-                            grpc.StatusCode.INVALID_ARGUMENT, "items[1]: unknown padding"),
-    "padding unknown": (lambda p: sign_request(p, [_bad_item(padding=7)]),
-                        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: unknown padding"),
-    "hash unspecified": (lambda p: sign_request(p, [pkcs1_item(b"a"), pkcs1_item(b"b"),
-                                                    _bad_item(hash=0)]),
-                         grpc.StatusCode.INVALID_ARGUMENT, "items[2]: unknown hash"),
-    "digest length": (lambda p: sign_request(p, [_bad_item(digest=b"\x01" * 31)]),
-                      grpc.StatusCode.INVALID_ARGUMENT, "items[0]: a sha256 digest is 32"),
-    "digest of another hash": (lambda p: sign_request(p, [_bad_item(hash=pb.HASH_SHA512)]),
-                               grpc.StatusCode.INVALID_ARGUMENT, "sha512 digest is 64"),
-    "salt with pkcs1": (lambda p: sign_request(p, [_bad_item(salt=b"salt")]),
-                        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: PKCS#1 v1.5 takes no salt"),
-    "pss salt too long": (lambda p: sign_request(p, [pss_item(b"x", salt=b"s" * 513)]),
-                          grpc.StatusCode.INVALID_ARGUMENT, "items[0]: PSS salt longer"),
+    "too many items": (
+        lambda p: sign_request(p, [pkcs1_item(b"x")] * 65),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "1..64",
+    ),
+    "padding unspecified": (
+        lambda p: sign_request(p, [pkcs1_item(b"ok"), _bad_item(padding=0)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[1]: unknown padding",
+    ),
+    "padding unknown": (
+        lambda p: sign_request(p, [_bad_item(padding=7)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0]: unknown padding",
+    ),
+    "hash unspecified": (
+        lambda p: sign_request(p, [pkcs1_item(b"a"), pkcs1_item(b"b"), _bad_item(hash=0)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[2]: unknown hash",
+    ),
+    "digest length": (
+        lambda p: sign_request(p, [_bad_item(digest=b"\x01" * 31)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0]: a sha256 digest is 32",
+    ),
+    "digest of another hash": (
+        lambda p: sign_request(p, [_bad_item(hash=pb.HASH_SHA512)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "sha512 digest is 64",
+    ),
+    "salt with pkcs1": (
+        lambda p: sign_request(p, [_bad_item(salt=b"salt")]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0]: PKCS#1 v1.5 takes no salt",
+    ),
+    "pss salt too long": (
+        lambda p: sign_request(p, [pss_item(b"x", salt=b"s" * 513)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0]: PSS salt longer",
+    ),
     "pss salt too long for the modulus": (
         lambda p: sign_request(p, [pss_item(b"x", "sha512", salt=b"s" * 100)]),
-        grpc.StatusCode.INVALID_ARGUMENT, "items[0]: modulus too short"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "items[0]: modulus too short",
+    ),
 }
 
 
@@ -222,17 +274,23 @@ def test_reused_request_id_is_refused(nodes: LocalCluster) -> None:
 
 
 def test_identity_outside_allowed_clients_is_refused_and_audited(
-        nodes: LocalCluster, tmp_path: pathlib.Path) -> None:
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     cert, key = issue_client(nodes.root, "mallory", tmp_path)
     stub = nodes.stub(1, cert, key)
     request = sign_request(nodes.params, [pkcs1_item(b"let me in")])
     error = rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT))
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert rpc_error(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)).code() == \
-        grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        rpc_error(lambda: stub.GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)).code()
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     sign_line, info_line = audit_lines(nodes.audit_log(1))[-2:]
-    assert (sign_line["client"], sign_line["method"], sign_line["outcome"]) == \
-        ("mallory", "Sign", "refused")
+    assert (sign_line["client"], sign_line["method"], sign_line["outcome"]) == (
+        "mallory",
+        "Sign",
+        "refused",
+    )
     assert sign_line["request_id"] == request.request_id
     assert sign_line["peer"].startswith("ipv4:127.0.0.1:") and "not allowed" in sign_line["reason"]
     assert (info_line["client"], info_line["method"]) == ("mallory", "GetInfo")
@@ -240,15 +298,15 @@ def test_identity_outside_allowed_clients_is_refused_and_audited(
     assert nodes.health_as(1, cert, key) == "SERVING"
 
 
-def test_node_certificate_is_not_a_client(nodes: LocalCluster,
-                                          tmp_path: pathlib.Path) -> None:
+def test_node_certificate_is_not_a_client(nodes: LocalCluster, tmp_path: pathlib.Path) -> None:
     # A node's own certificate is for serverAuth only: TLS refuses it as a client...
     before = nodes.audit_log(1).read_bytes()
     node2 = nodes.node_dir(2)
     stub = nodes.stub(1, node2 / "tls.pem", node2 / "tls.key")
     request = sign_request(nodes.params, [pkcs1_item(b"x")])
-    assert rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code() == \
-        grpc.StatusCode.UNAVAILABLE
+    assert (
+        rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code() == grpc.StatusCode.UNAVAILABLE
+    )
     assert nodes.audit_log(1).read_bytes() == before
     # ...and a client certificate carrying a node's name is still not an allowed client.
     cert, key = issue_client(nodes.root, "ittc-node-2", tmp_path)
@@ -258,8 +316,9 @@ def test_node_certificate_is_not_a_client(nodes: LocalCluster,
     assert (last["client"], last["outcome"]) == ("ittc-node-2", "refused")
 
 
-def test_client_from_another_ca_fails_the_handshake(nodes: LocalCluster,
-                                                    tmp_path: pathlib.Path) -> None:
+def test_client_from_another_ca_fails_the_handshake(
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     before = nodes.audit_log(1).read_bytes()
     cert, key = foreign_client(tmp_path)  # even with the allowed name "ittc-client"
     stub = nodes.stub(1, cert, key)
@@ -270,6 +329,7 @@ def test_client_from_another_ca_fails_the_handshake(nodes: LocalCluster,
 
 
 # -- startup refusals ------------------------------------------------------------------
+
 
 def _break_wrong_passphrase(folder: pathlib.Path) -> pathlib.Path:
     wrong = write_private(folder / "wrong-passphrase", b"not the passphrase\n")
@@ -328,6 +388,7 @@ def _write_broken_chain(path: pathlib.Path, key_id: str, edit: bool = True) -> N
         for n in range(3):
             await log.append({"type": "start" if n == 0 else "note", "key_id": key_id, "n": n})
         await log.close()
+
     asyncio.run(write())
     if not edit:
         return
@@ -347,23 +408,31 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
         culprit = breaker(folder)
         text = toml.read_text()
         if case == "wrong passphrase":
-            text = re.sub(r'(?m)^passphrase_file = .*$', f'passphrase_file = "{culprit}"', text)
+            text = re.sub(r"(?m)^passphrase_file = .*$", f'passphrase_file = "{culprit}"', text)
             culprit = folder / "share.enc"
         elif case == "unwritable audit log":
-            text = re.sub(r'(?m)^path = .*$', f'path = "{culprit}"', text)
+            text = re.sub(r"(?m)^path = .*$", f'path = "{culprit}"', text)
         elif case == "audit log does not verify":
             _write_broken_chain(culprit, nodes.params.key_id)
         elif case == "audit log of another key":
             _write_broken_chain(culprit, "ab" * 32, edit=False)
         elif case == "bad config":
-            text = text.replace("[node]\n", "[node]\ncolour = \"blue\"\n")
+            text = text.replace("[node]\n", '[node]\ncolour = "blue"\n')
         elif case == "no passphrase and no terminal":
             text = re.sub(r"(?m)^passphrase_file = .*$", "", text)
         toml.write_text(text)
         before = sorted(p.name for p in folder.iterdir())
-        procs[case] = (subprocess.Popen(
-            [sys.executable, "-m", "ittc_node", "--config", str(toml)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE), culprit, folder, before)
+        procs[case] = (
+            subprocess.Popen(
+                [sys.executable, "-m", "ittc_node", "--config", str(toml)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ),
+            culprit,
+            folder,
+            before,
+        )
     results = {}
     for case, (proc, culprit, folder, before) in procs.items():
         _, err = proc.communicate(timeout=60)
@@ -386,12 +455,15 @@ def test_node_refuses_to_start(startup_failures: dict[str, Any], case: str) -> N
 
 # -- lifecycle and the audit log -------------------------------------------------------
 
+
 def _sign_and_check(cluster: LocalCluster, index: int) -> None:
     item = pss_item(f"node {index}".encode())
-    response = cluster.stub(index).Sign(sign_request(cluster.params, [item], with_proofs=True),
-                                        timeout=TIMEOUT)
-    verify_share(cluster.params, representative(cluster.params, item),
-                 to_share(index, response.shares[0]))
+    response = cluster.stub(index).Sign(
+        sign_request(cluster.params, [item], with_proofs=True), timeout=TIMEOUT
+    )
+    verify_share(
+        cluster.params, representative(cluster.params, item), to_share(index, response.shares[0])
+    )
 
 
 def _wait_health(cluster: LocalCluster, index: int, status: str) -> None:
@@ -403,8 +475,9 @@ def _wait_health(cluster: LocalCluster, index: int, status: str) -> None:
     raise AssertionError(f"node {index} never became {status}: {cluster.log(index)}")
 
 
-def test_health_sigterm_audit_chain_and_restart(nodes: LocalCluster,
-                                                tmp_path: pathlib.Path) -> None:
+def test_health_sigterm_audit_chain_and_restart(
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     gate = tmp_path / "go"
     nodes.start([4], wait=False, env=fault_env(f"hold-start:{gate}"))
     _wait_health(nodes, 4, "NOT_SERVING")
@@ -420,8 +493,11 @@ def test_health_sigterm_audit_chain_and_restart(nodes: LocalCluster,
     # Restart without faults, the passphrase now from an environment variable.
     toml = nodes.node_dir(4) / "node.toml"
     original = toml.read_text()
-    toml.write_text(re.sub(r"(?m)^passphrase_file = .*$",
-                           'passphrase_env = "ITTC_TEST_NODE_PASSPHRASE"', original))
+    toml.write_text(
+        re.sub(
+            r"(?m)^passphrase_file = .*$", 'passphrase_env = "ITTC_TEST_NODE_PASSPHRASE"', original
+        )
+    )
     try:
         nodes.start([4], env={"ITTC_TEST_NODE_PASSPHRASE": PASSPHRASE.decode()})
         _sign_and_check(nodes, 4)
@@ -435,8 +511,9 @@ def test_health_sigterm_audit_chain_and_restart(nodes: LocalCluster,
     assert records[3]["prev"] == hashlib.sha256(third).hexdigest()  # the chain continues
 
 
-def test_audit_log_edits_and_deletions_are_detected(nodes: LocalCluster,
-                                                    tmp_path: pathlib.Path) -> None:
+def test_audit_log_edits_and_deletions_are_detected(
+    nodes: LocalCluster, tmp_path: pathlib.Path
+) -> None:
     original = nodes.audit_log(1).read_bytes().splitlines(keepends=True)
     assert len(original) >= 5
     good = tmp_path / "good.log"
@@ -452,15 +529,16 @@ def test_audit_log_edits_and_deletions_are_detected(nodes: LocalCluster,
     edited = list(original)
     edited[2] = edited[2].replace(b'"time":"', b'"time":"1999', 1)
     assert edited[2] != original[2]
-    check(edited, 4)                                     # the line after the edit breaks
-    check(original[:3] + original[4:], 4)                # a line deleted
-    check(original[1:], 1)                               # the first line deleted
+    check(edited, 4)  # the line after the edit breaks
+    check(original[:3] + original[4:], 4)  # a line deleted
+    check(original[1:], 1)  # the first line deleted
     check(original[:2] + [original[3], original[2]] + original[4:], 3)  # two lines swapped
-    check(original[:-1] + [original[-1][:-1]], len(original))           # cut short
-    check(original[:2] + [b"not json\n"] + original[2:], 3)            # a line inserted
+    check(original[:-1] + [original[-1][:-1]], len(original))  # cut short
+    check(original[:2] + [b"not json\n"] + original[2:], 3)  # a line inserted
 
 
 # -- worker processes ------------------------------------------------------------------
+
 
 def _wait(condition: Callable[[], bool], what: str) -> None:
     for _ in range(600):
@@ -476,8 +554,9 @@ def test_worker_processes_sign_correctly(nodes: LocalCluster) -> None:
         assert "2 worker processes" in nodes.log(5)
         p = nodes.params
         items = [pkcs1_item(f"worker {n}".encode()) for n in range(5)]
-        answers = {i: nodes.stub(i).Sign(sign_request(p, items), timeout=TIMEOUT)
-                   for i in (1, 2, 5)}
+        answers = {
+            i: nodes.stub(i).Sign(sign_request(p, items), timeout=TIMEOUT) for i in (1, 2, 5)
+        }
         for position, item in enumerate(items):
             shares = [to_share(i, answers[i].shares[position]) for i in (1, 2, 5)]
             verify_signature(p, item, combine(p, representative(p, item), shares))
@@ -502,6 +581,7 @@ def test_worker_processes_sign_correctly(nodes: LocalCluster) -> None:
 
 # -- embedded node with an injected clock ----------------------------------------------
 
+
 class EmbeddedNode:
     """serve() on its own event loop thread, for tests that need to set the clock."""
 
@@ -518,8 +598,9 @@ class EmbeddedNode:
 
         self.stop, self.ready = asyncio.run_coroutine_threadsafe(events(), self.loop).result()
         self.task = asyncio.run_coroutine_threadsafe(
-            serve(config, share, clock=clock, stop=self.stop, ready=self.ready,
-                  faults=faults), self.loop)
+            serve(config, share, clock=clock, stop=self.stop, ready=self.ready, faults=faults),
+            self.loop,
+        )
         while not self.ready.is_set():
             if self.task.done():
                 self.task.result()
@@ -540,13 +621,17 @@ def embedded(nodes: LocalCluster, tmp_path: pathlib.Path) -> Iterator[Callable[.
     started: list[EmbeddedNode] = []
     counter = iter(range(100))
 
-    def start(clock: Callable[[], float], faults: Faults | None = None,
-              **limits: Any) -> tuple[Any, ...]:
+    def start(
+        clock: Callable[[], float], faults: Faults | None = None, **limits: Any
+    ) -> tuple[Any, ...]:
         folder = copy_node(nodes.root, 3, f"node-3-embedded-{tmp_path.name}-{next(counter)}")
         (folder / "audit.log").unlink(missing_ok=True)
         base = NodeConfig.load(folder / "node.toml")
-        config = dataclasses.replace(base, listen=f"127.0.0.1:{free_ports(1)[0]}",
-                                     limits=dataclasses.replace(base.limits, **limits))
+        config = dataclasses.replace(
+            base,
+            listen=f"127.0.0.1:{free_ports(1)[0]}",
+            limits=dataclasses.replace(base.limits, **limits),
+        )
         node = EmbeddedNode(config, clock, faults or Faults())
         started.append(node)
         channel = nodes.channel_at(config.listen, "ittc-node-3")
@@ -557,11 +642,16 @@ def embedded(nodes: LocalCluster, tmp_path: pathlib.Path) -> Iterator[Callable[.
         node.close()
 
 
-def ask_code(stub: Any, params: Any, timestamp_ms: int,
-             request_id: str | None = None) -> grpc.StatusCode:
+def ask_code(
+    stub: Any, params: Any, timestamp_ms: int, request_id: str | None = None
+) -> grpc.StatusCode:
     try:
-        stub.Sign(sign_request(params, [pkcs1_item(b"t")], timestamp_ms=timestamp_ms,
-                               request_id=request_id), timeout=TIMEOUT)
+        stub.Sign(
+            sign_request(
+                params, [pkcs1_item(b"t")], timestamp_ms=timestamp_ms, request_id=request_id
+            ),
+            timeout=TIMEOUT,
+        )
     except grpc.RpcError as exc:
         return exc.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
@@ -595,8 +685,9 @@ def test_freshness_window_edges_with_injected_clock(nodes: LocalCluster, embedde
     assert ask(int(now[0] * 1000), rid) == grpc.StatusCode.OK
 
 
-def test_pending_message_size_and_deadline_limits(nodes: LocalCluster, embedded: Any,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pending_message_size_and_deadline_limits(
+    nodes: LocalCluster, embedded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = nodes.params
     _, stub, config, _ = embedded(time.time, max_pending_items=2)
     error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"a")] * 3), timeout=TIMEOUT))
@@ -606,8 +697,10 @@ def test_pending_message_size_and_deadline_limits(nodes: LocalCluster, embedded:
     _, stub, config, _ = embedded(time.time, max_message_bytes=8192, max_batch=4)
     big = sign_request(p, [pss_item(b"b", salt=b"s" * 512)] * 20)
     assert big.ByteSize() > 8192
-    assert rpc_error(lambda: stub.Sign(big, timeout=TIMEOUT)).code() == \
-        grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (
+        rpc_error(lambda: stub.Sign(big, timeout=TIMEOUT)).code()
+        == grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
 
     # The node gives up at max_deadline_seconds even if the caller would wait longer.
     _, stub, config, _ = embedded(time.time, max_deadline_seconds=0.05)
@@ -628,8 +721,15 @@ def test_pending_message_size_and_deadline_limits(nodes: LocalCluster, embedded:
     assert last["outcome"] == "refused" and "deadline" in last["reason"]
 
 
-LIES = ["random-share", "other-message", "replay-old", "wrong-index", "bad-proof", "slow:1",
-        "refuse"]
+LIES = [
+    "random-share",
+    "other-message",
+    "replay-old",
+    "wrong-index",
+    "bad-proof",
+    "slow:1",
+    "refuse",
+]
 
 
 @pytest.mark.parametrize("fault", LIES)
@@ -640,8 +740,10 @@ def test_test_faults_lie_as_documented(nodes: LocalCluster, embedded: Any, fault
     items = [pkcs1_item(b"first"), pss_item(b"second")]
     request = sign_request(p, items, with_proofs=True)
     if fault == "refuse":
-        assert rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code() == \
-            grpc.StatusCode.UNAVAILABLE
+        assert (
+            rpc_error(lambda: stub.Sign(request, timeout=TIMEOUT)).code()
+            == grpc.StatusCode.UNAVAILABLE
+        )
         return
     response = stub.Sign(request, timeout=TIMEOUT)
     assert response.index == (4 if fault == "wrong-index" else 3)
@@ -669,8 +771,9 @@ def test_test_faults_lie_as_documented(nodes: LocalCluster, embedded: Any, fault
         verify_share(p, encode(Scheme.PKCS1V15, "sha256", flipped, p.bits), shares[0])
 
 
-def test_audit_failure_stops_signing_and_health(nodes: LocalCluster, embedded: Any,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_failure_stops_signing_and_health(
+    nodes: LocalCluster, embedded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     p = nodes.params
     _, stub, config, channel = embedded(time.time)
     stub.Sign(sign_request(p, [pkcs1_item(b"before")]), timeout=TIMEOUT)
@@ -683,14 +786,18 @@ def test_audit_failure_stops_signing_and_health(nodes: LocalCluster, embedded: A
     assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
     error = rpc_error(lambda: stub.Sign(sign_request(p, [pkcs1_item(b"again")]), timeout=TIMEOUT))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    status = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service="ittc.v1.Signer"), timeout=TIMEOUT).status
+    status = (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service="ittc.v1.Signer"), timeout=TIMEOUT)
+        .status
+    )
     assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     records = audit_lines(config.audit_log)
     assert [r["outcome"] for r in records if r["type"] == "request"] == ["signed"]
 
 
 # -- units -----------------------------------------------------------------------------
+
 
 def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "audit.log"
@@ -706,7 +813,7 @@ def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
 
     assert asyncio.run(write(50)) < 51  # concurrent lines share fsyncs
     assert os.stat(path).st_mode & 0o777 == 0o600
-    asyncio.run(write(5))               # reopening continues the chain
+    asyncio.run(write(5))  # reopening continues the chain
     assert verify_audit_log(path) == 57
     with pytest.raises(AuditLogError, match="belongs to key"):
         AuditLog.open(path, "ef" * 32)

@@ -22,6 +22,8 @@ def test_generated_code_is_current(tmp_path):
 
 def test_protocol_package_is_versioned():
     from ittc.wire.v1 import signer_pb2
+
     assert signer_pb2.DESCRIPTOR.package == "ittc.v1"
-    assert {"Sign", "GetInfo"} <= set(signer_pb2.DESCRIPTOR.services_by_name["Signer"]
-                                      .methods_by_name)
+    assert {"Sign", "GetInfo"} <= set(
+        signer_pb2.DESCRIPTOR.services_by_name["Signer"].methods_by_name
+    )

@@ -54,12 +54,22 @@ def test_signature_verifies_with_cryptography_and_openssl(vkey, scheme, hash_nam
     if scheme is Scheme.PKCS1V15:
         assert signature == vkey.whole.sign(message, padding.PKCS1v15(), algorithm)
 
-    (tmp_path / "pub.pem").write_bytes(public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "pub.pem").write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     (tmp_path / "msg").write_bytes(message)
     (tmp_path / "sig").write_bytes(signature)
-    cmd = ["openssl", "dgst", f"-{hash_name}", "-verify", str(tmp_path / "pub.pem"),
-           "-signature", str(tmp_path / "sig")]
+    cmd = [
+        "openssl",
+        "dgst",
+        f"-{hash_name}",
+        "-verify",
+        str(tmp_path / "pub.pem"),
+        "-signature",
+        str(tmp_path / "sig"),
+    ]
     if scheme is Scheme.PSS:
         cmd += ["-sigopt", "rsa_padding_mode:pss", "-sigopt", f"rsa_pss_saltlen:{len(salt)}"]
     ok = subprocess.run(cmd + [str(tmp_path / "msg")], capture_output=True, text=True)
@@ -78,8 +88,7 @@ def test_signature_is_left_padded_to_modulus_length(vkey):
     else:  # pragma: no cover
         pytest.fail("no signature with a leading zero byte in 4000 tries")
     assert len(signature) == vkey.params.size_bytes
-    vkey.params.public_key().verify(signature, b"pad %d" % i, padding.PKCS1v15(),
-                                    hashes.SHA256())
+    vkey.params.public_key().verify(signature, b"pad %d" % i, padding.PKCS1v15(), hashes.SHA256())
 
 
 def test_encoding_rejects_bad_input(vkey):
@@ -117,8 +126,10 @@ def test_lagrange_coefficients_interpolate_at_zero():
         lam = lagrange_coefficients(subset, delta)
         # Σ λ_j f(j) = Δ f(0) for f of degree < |subset|.
         for f in ([7], [7, 3], [7, 3, 11], [1, 2, 3, 4, 5][: len(subset)]):
-            value = sum(lam_j * sum(c * j**p for p, c in enumerate(f))
-                        for lam_j, j in zip(lam, subset, strict=True))
+            value = sum(
+                lam_j * sum(c * j**p for p, c in enumerate(f))
+                for lam_j, j in zip(lam, subset, strict=True)
+            )
             assert value == delta * f[0]
 
 
@@ -128,8 +139,12 @@ def test_robust_combine_names_exactly_the_liars(vkey, liars):
     x = encode(Scheme.PKCS1V15, "sha384", bytes(48), params.bits)
     shares = [s.signature_share(x) for s in vkey.shares]
     # Each liar errs in its own way (independent errors do not cancel).
-    tampered = [dataclasses.replace(s, value=s.value * (2 * s.index + 1) % params.modulus)
-                if s.index in liars else s for s in shares]
+    tampered = [
+        dataclasses.replace(s, value=s.value * (2 * s.index + 1) % params.modulus)
+        if s.index in liars
+        else s
+        for s in shares
+    ]
     result = combine_robust(params, x, tampered, use_proofs=False)
     assert set(result.bad) == set(liars)
     assert not set(result.used) & set(liars)
@@ -144,15 +159,19 @@ def test_colluding_liars_whose_errors_cancel_cannot_forge_or_hide(vkey):
     params = vkey.params
     x = encode(Scheme.PKCS1V15, "sha256", bytes(32), params.bits)
     shares = [s.signature_share(x) for s in vkey.shares]
-    lying = [dataclasses.replace(s, value=s.value * 3 % params.modulus) if s.index in (1, 4)
-             else s for s in shares]
+    lying = [
+        dataclasses.replace(s, value=s.value * 3 % params.modulus) if s.index in (1, 4) else s
+        for s in shares
+    ]
     result = combine_robust(params, x, lying, use_proofs=False)
     assert result.signature == combine(params, x, shares[:3])
     assert set(result.ambiguous) == {1, 2, 3, 4}
     # With proofs the liars are named exactly.
     proved = [s.signature_share(x, proof=True) for s in vkey.shares]
-    lying = [dataclasses.replace(s, value=s.value * 3 % params.modulus) if s.index in (1, 4)
-             else s for s in proved]
+    lying = [
+        dataclasses.replace(s, value=s.value * 3 % params.modulus) if s.index in (1, 4) else s
+        for s in proved
+    ]
     result = combine_robust(params, x, lying)
     assert set(result.bad) == {1, 4} and result.ambiguous == ()
 
@@ -220,6 +239,7 @@ def test_keyshare_self_test_catches_a_wrong_share(vkey):
 
 def test_precomputed_nonces_are_used_and_proofs_still_verify(vkey):
     from ittc.scheme.proofs import verify_share
+
     share = KeyShare(vkey.params, 4, vkey.shares[3].dangerously_export_secret())
     share.precompute_nonces(2)
     assert share.precomputed_nonces == 2
@@ -236,14 +256,16 @@ def test_public_params_round_trip_and_tamper(vkey):
     doc["verification_keys"][0] = format(int(doc["verification_keys"][0], 16) + 1, "x")
     with pytest.raises(ParameterError, match="key id"):
         PublicParams.from_dict(doc)
-    for broken in ({**json.loads(params.to_json()), "version": 3},
-                   {**json.loads(params.to_json()), "version": 1},
-                   {**json.loads(params.to_json()), "legacy_key_id": 1},
-                   {**json.loads(params.to_json()), "epoch": -1},
-                   {**json.loads(params.to_json()), "kind": "other"},
-                   {**json.loads(params.to_json()), "extra": 1},
-                   {**json.loads(params.to_json()), "n": "5"},
-                   {**json.loads(params.to_json()), "modulus": "zz"}):
+    for broken in (
+        {**json.loads(params.to_json()), "version": 3},
+        {**json.loads(params.to_json()), "version": 1},
+        {**json.loads(params.to_json()), "legacy_key_id": 1},
+        {**json.loads(params.to_json()), "epoch": -1},
+        {**json.loads(params.to_json()), "kind": "other"},
+        {**json.loads(params.to_json()), "extra": 1},
+        {**json.loads(params.to_json()), "n": "5"},
+        {**json.loads(params.to_json()), "modulus": "zz"},
+    ):
         with pytest.raises(ParameterError):
             PublicParams.from_dict(broken)
     with pytest.raises(ParameterError):
@@ -280,11 +302,12 @@ def test_generate_2048_bit_key_and_sign():
     messages = []
     dealt = dealer.generate(2048, progress=messages.append)
     assert dealt.params.bits == 2048 and messages
-    digest, signature = _sign(dealt, Scheme.PSS, "sha256", b"full size", salt=b"\x01" * 32,
-                              subset=(4, 2, 0))
-    dealt.params.public_key().verify(signature, b"full size",
-                                     padding.PSS(padding.MGF1(hashes.SHA256()), 32),
-                                     hashes.SHA256())
+    digest, signature = _sign(
+        dealt, Scheme.PSS, "sha256", b"full size", salt=b"\x01" * 32, subset=(4, 2, 0)
+    )
+    dealt.params.public_key().verify(
+        signature, b"full size", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+    )
 
 
 def test_split_existing_key_signs_like_the_original():
@@ -302,8 +325,9 @@ def test_split_existing_key_signs_like_the_original():
     shares[1] = dataclasses.replace(shares[1], value=shares[1].value * 7 % dealt.params.modulus)
     result = combine_robust(dealt.params, x, shares)
     assert set(result.bad) == {2}
-    dealt.params.public_key().verify(result.signature, bytes(32), padding.PKCS1v15(),
-                                     Prehashed(hashes.SHA256()))
+    dealt.params.public_key().verify(
+        result.signature, bytes(32), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+    )
 
 
 def test_split_refuses_small_keys():

@@ -63,8 +63,12 @@ FILE_LEN = HEADER_LEN + 32 + 2 + SECRET_WIDTH + 16
 # -- helpers ---------------------------------------------------------------------------
 
 
-def write(directory: pathlib.Path, share: KeyShare, name: str | None = None,
-          passphrase: bytes = PASSPHRASE) -> pathlib.Path:
+def write(
+    directory: pathlib.Path,
+    share: KeyShare,
+    name: str | None = None,
+    passphrase: bytes = PASSPHRASE,
+) -> pathlib.Path:
     path = directory / (name or f"node{share.index}.share")
     write_share_file(path, share, passphrase, kdf=FAST)
     return path
@@ -89,7 +93,7 @@ def reseal(data: bytes) -> bytes:
 
 
 def patch(data: bytes, at: int, new: bytes) -> bytes:
-    return data[:at] + new + data[at + len(new):]
+    return data[:at] + new + data[at + len(new) :]
 
 
 def snapshot(path: pathlib.Path) -> tuple[bytes, int, int, list[str]]:
@@ -111,8 +115,12 @@ def assert_no_secrets(text: str, *shares: KeyShare) -> None:
             assert form[:24] not in text and form[-24:] not in text
 
 
-def refused(path: pathlib.Path, exc: type[BaseException] | tuple[type[BaseException], ...],
-            call: Callable[[], Any], *shares: KeyShare) -> BaseException:
+def refused(
+    path: pathlib.Path,
+    exc: type[BaseException] | tuple[type[BaseException], ...],
+    call: Callable[[], Any],
+    *shares: KeyShare,
+) -> BaseException:
     """``call`` raises ``exc``, leaves the file untouched, and says nothing secret."""
     before = snapshot(path)
     with pytest.raises(exc) as info:
@@ -190,8 +198,9 @@ def test_header_is_readable_without_passphrase(vkey: VectorKey, tmp_path: pathli
     assert struct.unpack(">I", data[CT_LEN_AT:VERIFIER_AT]) == (FILE_LEN - HEADER_LEN,)
 
 
-def test_default_kdf_is_moderate(vkey: VectorKey, tmp_path: pathlib.Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_kdf_is_moderate(
+    vkey: VectorKey, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     asked: list[KdfLimits] = []
     real = sharefile._derive_keys
 
@@ -220,8 +229,9 @@ def test_kdf_limits() -> None:
 # -- what is written -------------------------------------------------------------------
 
 
-def test_mode_is_0600_from_creation(vkey: VectorKey, tmp_path: pathlib.Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mode_is_0600_from_creation(
+    vkey: VectorKey, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_chmod(*args: object, **kwargs: object) -> None:
         raise AssertionError("the writer must not chmod: the mode is set at creation")
 
@@ -275,8 +285,9 @@ def test_write_overwrites_when_asked(vkey: VectorKey, tmp_path: pathlib.Path) ->
         read_share_file(path, vkey.params, 1, PASSPHRASE)
 
 
-def test_write_loses_a_race_without_clobbering(vkey: VectorKey, tmp_path: pathlib.Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_loses_a_race_without_clobbering(
+    vkey: VectorKey, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A file that appears after the existence check is still not overwritten."""
     path = tmp_path / "node1.share"
     real = sharefile._derive_keys
@@ -292,8 +303,9 @@ def test_write_loses_a_race_without_clobbering(vkey: VectorKey, tmp_path: pathli
     assert sorted(os.listdir(tmp_path)) == ["node1.share"]
 
 
-def test_write_without_hard_links(vkey: VectorKey, tmp_path: pathlib.Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_without_hard_links(
+    vkey: VectorKey, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_link(*args: object, **kwargs: object) -> None:
         raise PermissionError("this file system has no hard links")
 
@@ -303,11 +315,17 @@ def test_write_without_hard_links(vkey: VectorKey, tmp_path: pathlib.Path,
     assert read_share_file(path, vkey.params, 1, PASSPHRASE) == vkey.shares[0]
 
 
-@pytest.mark.parametrize(("failing", "new_file"), [
-    ("write", True), ("fsync", True), ("write", False), ("fsync", False), ("replace", False)])
-def test_failed_write_leaves_nothing(vkey: VectorKey, tmp_path: pathlib.Path,
-                                     monkeypatch: pytest.MonkeyPatch, failing: str,
-                                     new_file: bool) -> None:
+@pytest.mark.parametrize(
+    ("failing", "new_file"),
+    [("write", True), ("fsync", True), ("write", False), ("fsync", False), ("replace", False)],
+)
+def test_failed_write_leaves_nothing(
+    vkey: VectorKey,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: str,
+    new_file: bool,
+) -> None:
     """A failing write leaves no temp file, and an existing file as it was."""
     existing = write(tmp_path, vkey.shares[1], "node2.share")
     before = snapshot(existing)
@@ -325,8 +343,9 @@ def test_failed_write_leaves_nothing(vkey: VectorKey, tmp_path: pathlib.Path,
 
 
 @pytest.mark.parametrize("bad", [b"", "a str passphrase", None, bytearray(b"x")])
-def test_passphrase_must_be_nonempty_bytes(vkey: VectorKey, tmp_path: pathlib.Path,
-                                           bad: Any) -> None:
+def test_passphrase_must_be_nonempty_bytes(
+    vkey: VectorKey, tmp_path: pathlib.Path, bad: Any
+) -> None:
     path = tmp_path / "node1.share"
     with pytest.raises(ParameterError):
         write_share_file(path, vkey.shares[0], bad, kdf=FAST)
@@ -346,14 +365,20 @@ def test_read_checks_index(vkey: VectorKey, tmp_path: pathlib.Path, index: int) 
 
 def test_wrong_passphrase(vkey: VectorKey, tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, vkey.shares[0])
-    err = refused(path, WrongPassphrase,
-                  lambda: read_share_file(path, vkey.params, 1, WRONG), vkey.shares[0])
+    err = refused(
+        path, WrongPassphrase, lambda: read_share_file(path, vkey.params, 1, WRONG), vkey.shares[0]
+    )
     assert str(path) in str(err)
 
 
 @pytest.mark.parametrize("pos", range(FILE_LEN))
-def test_every_flipped_byte_is_refused(vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes,
-                                       pos: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_flipped_byte_is_refused(
+    vkey: VectorKey,
+    tmp_path: pathlib.Path,
+    pristine: bytes,
+    pos: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     data = bytearray(pristine)
     data[pos] ^= 0x01
     path = put_bytes(tmp_path / "node1.share", bytes(data))
@@ -363,17 +388,40 @@ def test_every_flipped_byte_is_refused(vkey: VectorKey, tmp_path: pathlib.Path, 
         expected: tuple[type[ShareFileError], ...] = (ShareFileCorrupt, ShareFileFormatError)
     else:
         expected = (ShareFileCorrupt,)  # the passphrase is right; the AEAD tag fails
-    err = refused(path, ShareFileError,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE), vkey.shares[0])
+    err = refused(
+        path,
+        ShareFileError,
+        lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
+        vkey.shares[0],
+    )
     assert isinstance(err, expected)
 
 
-@pytest.mark.parametrize("pos", [0, VERSION_AT + 1, KDF_NAME_AT, OPSLIMIT_AT + 3, MEMLIMIT_AT,
-                                 SALT_AT + 5, KEY_ID_AT, INDEX_AT + 1, AEAD_NAME_AT + 4,
-                                 NONCE_AT + 23, CT_LEN_AT + 3, VERIFIER_AT, CHECKSUM_AT + 31,
-                                 HEADER_LEN, HEADER_LEN + 33, FILE_LEN - 17, FILE_LEN - 1])
-def test_header_checks_catch_whole_byte_damage(tmp_path: pathlib.Path, pristine: bytes,
-                                               pos: int, forbid_kdf: Arm) -> None:
+@pytest.mark.parametrize(
+    "pos",
+    [
+        0,
+        VERSION_AT + 1,
+        KDF_NAME_AT,
+        OPSLIMIT_AT + 3,
+        MEMLIMIT_AT,
+        SALT_AT + 5,
+        KEY_ID_AT,
+        INDEX_AT + 1,
+        AEAD_NAME_AT + 4,
+        NONCE_AT + 23,
+        CT_LEN_AT + 3,
+        VERIFIER_AT,
+        CHECKSUM_AT + 31,
+        HEADER_LEN,
+        HEADER_LEN + 33,
+        FILE_LEN - 17,
+        FILE_LEN - 1,
+    ],
+)
+def test_header_checks_catch_whole_byte_damage(
+    tmp_path: pathlib.Path, pristine: bytes, pos: int, forbid_kdf: Arm
+) -> None:
     """Without a passphrase, the header reader catches damage to the header itself."""
     data = bytearray(pristine)
     data[pos] ^= 0xFF
@@ -385,56 +433,78 @@ def test_header_checks_catch_whole_byte_damage(tmp_path: pathlib.Path, pristine:
         assert read_share_header(path).index == 1  # the ciphertext is the AEAD's job
 
 
-@pytest.mark.parametrize("length", [0, 1, VERSION_AT, VERSION_AT + 1, KEY_ID_AT, HEADER_LEN - 1,
-                                    HEADER_LEN, HEADER_LEN + 1, FILE_LEN - 16, FILE_LEN - 1])
-def test_truncated(vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, length: int,
-                   forbid_kdf: Arm) -> None:
+@pytest.mark.parametrize(
+    "length",
+    [
+        0,
+        1,
+        VERSION_AT,
+        VERSION_AT + 1,
+        KEY_ID_AT,
+        HEADER_LEN - 1,
+        HEADER_LEN,
+        HEADER_LEN + 1,
+        FILE_LEN - 16,
+        FILE_LEN - 1,
+    ],
+)
+def test_truncated(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, length: int, forbid_kdf: Arm
+) -> None:
     path = put_bytes(tmp_path / "node1.share", pristine[:length])
     forbid_kdf()
     refused(path, ShareFileFormatError, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
     refused(path, ShareFileFormatError, lambda: read_share_header(path))
 
 
-def test_extra_bytes(vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes,
-                     forbid_kdf: Arm) -> None:
+def test_extra_bytes(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, forbid_kdf: Arm
+) -> None:
     path = put_bytes(tmp_path / "node1.share", pristine + b"\n")
     forbid_kdf()
-    err = refused(path, ShareFileFormatError,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
+    err = refused(
+        path, ShareFileFormatError, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE)
+    )
     assert "extra bytes" in str(err)
 
 
-@pytest.mark.parametrize("garbage", [
-    b"hello world\n",
-    b"\x00" * 500,
-    bytes(range(256)) * 2,
-    b"-----BEGIN PRIVATE KEY-----\nMIIE...\n",
-    b"ITTC-SHARE",
-    b"ITTC-SHARE\n",
-    b"ITTC-SHARE\r\n\x00\x01" + b"\x00" * 500,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"hello world\n",
+        b"\x00" * 500,
+        bytes(range(256)) * 2,
+        b"-----BEGIN PRIVATE KEY-----\nMIIE...\n",
+        b"ITTC-SHARE",
+        b"ITTC-SHARE\n",
+        b"ITTC-SHARE\r\n\x00\x01" + b"\x00" * 500,
+    ],
+)
 def test_garbage(vkey: VectorKey, tmp_path: pathlib.Path, garbage: bytes, forbid_kdf: Arm) -> None:
     path = put_bytes(tmp_path / "node1.share", garbage)
     forbid_kdf()
     refused(path, ShareFileFormatError, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
 
 
-def test_right_magic_then_garbage_fails_the_checksum(vkey: VectorKey, tmp_path: pathlib.Path,
-                                                     forbid_kdf: Arm) -> None:
+def test_right_magic_then_garbage_fails_the_checksum(
+    vkey: VectorKey, tmp_path: pathlib.Path, forbid_kdf: Arm
+) -> None:
     path = put_bytes(tmp_path / "node1.share", b"ITTC-SHARE\n\x00\x01" + b"\xa5" * 500)
     forbid_kdf()
     refused(path, ShareFileCorrupt, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
 
 
 @pytest.mark.parametrize("version", [0, 2, 0xFFFF])
-def test_unknown_version(vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes,
-                         version: int, forbid_kdf: Arm) -> None:
+def test_unknown_version(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, version: int, forbid_kdf: Arm
+) -> None:
     # Resealed so that only the version number is wrong.
     data = reseal(patch(pristine, VERSION_AT, struct.pack(">H", version)))
     path = put_bytes(tmp_path / "node1.share", data)
     forbid_kdf()
-    err = refused(path, ShareFileFormatError,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
+    err = refused(
+        path, ShareFileFormatError, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE)
+    )
     assert f"version {version}" in str(err)
     refused(path, ShareFileFormatError, lambda: read_share_header(path))
 
@@ -442,22 +512,35 @@ def test_unknown_version(vkey: VectorKey, tmp_path: pathlib.Path, pristine: byte
 def test_file_of_another_node(vkey: VectorKey, tmp_path: pathlib.Path, forbid_kdf: Arm) -> None:
     path = write(tmp_path, vkey.shares[1])
     forbid_kdf()
-    err = refused(path, ShareFileMismatch,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE), vkey.shares[1])
+    err = refused(
+        path,
+        ShareFileMismatch,
+        lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
+        vkey.shares[1],
+    )
     assert "node 2" in str(err) and "node 1" in str(err)
 
 
-def test_file_of_another_key(vkey: VectorKey, other_key: dealer.DealtKey,
-                             tmp_path: pathlib.Path, forbid_kdf: Arm) -> None:
+def test_file_of_another_key(
+    vkey: VectorKey, other_key: dealer.DealtKey, tmp_path: pathlib.Path, forbid_kdf: Arm
+) -> None:
     path = write(tmp_path, other_key.shares[0])
     path2 = write(tmp_path, vkey.shares[0], "mine.share")
     forbid_kdf()
-    err = refused(path, ShareFileMismatch,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE), other_key.shares[0])
+    err = refused(
+        path,
+        ShareFileMismatch,
+        lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
+        other_key.shares[0],
+    )
     assert other_key.params.short_id in str(err) and vkey.params.short_id in str(err)
     path = path2
-    err = refused(path, ShareFileMismatch,
-                  lambda: read_share_file(path, other_key.params, 1, PASSPHRASE), vkey.shares[0])
+    err = refused(
+        path,
+        ShareFileMismatch,
+        lambda: read_share_file(path, other_key.params, 1, PASSPHRASE),
+        vkey.shares[0],
+    )
     assert other_key.params.short_id in str(err) and vkey.params.short_id in str(err)
 
 
@@ -479,33 +562,41 @@ def test_relabelled_file_fails_authentication(vkey: VectorKey, tmp_path: pathlib
     data = write(tmp_path, vkey.shares[1]).read_bytes()
     path = put_bytes(tmp_path / "node1.share", reseal(patch(data, INDEX_AT, b"\x00\x01")))
     assert read_share_header(path).index == 1
-    refused(path, ShareFileCorrupt, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
-            vkey.shares[1])
+    refused(
+        path,
+        ShareFileCorrupt,
+        lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
+        vkey.shares[1],
+    )
 
 
-def test_edited_kdf_field_reads_as_wrong_passphrase(vkey: VectorKey, tmp_path: pathlib.Path,
-                                                    pristine: bytes) -> None:
+def test_edited_kdf_field_reads_as_wrong_passphrase(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes
+) -> None:
     """Fields that fix the derived key cannot be told apart from a wrong passphrase."""
     data = reseal(patch(pristine, OPSLIMIT_AT, struct.pack(">I", 2)))
     path = put_bytes(tmp_path / "node1.share", data)
     refused(path, WrongPassphrase, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
 
 
-@pytest.mark.parametrize(("at", "value"), [
-    (MEMLIMIT_AT, struct.pack(">Q", 2**40)),
-    (MEMLIMIT_AT, struct.pack(">Q", 2**64 - 1)),
-    (MEMLIMIT_AT, struct.pack(">Q", 4 * 2**30 + 1)),
-    (MEMLIMIT_AT, struct.pack(">Q", 0)),
-    (OPSLIMIT_AT, struct.pack(">I", 2**32 - 1)),
-    (OPSLIMIT_AT, struct.pack(">I", 0)),
-    (KDF_NAME_AT, b"\x08argon2i_"),
-    (AEAD_NAME_AT, b"\x16aes256gcm-ietf-------"),
-    (CT_LEN_AT, struct.pack(">I", 2**32 - 1)),
-    (INDEX_AT, b"\x00\x00"),
-])
-def test_hostile_header_refused_before_kdf(vkey: VectorKey, tmp_path: pathlib.Path,
-                                           pristine: bytes, at: int, value: bytes,
-                                           forbid_kdf: Arm) -> None:
+@pytest.mark.parametrize(
+    ("at", "value"),
+    [
+        (MEMLIMIT_AT, struct.pack(">Q", 2**40)),
+        (MEMLIMIT_AT, struct.pack(">Q", 2**64 - 1)),
+        (MEMLIMIT_AT, struct.pack(">Q", 4 * 2**30 + 1)),
+        (MEMLIMIT_AT, struct.pack(">Q", 0)),
+        (OPSLIMIT_AT, struct.pack(">I", 2**32 - 1)),
+        (OPSLIMIT_AT, struct.pack(">I", 0)),
+        (KDF_NAME_AT, b"\x08argon2i_"),
+        (AEAD_NAME_AT, b"\x16aes256gcm-ietf-------"),
+        (CT_LEN_AT, struct.pack(">I", 2**32 - 1)),
+        (INDEX_AT, b"\x00\x00"),
+    ],
+)
+def test_hostile_header_refused_before_kdf(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, at: int, value: bytes, forbid_kdf: Arm
+) -> None:
     path = put_bytes(tmp_path / "node1.share", reseal(patch(pristine, at, value)))
     forbid_kdf()
     refused(path, ShareFileFormatError, lambda: read_share_header(path))
@@ -517,8 +608,10 @@ def test_insecure_mode(vkey: VectorKey, tmp_path: pathlib.Path, mode: int, forbi
     path = write(tmp_path, vkey.shares[0])
     os.chmod(path, mode)
     forbid_kdf()
-    for call in (lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
-                 lambda: read_share_header(path)):
+    for call in (
+        lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
+        lambda: read_share_header(path),
+    ):
         err = refused(path, InsecureFileMode, call)
         assert f"chmod 600 {path}" in str(err)
     os.chmod(path, 0o600)
@@ -539,21 +632,28 @@ def test_not_a_regular_file(vkey: VectorKey, tmp_path: pathlib.Path, forbid_kdf:
         read_share_file(tmp_path / "missing", vkey.params, 1, PASSPHRASE)
 
 
-def test_oversized_file(vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes,
-                        forbid_kdf: Arm) -> None:
+def test_oversized_file(
+    vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, forbid_kdf: Arm
+) -> None:
     path = put_bytes(tmp_path / "node1.share", pristine + b"\x00" * storage.MAX_FILE_SIZE)
     forbid_kdf()
-    err = refused(path, ShareFileFormatError,
-                  lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
+    err = refused(
+        path, ShareFileFormatError, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE)
+    )
     assert "too large" in str(err)
 
 
-def test_nothing_secret_in_messages_or_reprs(vkey: VectorKey, other_key: dealer.DealtKey,
-                                             tmp_path: pathlib.Path) -> None:
+def test_nothing_secret_in_messages_or_reprs(
+    vkey: VectorKey, other_key: dealer.DealtKey, tmp_path: pathlib.Path
+) -> None:
     share = vkey.shares[0]
     path = write(tmp_path, share)
-    texts = [repr(read_share_header(path)), str(read_share_header(path)), repr(FAST),
-             repr(read_share_file(path, vkey.params, 1, PASSPHRASE))]
+    texts = [
+        repr(read_share_header(path)),
+        str(read_share_header(path)),
+        repr(FAST),
+        repr(read_share_file(path, vkey.params, 1, PASSPHRASE)),
+    ]
     failures: list[Callable[[], object]] = [
         lambda: read_share_file(path, vkey.params, 1, WRONG),
         lambda: read_share_file(path, vkey.params, 2, PASSPHRASE),
@@ -575,16 +675,19 @@ def test_nothing_secret_in_messages_or_reprs(vkey: VectorKey, other_key: dealer.
 # -- passphrase files ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"secret", b"secret"),
-    (b"secret\n", b"secret"),
-    (b"secret\r\n", b"secret"),
-    (b"secret\n\n", b"secret\n"),
-    (b"secret\r\n\r\n", b"secret\r\n"),
-    (b"  spaced out \t\n", b"  spaced out \t"),
-    (b"secret\r", b"secret\r"),
-    ("pässwörd\n".encode(), "pässwörd".encode()),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"secret", b"secret"),
+        (b"secret\n", b"secret"),
+        (b"secret\r\n", b"secret"),
+        (b"secret\n\n", b"secret\n"),
+        (b"secret\r\n\r\n", b"secret\r\n"),
+        (b"  spaced out \t\n", b"  spaced out \t"),
+        (b"secret\r", b"secret\r"),
+        ("pässwörd\n".encode(), "pässwörd".encode()),
+    ],
+)
 def test_read_passphrase_file(tmp_path: pathlib.Path, content: bytes, expected: bytes) -> None:
     path = put_bytes(tmp_path / "pass", content)
     assert read_passphrase_file(path) == expected

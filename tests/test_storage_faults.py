@@ -73,8 +73,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         stub = cluster.stub(4)
         p = cluster.params
         for n in range(4):
-            stub.Sign(sign_request(p, [pkcs1_item(f"m{n}".encode()), pss_item(b"p")]),
-                      timeout=TIMEOUT)
+            stub.Sign(
+                sign_request(p, [pkcs1_item(f"m{n}".encode()), pss_item(b"p")]), timeout=TIMEOUT
+            )
         with pytest.raises(grpc.RpcError):
             stub.Sign(sign_request(p, [pkcs1_item(b"x")], key_id="00" * 32), timeout=TIMEOUT)
         stub.Sign(sign_request(p, [pkcs1_item(b"last")]), timeout=TIMEOUT)
@@ -107,8 +108,9 @@ def _own_passphrase(folder: pathlib.Path, content: bytes, mode: int = 0o600) -> 
     path = write_private(folder / "passphrase", content)
     os.chmod(path, mode)
     toml = folder / "node.toml"
-    toml.write_text(re.sub(r"(?m)^passphrase_file = .*$", 'passphrase_file = "passphrase"',
-                           toml.read_text()))
+    toml.write_text(
+        re.sub(r"(?m)^passphrase_file = .*$", 'passphrase_file = "passphrase"', toml.read_text())
+    )
     return path
 
 
@@ -185,19 +187,21 @@ def _audit_group_writable(folder: pathlib.Path, env: Env) -> Blame:
     return folder / "audit.log", "writable by group or other users (mode 0620)"
 
 
-def _edit_log(change: Callable[[list[bytes]], list[bytes]]) -> Callable[[pathlib.Path, Env],
-                                                                          None]:
+def _edit_log(change: Callable[[list[bytes]], list[bytes]]) -> Callable[[pathlib.Path, Env], None]:
     def apply(folder: pathlib.Path, env: Env) -> None:
         path = folder / "audit.log"
         path.write_bytes(b"".join(change(lines_of(path.read_bytes()))))
+
     return apply
 
 
-def _audit(change: Callable[[list[bytes]], list[bytes]],
-           words: str) -> Callable[[pathlib.Path, Env], Blame]:
+def _audit(
+    change: Callable[[list[bytes]], list[bytes]], words: str
+) -> Callable[[pathlib.Path, Env], Blame]:
     def breaker(folder: pathlib.Path, env: Env) -> Blame:
         _edit_log(change)(folder, env)
         return folder / "audit.log", words
+
     return breaker
 
 
@@ -232,19 +236,25 @@ STARTUP_REFUSALS: dict[str, Callable[[pathlib.Path, Env], Blame]] = {
     "audit log: a FIFO": _audit_is_a_fifo,
     "audit log: a symlink": _audit_is_a_symlink,
     "audit log: mode 0620": _audit_group_writable,
-    "audit log: line 3 edited": _audit(lambda ls: _edited_line(ls, 2),
-                                       "line 4 does not chain to the line before it"),
-    "audit log: line 3 deleted": _audit(lambda ls: ls[:2] + ls[3:],
-                                        "line 3 does not chain to the line before it"),
-    "audit log: lines 3 and 4 swapped": _audit(lambda ls: ls[:2] + [ls[3], ls[2]] + ls[4:],
-                                               "line 3 does not chain to the line before it"),
+    "audit log: line 3 edited": _audit(
+        lambda ls: _edited_line(ls, 2), "line 4 does not chain to the line before it"
+    ),
+    "audit log: line 3 deleted": _audit(
+        lambda ls: ls[:2] + ls[3:], "line 3 does not chain to the line before it"
+    ),
+    "audit log: lines 3 and 4 swapped": _audit(
+        lambda ls: ls[:2] + [ls[3], ls[2]] + ls[4:], "line 3 does not chain to the line before it"
+    ),
     "audit log: a line inserted": _audit(
-        lambda ls: ls[:4] + [ls[1]] + ls[4:], "line 5 does not chain to the line before it"),
+        lambda ls: ls[:4] + [ls[1]] + ls[4:], "line 5 does not chain to the line before it"
+    ),
     "audit log: cut in the middle": _audit(_cut_middle, ": line 3"),  # JSON or chain
-    "audit log: first line deleted": _audit(lambda ls: ls[1:],
-                                            "line 1: does not start the hash chain"),
-    "audit log: last write cut short": _audit(lambda ls: ls[:-1] + [ls[-1][:-20]],
-                                              "line 8: incomplete (no newline"),
+    "audit log: first line deleted": _audit(
+        lambda ls: ls[1:], "line 1: does not start the hash chain"
+    ),
+    "audit log: last write cut short": _audit(
+        lambda ls: ls[:-1] + [ls[-1][:-20]], "line 8: incomplete (no newline"
+    ),
 }
 
 #: Files whose bytes, mtime and mode must survive a refused start (with all the others).
@@ -254,14 +264,12 @@ WATCHED = ("share.enc", "audit.log", "passphrase", "tls.key", "tls.pem", "node.t
 def _tree(folder: pathlib.Path) -> dict[str, Any]:
     """Every entry of the folder, the folder itself (its mtime moves if a file is created
     or removed) and the symlink case's target."""
-    paths = [folder, *sorted(folder.iterdir()),
-             folder.parent / f"{folder.name}-log-elsewhere"]
+    paths = [folder, *sorted(folder.iterdir()), folder.parent / f"{folder.name}-log-elsewhere"]
     return {str(p): file_state(p) for p in paths}
 
 
 @pytest.fixture(scope="module")
-def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any],
-                                                   dict[str, Any]]]:
+def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any], dict[str, Any]]]:
     """Each broken copy of node 4 started once (PARALLEL at a time); what happened."""
     prepared = []
     for n, (case, breaker) in enumerate(STARTUP_REFUSALS.items()):
@@ -272,11 +280,16 @@ def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any
         prepared.append((case, folder, blame, _tree(folder)))
     results = {}
     for start in range(0, len(prepared), PARALLEL):
-        batch = prepared[start:start + PARALLEL]
-        procs = [subprocess.Popen(
-            [sys.executable, "-m", "ittc_node", "--config", str(folder / "node.toml")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for _, folder, _, _ in batch]
+        batch = prepared[start : start + PARALLEL]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ittc_node", "--config", str(folder / "node.toml")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _, folder, _, _ in batch
+        ]
         for (case, folder, blame, before), proc in zip(batch, procs, strict=True):
             try:
                 _, err = proc.communicate(timeout=60)
@@ -289,8 +302,9 @@ def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any
 
 
 @pytest.mark.parametrize("case", list(STARTUP_REFUSALS))
-def test_node_refuses_to_start_and_changes_nothing(startup_refusals: dict[str, Any],
-                                                   case: str) -> None:
+def test_node_refuses_to_start_and_changes_nothing(
+    startup_refusals: dict[str, Any], case: str
+) -> None:
     code, stderr, (culprit, words), before, after = startup_refusals[case]
     assert code == 2, stderr
     lines = stderr.strip().splitlines()
@@ -312,8 +326,7 @@ def test_a_good_restart_only_appends(env: Env) -> None:
     share_before = file_state(cluster.node_dir(4) / "share.enc")
     cluster.start([4], timeout=60)
     try:
-        cluster.stub(4).Sign(sign_request(cluster.params, [pkcs1_item(b"more")]),
-                             timeout=TIMEOUT)
+        cluster.stub(4).Sign(sign_request(cluster.params, [pkcs1_item(b"more")]), timeout=TIMEOUT)
     finally:
         assert cluster.terminate(4) == 0
     data = log.read_bytes()
@@ -491,9 +504,14 @@ def test_a_full_disk_leaves_no_torn_line_and_fix_then_restart_works(
 
 # -- ittc audit verify ------------------------------------------------------------------
 
+
 def audit_verify(path: pathlib.Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ittc", "audit", "verify", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "ittc", "audit", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 CLI_BREAKS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], int]] = {
@@ -516,8 +534,7 @@ def test_cli_audit_verify_intact(env: Env, tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("case", list(CLI_BREAKS))
-def test_cli_audit_verify_names_the_bad_line(env: Env, tmp_path: pathlib.Path,
-                                             case: str) -> None:
+def test_cli_audit_verify_names_the_bad_line(env: Env, tmp_path: pathlib.Path, case: str) -> None:
     change, bad_line = CLI_BREAKS[case]
     path = tmp_path / "audit.log"
     path.write_bytes(b"".join(change(lines_of(env.real_log))))
@@ -544,7 +561,7 @@ def test_tail_cuts_need_the_head_recorded_elsewhere(env: Env, tmp_path: pathlib.
     cut = lines_of(env.real_log)[:-2]
     path.write_bytes(b"".join(cut))
     assert audit_verify(path).returncode == 0  # the chain alone is fooled...
-    assert audit_log_head(path) != recorded     # ...the recorded head is not
+    assert audit_log_head(path) != recorded  # ...the recorded head is not
     path.write_bytes(b"".join(_edited_line(lines_of(env.real_log), 7)))
     assert audit_verify(path).returncode == 0
     assert audit_log_head(path) != recorded

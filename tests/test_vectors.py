@@ -14,15 +14,21 @@ DOC = load_vectors()
 
 
 def _share(item: dict) -> SignatureShare:
-    return SignatureShare(item["index"], int(item["value"], 16),
-                          Proof(int(item["c"], 16), int(item["z"], 16)))
+    return SignatureShare(
+        item["index"], int(item["value"], 16), Proof(int(item["c"], 16), int(item["z"], 16))
+    )
 
 
 @pytest.mark.parametrize("vector", DOC["valid"], ids=lambda v: f"{v['scheme']}-{v['hash']}")
 def test_valid_vector(vkey, vector):
     params = vkey.params
-    x = encode(Scheme(vector["scheme"]), vector["hash"], bytes.fromhex(vector["digest"]),
-               params.bits, bytes.fromhex(vector["salt"]))
+    x = encode(
+        Scheme(vector["scheme"]),
+        vector["hash"],
+        bytes.fromhex(vector["digest"]),
+        params.bits,
+        bytes.fromhex(vector["salt"]),
+    )
     assert format(x, "x") == vector["x"]
     shares = [_share(s) for s in vector["shares"]]
     for share, key in zip(shares, vkey.shares, strict=True):

@@ -44,20 +44,24 @@ def _hash_name(algorithm: hashes.HashAlgorithm) -> str:
     try:
         return hash_spec(name).name
     except IttcError:
-        raise ParameterError(f"the cluster signs with SHA-256, SHA-384 or SHA-512, "
-                             f"not {name}") from None
+        raise ParameterError(
+            f"the cluster signs with SHA-256, SHA-384 or SHA-512, not {name}"
+        ) from None
 
 
-def sign_item_for(data: bytes, padding: apadding.AsymmetricPadding,
-                  algorithm: hashes.HashAlgorithm | Prehashed, modulus_bits: int,
-                  salt: bytes | None = None) -> SignItem:
+def sign_item_for(
+    data: bytes,
+    padding: apadding.AsymmetricPadding,
+    algorithm: hashes.HashAlgorithm | Prehashed,
+    modulus_bits: int,
+    salt: bytes | None = None,
+) -> SignItem:
     """Translate ``cryptography``'s ``sign(data, padding, algorithm)`` into a :class:`SignItem`."""
     if isinstance(algorithm, Prehashed):
         hash_name = _hash_name(algorithm._algorithm)
         digest = bytes(data)
         if len(digest) != algorithm.digest_size:
-            raise ParameterError(f"a prehashed {hash_name} digest is {algorithm.digest_size} "
-                                 "bytes")
+            raise ParameterError(f"a prehashed {hash_name} digest is {algorithm.digest_size} bytes")
     else:
         hash_name = _hash_name(algorithm)
         h = hashes.Hash(algorithm)
@@ -79,8 +83,9 @@ def sign_item_for(data: bytes, padding: apadding.AsymmetricPadding,
             salt_len = length
         else:
             raise ParameterError("PSS salt length AUTO is for verifying, not signing")
-        return SignItem(Scheme.PSS, hash_name, digest,
-                        salt if salt is not None else os.urandom(salt_len))
+        return SignItem(
+            Scheme.PSS, hash_name, digest, salt if salt is not None else os.urandom(salt_len)
+        )
     raise ParameterError(f"unsupported padding {padding.name!r}: use PKCS1v15 or PSS")
 
 
@@ -118,23 +123,34 @@ class ThresholdRSAPrivateKey(rsa.RSAPrivateKey):
     def public_key(self) -> rsa.RSAPublicKey:
         return self._public
 
-    def sign(self, data: bytes, padding: apadding.AsymmetricPadding,
-             algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo) -> bytes:
+    def sign(
+        self,
+        data: bytes,
+        padding: apadding.AsymmetricPadding,
+        algorithm: hashes.HashAlgorithm | Prehashed | NoDigestInfo,
+    ) -> bytes:
         if isinstance(algorithm, NoDigestInfo):
-            raise OperationRefused("the cluster signs only complete encodings it builds itself "
-                                   "(NoDigestInfo would make it a raw RSA oracle)")
+            raise OperationRefused(
+                "the cluster signs only complete encodings it builds itself "
+                "(NoDigestInfo would make it a raw RSA oracle)"
+            )
         item = sign_item_for(data, padding, algorithm, self.key_size)
         return self._client.sign_items([item])[0]
 
     def decrypt(self, ciphertext: bytes, padding: apadding.AsymmetricPadding) -> NoReturn:
-        raise OperationRefused("a threshold key never decrypts: its nodes only sign "
-                               "encodings they build themselves")
+        raise OperationRefused(
+            "a threshold key never decrypts: its nodes only sign encodings they build themselves"
+        )
 
     def private_numbers(self) -> NoReturn:
         raise OperationRefused("a threshold key cannot be exported: no one holds it")
 
-    def private_bytes(self, encoding: Encoding, format: PrivateFormat,
-                      encryption_algorithm: KeySerializationEncryption) -> NoReturn:
+    def private_bytes(
+        self,
+        encoding: Encoding,
+        format: PrivateFormat,
+        encryption_algorithm: KeySerializationEncryption,
+    ) -> NoReturn:
         raise OperationRefused("a threshold key cannot be exported: no one holds it")
 
     def __copy__(self) -> ThresholdRSAPrivateKey:

@@ -28,8 +28,11 @@ __all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "s
 Padding = Literal["pkcs1v15", "pss"]
 Profile = Literal["server", "client", "ca"]
 _Hash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
-_HASHES: dict[str, type[_Hash]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
-                                   "sha512": hashes.SHA512}
+_HASHES: dict[str, type[_Hash]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 _BACKDATE = datetime.timedelta(minutes=5)
 
 
@@ -44,8 +47,9 @@ def _hash(name: str) -> _Hash:
         raise ParameterError(f"hash must be one of {sorted(_HASHES)}") from None
 
 
-def signing_padding(kind: Padding,
-                    algorithm: hashes.HashAlgorithm) -> padding.PSS | padding.PKCS1v15:
+def signing_padding(
+    kind: Padding, algorithm: hashes.HashAlgorithm
+) -> padding.PSS | padding.PKCS1v15:
     if kind == "pkcs1v15":
         return padding.PKCS1v15()
     if kind == "pss":
@@ -72,8 +76,7 @@ def _check_issued(cert: x509.Certificate, issuer: x509.Certificate) -> None:
     try:
         cert.verify_directly_issued_by(issuer)
     except (CryptoInvalidSignature, ValueError, TypeError) as exc:
-        raise InvalidSignature(f"the new certificate does not verify under the CA: {exc}") \
-            from None
+        raise InvalidSignature(f"the new certificate does not verify under the CA: {exc}") from None
 
 
 def _ca_key_matches(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> None:
@@ -81,8 +84,15 @@ def _ca_key_matches(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate) -> None:
         raise CAError("the CA certificate is not for the cluster's key")
 
 
-def selfsign(key: rsa.RSAPrivateKey, subject: str, days: int, *, hash_name: str = "sha256",
-             pad: Padding = "pkcs1v15", path_length: int | None = None) -> x509.Certificate:
+def selfsign(
+    key: rsa.RSAPrivateKey,
+    subject: str,
+    days: int,
+    *,
+    hash_name: str = "sha256",
+    pad: Padding = "pkcs1v15",
+    path_length: int | None = None,
+) -> x509.Certificate:
     """The self-signed root certificate of ``key``."""
     try:
         name = x509.Name.from_rfc4514_string(subject)
@@ -95,16 +105,31 @@ def selfsign(key: rsa.RSAPrivateKey, subject: str, days: int, *, hash_name: str 
     ski = x509.SubjectKeyIdentifier.from_public_key(public)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(public)
-        .serial_number(_serial()).not_valid_before(not_before).not_valid_after(not_after)
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
     )
     algorithm = _hash(hash_name)
     cert = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
@@ -115,14 +140,29 @@ def selfsign(key: rsa.RSAPrivateKey, subject: str, days: int, *, hash_name: str 
 def _key_usage_for(public: object, profile: Profile) -> x509.KeyUsage:
     ca = profile == "ca"
     encipher = isinstance(public, rsa.RSAPublicKey) and not ca
-    return x509.KeyUsage(digital_signature=True, content_commitment=False,
-                         key_encipherment=encipher, data_encipherment=False, key_agreement=False,
-                         key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False)
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=encipher,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
-def issue(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, csr: x509.CertificateSigningRequest,
-          days: int, *, profile: Profile = "server", hash_name: str = "sha256",
-          pad: Padding = "pkcs1v15") -> x509.Certificate:
+def issue(
+    key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    csr: x509.CertificateSigningRequest,
+    days: int,
+    *,
+    profile: Profile = "server",
+    hash_name: str = "sha256",
+    pad: Padding = "pkcs1v15",
+) -> x509.Certificate:
     """A certificate for ``csr``, whose own signature is checked first.
 
     Extensions: basic constraints, key usage, extended key usage (by ``profile``),
@@ -132,33 +172,48 @@ def issue(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, csr: x509.Certifica
         raise CAError("the CSR's signature does not verify: refusing to issue")
     _ca_key_matches(key, ca_cert)
     public = csr.public_key()
-    if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey |
-                      ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+    if not isinstance(
+        public,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
+    ):
         raise CAError("the CSR's key type is not supported")
     if isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048:
         raise CAError("the CSR's RSA key is shorter than 2048 bits")
     if profile not in ("server", "client", "ca"):
         raise ParameterError("profile must be server, client or ca")
     not_before, not_after = _validity(days)
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value \
-        if _has(ca_cert, x509.SubjectKeyIdentifier) else \
-        x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    ca_ski = (
+        ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        if _has(ca_cert, x509.SubjectKeyIdentifier)
+        else x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    )
     builder = (
         x509.CertificateBuilder()
-        .subject_name(csr.subject).issuer_name(ca_cert.subject).public_key(public)
-        .serial_number(_serial()).not_valid_before(not_before)
+        .subject_name(csr.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(_serial())
+        .not_valid_before(not_before)
         .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=profile == "ca",
-                                             path_length=0 if profile == "ca" else None),
-                       critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=profile == "ca", path_length=0 if profile == "ca" else None),
+            critical=True,
+        )
         .add_extension(_key_usage_for(public, profile), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
     )
     if profile != "ca":
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if profile == "server" else \
-            ExtendedKeyUsageOID.CLIENT_AUTH
+        usage = (
+            ExtendedKeyUsageOID.SERVER_AUTH
+            if profile == "server"
+            else ExtendedKeyUsageOID.CLIENT_AUTH
+        )
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -180,10 +235,17 @@ def _has(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bool:
         return False
 
 
-def crl(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, revoked: Sequence[int], *,
-        days: int = 7, number: int | None = None, hash_name: str = "sha256",
-        pad: Padding = "pkcs1v15",
-        reason: x509.ReasonFlags | None = None) -> x509.CertificateRevocationList:
+def crl(
+    key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    revoked: Sequence[int],
+    *,
+    days: int = 7,
+    number: int | None = None,
+    hash_name: str = "sha256",
+    pad: Padding = "pkcs1v15",
+    reason: x509.ReasonFlags | None = None,
+) -> x509.CertificateRevocationList:
     """A CRL listing ``revoked`` serial numbers, valid for ``days``."""
     _ca_key_matches(key, ca_cert)
     if len(set(revoked)) != len(revoked):
@@ -193,20 +255,24 @@ def crl(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, revoked: Sequence[int
         raise ParameterError("CRL validity must be 1..3650 days")
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject).last_update(now - _BACKDATE)
+        .issuer_name(ca_cert.subject)
+        .last_update(now - _BACKDATE)
         .next_update(now + datetime.timedelta(days=days))
-        .add_extension(x509.CRLNumber(number if number is not None else int(now.timestamp())),
-                       critical=False)
+        .add_extension(
+            x509.CRLNumber(number if number is not None else int(now.timestamp())), critical=False
+        )
     )
     if _has(ca_cert, x509.SubjectKeyIdentifier):
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
     for serial in revoked:
         if not 0 < serial < 1 << 160:
             raise ParameterError(f"serial {serial} out of range")
-        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(
-            now - _BACKDATE)
+        entry = (
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - _BACKDATE)
+        )
         if reason is not None:
             entry = entry.add_extension(x509.CRLReason(reason), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
@@ -217,10 +283,17 @@ def crl(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, revoked: Sequence[int
     return result
 
 
-def ocsp_response(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, request: ocsp.OCSPRequest,
-                  status: Literal["good", "revoked", "unknown"], *, hours: int = 24,
-                  revoked_at: datetime.datetime | None = None, hash_name: str = "sha256",
-                  pad: Padding = "pkcs1v15") -> ocsp.OCSPResponse:
+def ocsp_response(
+    key: rsa.RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    request: ocsp.OCSPRequest,
+    status: Literal["good", "revoked", "unknown"],
+    *,
+    hours: int = 24,
+    revoked_at: datetime.datetime | None = None,
+    hash_name: str = "sha256",
+    pad: Padding = "pkcs1v15",
+) -> ocsp.OCSPResponse:
     """A signed OCSP response for the one certificate ``request`` asks about.
 
     The CA signs its own responses (no delegated responder), with the responder named by
@@ -232,20 +305,30 @@ def ocsp_response(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, request: oc
     if (request.issuer_name_hash, request.issuer_key_hash) != expected:
         raise CAError("the OCSP request is about a certificate of another issuer")
     now = _now()
-    cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
-                   "unknown": ocsp.OCSPCertStatus.UNKNOWN}.get(status)
+    cert_status = {
+        "good": ocsp.OCSPCertStatus.GOOD,
+        "revoked": ocsp.OCSPCertStatus.REVOKED,
+        "unknown": ocsp.OCSPCertStatus.UNKNOWN,
+    }.get(status)
     if cert_status is None:
         raise ParameterError("status must be good, revoked or unknown")
     if not 1 <= hours <= 24 * 30:
         raise ParameterError("OCSP validity must be 1..720 hours")
-    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-        issuer_name_hash=request.issuer_name_hash, issuer_key_hash=request.issuer_key_hash,
-        serial_number=request.serial_number, algorithm=algorithm_for_id,
-        cert_status=cert_status, this_update=now - _BACKDATE,
-        next_update=now + datetime.timedelta(hours=hours),
-        revocation_time=(revoked_at or now - _BACKDATE) if status == "revoked" else None,
-        revocation_reason=None,
-    ).responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response_by_hash(
+            issuer_name_hash=request.issuer_name_hash,
+            issuer_key_hash=request.issuer_key_hash,
+            serial_number=request.serial_number,
+            algorithm=algorithm_for_id,
+            cert_status=cert_status,
+            this_update=now - _BACKDATE,
+            next_update=now + datetime.timedelta(hours=hours),
+            revocation_time=(revoked_at or now - _BACKDATE) if status == "revoked" else None,
+            revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
+    )
     for ext in request.extensions:
         if isinstance(ext.value, x509.OCSPNonce):
             builder = builder.add_extension(ext.value, critical=False)
@@ -254,15 +337,17 @@ def ocsp_response(key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, request: oc
         raise ParameterError("cryptography signs OCSP responses with PKCS#1 v1.5 only")
     response = builder.sign(key, algorithm)
     try:
-        key.public_key().verify(response.signature, response.tbs_response_bytes,
-                                padding.PKCS1v15(), algorithm)
+        key.public_key().verify(
+            response.signature, response.tbs_response_bytes, padding.PKCS1v15(), algorithm
+        )
     except CryptoInvalidSignature:
         raise InvalidSignature("the new OCSP response does not verify under the CA") from None
     return response
 
 
-def _issuer_hashes(ca_cert: x509.Certificate,
-                   algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+def _issuer_hashes(
+    ca_cert: x509.Certificate, algorithm: hashes.HashAlgorithm
+) -> tuple[bytes, bytes]:
     """The (issuer name hash, issuer key hash) of an OCSP CertID for ``ca_cert`` (RFC 6960)."""
     name = hashes.Hash(algorithm)
     name.update(ca_cert.subject.public_bytes())

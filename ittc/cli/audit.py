@@ -18,6 +18,7 @@ def _setup_audit(p: argparse.ArgumentParser) -> None:
 
 def _run_audit(args: argparse.Namespace) -> int:
     from ittc_node.audit import verify_audit_log
+
     lines = verify_audit_log(args.file)
     print(f"{args.file}: {lines} records, hash chain intact")
     return EXIT_OK

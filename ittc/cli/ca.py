@@ -50,7 +50,8 @@ def _serial(text: str) -> int:
         value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a serial number (decimal or 0x hex)") from None
+            f"{text!r} is not a serial number (decimal or 0x hex)"
+        ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("serial numbers are positive")
     return value
@@ -59,8 +60,12 @@ def _serial(text: str) -> int:
 def _common(p: argparse.ArgumentParser, *, ca_cert: bool = True) -> None:
     p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
     if ca_cert:
-        p.add_argument("--ca-cert", required=True, type=pathlib.Path,
-                       help="the CA certificate of the cluster's key (PEM)")
+        p.add_argument(
+            "--ca-cert",
+            required=True,
+            type=pathlib.Path,
+            help="the CA certificate of the cluster's key (PEM)",
+        )
     p.add_argument("--out", required=True, type=pathlib.Path, help="where to write the result")
     p.add_argument("--hash", default="sha256", choices=["sha256", "sha384", "sha512"])
 
@@ -85,8 +90,14 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
     s = sub.add_parser("crl", help="a certificate revocation list")
     _common(s)
-    s.add_argument("--revoke", nargs="*", type=_serial, default=[], metavar="SERIAL",
-                   help="serial numbers to list as revoked (decimal or 0x hex)")
+    s.add_argument(
+        "--revoke",
+        nargs="*",
+        type=_serial,
+        default=[],
+        metavar="SERIAL",
+        help="serial numbers to list as revoked (decimal or 0x hex)",
+    )
     s.add_argument("--days", type=int, default=7, help="until the next update (7)")
     s.add_argument("--number", type=int, default=None, help="CRL number (default: time)")
     s.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
@@ -107,8 +118,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _done(args: argparse.Namespace, what: str) -> int:
-    print(f"wrote {what} to {args.out} (signature checked under the cluster key)",
-          file=sys.stderr)
+    print(f"wrote {what} to {args.out} (signature checked under the cluster key)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -121,20 +131,38 @@ def _run_selfsign(args: argparse.Namespace, key: ThresholdRSAPrivateKey) -> int:
 def _run_issue(args: argparse.Namespace, key: ThresholdRSAPrivateKey) -> int:
     data = _read(args.csr, "CSR")
     try:
-        csr = (x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----")
-               else x509.load_der_x509_csr(data))
+        csr = (
+            x509.load_pem_x509_csr(data)
+            if data.lstrip().startswith(b"-----")
+            else x509.load_der_x509_csr(data)
+        )
     except ValueError:
         raise ParameterError(f"{args.csr}: not a PEM or DER certificate request") from None
-    cert = ca.issue(key, _load_cert(args.ca_cert), csr, args.days, profile=args.profile,
-                    hash_name=args.hash, pad=args.padding)
+    cert = ca.issue(
+        key,
+        _load_cert(args.ca_cert),
+        csr,
+        args.days,
+        profile=args.profile,
+        hash_name=args.hash,
+        pad=args.padding,
+    )
     _write_atomically(args.out, cert.public_bytes(serialization.Encoding.PEM))
-    return _done(args, f"certificate serial {cert.serial_number:#x} for "
-                       f"{cert.subject.rfc4514_string()}")
+    return _done(
+        args, f"certificate serial {cert.serial_number:#x} for {cert.subject.rfc4514_string()}"
+    )
 
 
 def _run_crl(args: argparse.Namespace, key: ThresholdRSAPrivateKey) -> int:
-    result = ca.crl(key, _load_cert(args.ca_cert), args.revoke, days=args.days,
-                    number=args.number, hash_name=args.hash, pad=args.padding)
+    result = ca.crl(
+        key,
+        _load_cert(args.ca_cert),
+        args.revoke,
+        days=args.days,
+        number=args.number,
+        hash_name=args.hash,
+        pad=args.padding,
+    )
     _write_atomically(args.out, result.public_bytes(serialization.Encoding.PEM))
     return _done(args, f"CRL with {len(args.revoke)} revoked serial(s)")
 
@@ -144,11 +172,16 @@ def _run_ocsp(args: argparse.Namespace, key: ThresholdRSAPrivateKey) -> int:
         request = ocsp.load_der_ocsp_request(_read(args.request, "OCSP request"))
     except ValueError:
         raise ParameterError(f"{args.request}: not a DER OCSP request") from None
-    response = ca.ocsp_response(key, _load_cert(args.ca_cert), request, args.status,
-                                hours=args.hours, hash_name=args.hash)
+    response = ca.ocsp_response(
+        key, _load_cert(args.ca_cert), request, args.status, hours=args.hours, hash_name=args.hash
+    )
     _write_atomically(args.out, response.public_bytes(serialization.Encoding.DER))
     return _done(args, f"OCSP response ({args.status}) for serial {request.serial_number:#x}")
 
 
-CA = Command("ca", "certificate authority work signed by the cluster (selfsign, issue, crl, ocsp)",
-             _setup, _run)
+CA = Command(
+    "ca",
+    "certificate authority work signed by the cluster (selfsign, issue, crl, ocsp)",
+    _setup,
+    _run,
+)

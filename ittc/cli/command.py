@@ -38,5 +38,3 @@ def warn_loudly(warnings: Sequence[str]) -> None:
         print("\n" + "!" * 78, file=sys.stderr)
         print(f"WARNING: {warning}", file=sys.stderr)
         print("!" * 78 + "\n", file=sys.stderr, flush=True)
-
-

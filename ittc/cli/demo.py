@@ -28,8 +28,12 @@ def _default_demo_dir() -> pathlib.Path:
 
 
 def _setup_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dir", type=pathlib.Path, default=None,
-                   help="where the demo cluster is cached (~/.cache/ittc/demo)")
+    p.add_argument(
+        "--dir",
+        type=pathlib.Path,
+        default=None,
+        help="where the demo cluster is cached (~/.cache/ittc/demo)",
+    )
     p.add_argument("--fresh", action="store_true", help="make a new demo cluster")
     p.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
 
@@ -38,8 +42,7 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def _openssl_verify(public_pem: pathlib.Path, data: bytes, signature: bytes,
-                    pss: bool) -> str:
+def _openssl_verify(public_pem: pathlib.Path, data: bytes, signature: bytes, pss: bool) -> str:
     if shutil.which("openssl") is None:
         return "openssl not installed: skipped"
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,8 +82,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         dealt = dealer.generate(args.bits, progress=lambda m: print(f"   {m}", flush=True))
         print(f"   safe primes and shares in {time.monotonic() - started:.1f} s")
         from ittc.storage import read_passphrase_file
-        create_cluster(cluster_dir, dealt, passphrases=[read_passphrase_file(pass_file)],
-                       passphrase_file=pass_file)
+
+        create_cluster(
+            cluster_dir,
+            dealt,
+            passphrases=[read_passphrase_file(pass_file)],
+            passphrase_file=pass_file,
+        )
     else:
         _step(f"using the cached demo cluster in {cluster_dir} (--fresh makes a new one)")
     cluster = ClusterFile.load(cluster_dir)
@@ -90,11 +98,15 @@ def _run_demo(args: argparse.Namespace) -> int:
     with LocalCluster(cluster) as local:
         started = time.monotonic()
         local.start(timeout=180)
-        print(f"   all {len(local.indices)} nodes SERVING after {time.monotonic() - started:.1f} s"
-              f"; logs in {local.log_dir}")
+        print(
+            f"   all {len(local.indices)} nodes SERVING after {time.monotonic() - started:.1f} s"
+            f"; logs in {local.log_dir}"
+        )
         public_pem = cluster.public_key or cluster_dir / "public.pem"
-        message = (f"ittc demo: signed by 3 of 5 nodes at "
-                   f"{datetime.datetime.now(datetime.UTC).isoformat()}").encode()
+        message = (
+            f"ittc demo: signed by 3 of 5 nodes at "
+            f"{datetime.datetime.now(datetime.UTC).isoformat()}"
+        ).encode()
         with SyncClusterClient(cluster) as client:
             public = client.params.public_key()
             _step("signing a message with PKCS#1 v1.5 / SHA-256 through the cluster")
@@ -107,22 +119,28 @@ def _run_demo(args: argparse.Namespace) -> int:
 
             _step("signing the same message with PSS / SHA-256")
             sig = client.sign(message, padding="pss")
-            public.verify(sig, message, padding.PSS(padding.MGF1(hashes.SHA256()), 32),
-                          hashes.SHA256())
+            public.verify(
+                sig, message, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+            )
             print("   cryptography: signature valid")
             print(f"   openssl dgst -verify: {_openssl_verify(public_pem, message, sig, True)}")
 
             _step("a self-signed root certificate made by the cluster key")
             key = ThresholdRSAPrivateKey(client)
             cert = ca.selfsign(key, "CN=ittc demo root,O=ittc", 30)
-            print(f"   {cert.subject.rfc4514_string()}, serial {cert.serial_number:#x}, "
-                  f"{cert.signature_algorithm_oid._name}")
+            print(
+                f"   {cert.subject.rfc4514_string()}, serial {cert.serial_number:#x}, "
+                f"{cert.signature_algorithm_oid._name}"
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 pem = pathlib.Path(tmp, "root.pem")
                 pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
                 if shutil.which("openssl"):
-                    out = subprocess.run(["openssl", "verify", "-CAfile", str(pem), str(pem)],
-                                         capture_output=True, text=True)
+                    out = subprocess.run(
+                        ["openssl", "verify", "-CAfile", str(pem), str(pem)],
+                        capture_output=True,
+                        text=True,
+                    )
                     print(f"   openssl verify: {out.stdout.strip() or out.stderr.strip()}")
                     if out.returncode != 0:
                         raise InvalidSignature("openssl refused the root certificate")
@@ -133,17 +151,24 @@ def _run_demo(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             sig = client.sign(message)
             public.verify(sig, message, padding.PKCS1v15(), hashes.SHA256())
-            print(f"   signature valid, in {1000 * (time.monotonic() - t0):.1f} ms "
-                  "(with nodes 1 and 2 dead)")
+            print(
+                f"   signature valid, in {1000 * (time.monotonic() - t0):.1f} ms "
+                "(with nodes 1 and 2 dead)"
+            )
             stats = client.stats
-            print(f"   client: {stats.signatures} signatures, {stats.rpcs} RPCs, "
-                  f"{sum(stats.node_failures.values())} node failures seen, "
-                  f"blamed: {dict(stats.blamed) or 'nobody'}")
+            print(
+                f"   client: {stats.signatures} signatures, {stats.rpcs} RPCs, "
+                f"{sum(stats.node_failures.values())} node failures seen, "
+                f"blamed: {dict(stats.blamed) or 'nobody'}"
+            )
         _step("stopping the nodes")
-    print("\ndemo complete: a 3-of-5 threshold RSA key signed real messages and a "
-          "certificate that OpenSSL accepts.")
+    print(
+        "\ndemo complete: a 3-of-5 threshold RSA key signed real messages and a "
+        "certificate that OpenSSL accepts."
+    )
     return EXIT_OK
 
 
-DEMO = Command("demo", "bring up a local five-node cluster, sign, verify, stop", _setup_demo,
-                 _run_demo)
+DEMO = Command(
+    "demo", "bring up a local five-node cluster, sign, verify, stop", _setup_demo, _run_demo
+)

@@ -26,33 +26,60 @@ _KDF_CHOICES = ("moderate", "sensitive", "fast-insecure-for-tests")
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=pathlib.Path,
-                   help="new (or empty) folder for the cluster")
+    p.add_argument(
+        "--out", required=True, type=pathlib.Path, help="new (or empty) folder for the cluster"
+    )
     p.add_argument("--nodes", type=int, default=5, metavar="N", help="number of nodes (5)")
-    p.add_argument("--threshold", type=int, default=3, metavar="K",
-                   help="nodes needed to sign (3)")
-    p.add_argument("--passphrase-file", type=pathlib.Path, metavar="FILE",
-                   help="file (mode 0600) holding the passphrase for every share file; "
-                        "node configs name it. Without it the passphrase is asked for")
-    p.add_argument("--per-node-passphrases", action="store_true",
-                   help="ask for a different passphrase for each node (terminal only)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="host the nodes listen on, for default addresses (127.0.0.1)")
-    p.add_argument("--base-port", type=int, default=7001,
-                   help="port of node 1; node i gets base+i-1 (7001)")
-    p.add_argument("--address", action="append", dest="addresses", metavar="HOST:PORT",
-                   help="address of each node in order (give it N times; "
-                        "overrides --host/--base-port)")
-    p.add_argument("--client", action="append", dest="clients", metavar="NAME",
-                   help="client identity to issue and allow (repeatable; ittc-client)")
-    p.add_argument("--kdf", choices=_KDF_CHOICES, default="moderate",
-                   help="cost of the share files' passphrase hashing (moderate); "
-                        "fast-insecure-for-tests is for automated tests only")
+    p.add_argument("--threshold", type=int, default=3, metavar="K", help="nodes needed to sign (3)")
+    p.add_argument(
+        "--passphrase-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="file (mode 0600) holding the passphrase for every share file; "
+        "node configs name it. Without it the passphrase is asked for",
+    )
+    p.add_argument(
+        "--per-node-passphrases",
+        action="store_true",
+        help="ask for a different passphrase for each node (terminal only)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="host the nodes listen on, for default addresses (127.0.0.1)",
+    )
+    p.add_argument(
+        "--base-port", type=int, default=7001, help="port of node 1; node i gets base+i-1 (7001)"
+    )
+    p.add_argument(
+        "--address",
+        action="append",
+        dest="addresses",
+        metavar="HOST:PORT",
+        help="address of each node in order (give it N times; overrides --host/--base-port)",
+    )
+    p.add_argument(
+        "--client",
+        action="append",
+        dest="clients",
+        metavar="NAME",
+        help="client identity to issue and allow (repeatable; ittc-client)",
+    )
+    p.add_argument(
+        "--kdf",
+        choices=_KDF_CHOICES,
+        default="moderate",
+        help="cost of the share files' passphrase hashing (moderate); "
+        "fast-insecure-for-tests is for automated tests only",
+    )
 
 
 def _kdf(name: str) -> storage.KdfLimits:
-    return {"moderate": storage.KdfLimits.moderate, "sensitive": storage.KdfLimits.sensitive,
-            "fast-insecure-for-tests": storage.KdfLimits.fast_for_tests}[name]()
+    return {
+        "moderate": storage.KdfLimits.moderate,
+        "sensitive": storage.KdfLimits.sensitive,
+        "fast-insecure-for-tests": storage.KdfLimits.fast_for_tests,
+    }[name]()
 
 
 def _ask_passphrase(prompt: str) -> bytes:
@@ -72,15 +99,21 @@ def _passphrases(args: argparse.Namespace) -> list[bytes]:
     """Read or ask for the share-file passphrase(s) before any long computation."""
     if args.passphrase_file is not None:
         if args.per_node_passphrases:
-            raise ConfigError("--per-node-passphrases asks on the terminal; it cannot be "
-                              "combined with --passphrase-file")
+            raise ConfigError(
+                "--per-node-passphrases asks on the terminal; it cannot be "
+                "combined with --passphrase-file"
+            )
         return [storage.read_passphrase_file(args.passphrase_file)]
     if not sys.stdin.isatty():
-        raise ConfigError("no --passphrase-file given and stdin is not a terminal, so the "
-                          "share-file passphrase cannot be asked for")
+        raise ConfigError(
+            "no --passphrase-file given and stdin is not a terminal, so the "
+            "share-file passphrase cannot be asked for"
+        )
     if args.per_node_passphrases:
-        return [_ask_passphrase(f"Passphrase for node {i}'s share file")
-                for i in range(1, args.nodes + 1)]
+        return [
+            _ask_passphrase(f"Passphrase for node {i}'s share file")
+            for i in range(1, args.nodes + 1)
+        ]
     return [_ask_passphrase("Passphrase for the share files")]
 
 
@@ -90,24 +123,34 @@ def _check_out_early(out: pathlib.Path) -> None:
         raise ConfigError(f"{out}: exists and is not empty; choose a new folder")
 
 
-def _write_cluster(args: argparse.Namespace, dealt: dealer.DealtKey,
-                   passphrases: list[bytes]) -> None:
+def _write_cluster(
+    args: argparse.Namespace, dealt: dealer.DealtKey, passphrases: list[bytes]
+) -> None:
     cluster = create_cluster(
-        args.out, dealt, passphrases=passphrases, passphrase_file=args.passphrase_file,
-        addresses=args.addresses, host=args.host, base_port=args.base_port,
-        client_names=tuple(args.clients or ("ittc-client",)), kdf=_kdf(args.kdf),
-        progress=say)
+        args.out,
+        dealt,
+        passphrases=passphrases,
+        passphrase_file=args.passphrase_file,
+        addresses=args.addresses,
+        host=args.host,
+        base_port=args.base_port,
+        client_names=tuple(args.clients or ("ittc-client",)),
+        kdf=_kdf(args.kdf),
+        progress=say,
+    )
     warnings = list(dealt.warnings)
     if dealt.params.bits < 2048:
         warnings.append(f"this is a {dealt.params.bits}-bit test key: it protects nothing")
     if args.kdf == "fast-insecure-for-tests":
-        warnings.append("share files were encrypted with the test-only KDF limits: a stolen "
-                        "share file's passphrase can be guessed almost for free")
+        warnings.append(
+            "share files were encrypted with the test-only KDF limits: a stolen "
+            "share file's passphrase can be guessed almost for free"
+        )
     warn_loudly(warnings)
     print(describe(cluster))
     print(f"""
 Next steps:
-  1. Move {cluster.root / 'ca' / 'ca.key'} offline (see ca/README.txt).
+  1. Move {cluster.root / "ca" / "ca.key"} offline (see ca/README.txt).
   2. Ship each node-<i> folder to its site; start it with
        ittc node --config node-<i>/node.toml
      or run all nodes here for a trial:  ittc cluster up {cluster.root}
@@ -116,46 +159,67 @@ Next steps:
 
 # -- keygen ----------------------------------------------------------------------------
 
+
 def _setup_keygen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, default=2048, help="modulus size: 2048, 3072, 4096")
-    p.add_argument("--e", type=int, default=65537,
-                   help="public exponent, a prime larger than the number of nodes (65537)")
-    p.add_argument("--insecure-small-key-for-tests", action="store_true",
-                   help="allow moduli below 2048 bits; such keys protect nothing")
+    p.add_argument(
+        "--e",
+        type=int,
+        default=65537,
+        help="public exponent, a prime larger than the number of nodes (65537)",
+    )
+    p.add_argument(
+        "--insecure-small-key-for-tests",
+        action="store_true",
+        help="allow moduli below 2048 bits; such keys protect nothing",
+    )
     _add_cluster_args(p)
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
     _check_out_early(args.out)
     passphrases = _passphrases(args)
-    dealt = dealer.generate(args.bits, args.nodes, args.threshold, args.e, progress=say,
-                            insecure_allow_small_modulus_for_tests=args.insecure_small_key_for_tests)
+    dealt = dealer.generate(
+        args.bits,
+        args.nodes,
+        args.threshold,
+        args.e,
+        progress=say,
+        insecure_allow_small_modulus_for_tests=args.insecure_small_key_for_tests,
+    )
     _write_cluster(args, dealt, passphrases)
     return EXIT_OK
 
 
 # -- split -----------------------------------------------------------------------------
 
+
 def _setup_split(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key", required=True, type=pathlib.Path, metavar="PEM",
-                   help="the existing RSA private key (PEM, may be encrypted)")
-    p.add_argument("--key-passphrase-file", type=pathlib.Path, metavar="FILE",
-                   help="file (mode 0600) with the passphrase of an encrypted --key")
+    p.add_argument(
+        "--key",
+        required=True,
+        type=pathlib.Path,
+        metavar="PEM",
+        help="the existing RSA private key (PEM, may be encrypted)",
+    )
+    p.add_argument(
+        "--key-passphrase-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="file (mode 0600) with the passphrase of an encrypted --key",
+    )
     _add_cluster_args(p)
 
 
-def _load_rsa_key(path: pathlib.Path,
-                  passphrase_file: pathlib.Path | None) -> rsa.RSAPrivateKey:
+def _load_rsa_key(path: pathlib.Path, passphrase_file: pathlib.Path | None) -> rsa.RSAPrivateKey:
     password = storage.read_passphrase_file(passphrase_file) if passphrase_file else None
     data = path.read_bytes()
     try:
         key = serialization.load_pem_private_key(data, password=password)
     except TypeError:
         if password is None:
-            raise ConfigError(f"{path}: the key is encrypted; give --key-passphrase-file") \
-                from None
-        raise ConfigError(f"{path}: the key is not encrypted; drop --key-passphrase-file") \
-            from None
+            raise ConfigError(f"{path}: the key is encrypted; give --key-passphrase-file") from None
+        raise ConfigError(f"{path}: the key is not encrypted; drop --key-passphrase-file") from None
     except ValueError:
         raise ConfigError(f"{path}: not a PEM private key, or the passphrase is wrong") from None
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -178,9 +242,15 @@ before; the cluster does not need it.""")
 
 # -- info ------------------------------------------------------------------------------
 
+
 def _setup_info(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster", required=True, type=pathlib.Path, metavar="DIR",
-                   help="cluster folder (or its cluster.toml)")
+    p.add_argument(
+        "--cluster",
+        required=True,
+        type=pathlib.Path,
+        metavar="DIR",
+        help="cluster folder (or its cluster.toml)",
+    )
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -188,9 +258,13 @@ def _run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-
-KEYGEN = Command("keygen", "generate a new key from safe primes and write a cluster folder",
-                 _setup_keygen, _run_keygen)
-SPLIT = Command("split", "split an existing RSA key into a cluster folder",
-                _setup_split, _run_split)
+KEYGEN = Command(
+    "keygen",
+    "generate a new key from safe primes and write a cluster folder",
+    _setup_keygen,
+    _run_keygen,
+)
+SPLIT = Command(
+    "split", "split an existing RSA key into a cluster folder", _setup_split, _run_split
+)
 INFO = Command("info", "describe a cluster folder", _setup_info, _run_info)

@@ -48,8 +48,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, one subparser per registered command."""
     parser = _Parser(
-        prog="ittc", description="Threshold RSA signing network (Shoup, Practical Threshold "
-                                 "Signatures).")
+        prog="ittc",
+        description="Threshold RSA signing network (Shoup, Practical Threshold Signatures).",
+    )
     parser.add_argument("--version", action="version", version=f"ittc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:

@@ -20,7 +20,10 @@ from ittc.errors import InvalidSignature
 __all__ = ["CLUSTER", "NODE", "SIGN", "STATUS"]
 
 _HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 
 
 def _err(message: str) -> None:
@@ -29,12 +32,14 @@ def _err(message: str) -> None:
 
 # -- ittc node ---------------------------------------------------------------------------
 
+
 def _setup_node(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=pathlib.Path, help="the node's node.toml")
 
 
 def _run_node(args: argparse.Namespace) -> int:
     from ittc_node.daemon import run
+
     code: int = run(args.config)
     return code
 
@@ -44,12 +49,17 @@ NODE = Command("node", "run one node daemon from its config file", _setup_node, 
 
 # -- ittc cluster up ---------------------------------------------------------------------
 
+
 def _setup_cluster(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="run every node of a cluster folder here until Ctrl-C")
     up.add_argument("dir", type=pathlib.Path, help="cluster folder (from ittc keygen)")
-    up.add_argument("--timeout", type=float, default=120.0,
-                    help="seconds to wait for the nodes to become healthy")
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the nodes to become healthy",
+    )
 
 
 class _Stop(Exception):
@@ -62,12 +72,15 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def _run_cluster(args: argparse.Namespace) -> int:
     from ittc.deploy.localcluster import LocalCluster
+
     cluster = ClusterFile.load(args.dir)
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     local = LocalCluster(cluster)
     try:
-        _err(f"starting {len(local.indices)} nodes of key {cluster.params.short_id} "
-             f"(logs in {local.log_dir})")
+        _err(
+            f"starting {len(local.indices)} nodes of key {cluster.params.short_id} "
+            f"(logs in {local.log_dir})"
+        )
         local.start(timeout=args.timeout)
         for entry in cluster.nodes:
             _err(f"  node {entry.index}: {entry.address}  SERVING  pid {local.pid(entry.index)}")
@@ -75,8 +88,10 @@ def _run_cluster(args: argparse.Namespace) -> int:
         while True:
             for index in local.indices:
                 if not local.running(index):
-                    _err(f"node {index} exited with code {local.returncode(index)}:\n"
-                         f"{local.log_tail(index)}")
+                    _err(
+                        f"node {index} exited with code {local.returncode(index)}:\n"
+                        f"{local.log_tail(index)}"
+                    )
                     return EXIT_ERROR
             time.sleep(0.5)
     except (KeyboardInterrupt, _Stop):
@@ -88,29 +103,52 @@ def _run_cluster(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-CLUSTER = Command("cluster", "run a whole cluster locally (cluster up DIR)", _setup_cluster,
-                 _run_cluster)
+CLUSTER = Command(
+    "cluster", "run a whole cluster locally (cluster up DIR)", _setup_cluster, _run_cluster
+)
 
 
 # -- ittc sign ---------------------------------------------------------------------------
 
+
 def _setup_sign(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
-    p.add_argument("--in", dest="input", required=True, type=pathlib.Path,
-                   help="file to sign ('-' for standard input)")
+    p.add_argument(
+        "--in",
+        dest="input",
+        required=True,
+        type=pathlib.Path,
+        help="file to sign ('-' for standard input)",
+    )
     p.add_argument("--out", required=True, type=pathlib.Path, help="where to write the signature")
     p.add_argument("--hash", default="sha256", choices=sorted(_HASHES))
     p.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
-    p.add_argument("--salt-length", type=int, default=None,
-                   help="PSS salt length in bytes (default: the digest length)")
+    p.add_argument(
+        "--salt-length",
+        type=int,
+        default=None,
+        help="PSS salt length in bytes (default: the digest length)",
+    )
     p.add_argument("--deadline", type=float, default=10.0, help="seconds (10)")
 
 
-def _verify(public_key: object, signature: bytes, data: bytes, pad: str, hash_name: str,
-            salt_length: int | None) -> None:
+def _verify(
+    public_key: object,
+    signature: bytes,
+    data: bytes,
+    pad: str,
+    hash_name: str,
+    salt_length: int | None,
+) -> None:
     algorithm = _HASHES[hash_name]()
-    padder: padding.AsymmetricPadding = padding.PKCS1v15() if pad == "pkcs1v15" else padding.PSS(
-        padding.MGF1(algorithm), salt_length if salt_length is not None else algorithm.digest_size)
+    padder: padding.AsymmetricPadding = (
+        padding.PKCS1v15()
+        if pad == "pkcs1v15"
+        else padding.PSS(
+            padding.MGF1(algorithm),
+            salt_length if salt_length is not None else algorithm.digest_size,
+        )
+    )
     try:
         public_key.verify(signature, data, padder, algorithm)  # type: ignore[attr-defined]
     except CryptoInvalidSignature:
@@ -119,15 +157,20 @@ def _verify(public_key: object, signature: bytes, data: bytes, pad: str, hash_na
 
 def _run_sign(args: argparse.Namespace) -> int:
     from ittc.combiner import SyncClusterClient
+
     data = sys.stdin.buffer.read() if str(args.input) == "-" else args.input.read_bytes()
     with SyncClusterClient(args.cluster, deadline=args.deadline) as client:
-        signature = client.sign(data, padding=args.padding, hash_name=args.hash,
-                                salt_length=args.salt_length)
-        _verify(client.params.public_key(), signature, data, args.padding, args.hash,
-                args.salt_length)
+        signature = client.sign(
+            data, padding=args.padding, hash_name=args.hash, salt_length=args.salt_length
+        )
+        _verify(
+            client.params.public_key(), signature, data, args.padding, args.hash, args.salt_length
+        )
     args.out.write_bytes(signature)
-    _err(f"signed {len(data)} bytes with {args.padding}/{args.hash}: {args.out} "
-         f"({len(signature)} bytes, verified)")
+    _err(
+        f"signed {len(data)} bytes with {args.padding}/{args.hash}: {args.out} "
+        f"({len(signature)} bytes, verified)"
+    )
     return EXIT_OK
 
 
@@ -135,6 +178,7 @@ SIGN = Command("sign", "sign a file through the cluster", _setup_sign, _run_sign
 
 
 # -- ittc status -------------------------------------------------------------------------
+
 
 def _setup_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
@@ -144,6 +188,7 @@ def _setup_status(p: argparse.ArgumentParser) -> None:
 def _run_status(args: argparse.Namespace) -> int:
     """Health and self-description of every node; exit 0 when k of them can sign."""
     from ittc.combiner import SyncClusterClient
+
     with SyncClusterClient(args.cluster, node_timeout=args.timeout) as client:
         params = client.params
         health, info = client.health(), client.info()
@@ -156,8 +201,9 @@ def _run_status(args: argparse.Namespace) -> int:
         elif about.key_id != params.key_id or about.index != index:
             detail = f"WRONG NODE: answers as node {about.index} of key {about.key_id[:16]}"
         else:
-            detail = (f"ready={about.ready} version {about.software_version} "
-                      f"max_batch {about.max_batch}")
+            detail = (
+                f"ready={about.ready} version {about.software_version} max_batch {about.max_batch}"
+            )
             ready += int(about.ready and health[index] == "SERVING")
         print(f"  node {index}: {health[index]:<12} {detail}")
     ok = ready >= params.k
@@ -165,5 +211,6 @@ def _run_status(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else 1
 
 
-STATUS = Command("status", "health and identity of every node of a cluster", _setup_status,
-                 _run_status)
+STATUS = Command(
+    "status", "health and identity of every node of a cluster", _setup_status, _run_status
+)

@@ -71,9 +71,15 @@ class SignItem:
     salt: bytes = b""
 
     @classmethod
-    def make(cls, *, data: bytes | None = None, digest: bytes | None = None,
-             padding: Scheme | str = Scheme.PKCS1V15, hash_name: str = "sha256",
-             salt_length: int | None = None) -> SignItem:
+    def make(
+        cls,
+        *,
+        data: bytes | None = None,
+        digest: bytes | None = None,
+        padding: Scheme | str = Scheme.PKCS1V15,
+        hash_name: str = "sha256",
+        salt_length: int | None = None,
+    ) -> SignItem:
         """Hash ``data`` (or take ``digest``) and draw a fresh PSS salt if needed."""
         scheme = Scheme(padding) if isinstance(padding, str) else padding
         spec = hash_spec(hash_name)
@@ -90,8 +96,12 @@ class SignItem:
         return cls(scheme, spec.name, bytes(digest), salt)
 
     def to_proto(self) -> pb.SignItem:
-        return pb.SignItem(padding=_PADDING[self.padding], hash=_HASH[self.hash_name],
-                           digest=self.digest, salt=self.salt)
+        return pb.SignItem(
+            padding=_PADDING[self.padding],
+            hash=_HASH[self.hash_name],
+            digest=self.digest,
+            salt=self.salt,
+        )
 
 
 @dataclass
@@ -150,13 +160,21 @@ class ClusterClient:
     its shares; the default asks for proofs only when a combined signature is wrong.
     """
 
-    def __init__(self, cluster: ClusterFile | str | Path, *, cert: Path | None = None,
-                 key: Path | None = None, mode: Literal["exact", "all"] = "exact",
-                 proofs: Literal["on-failure", "always"] = "on-failure",
-                 deadline: float = 10.0, node_timeout: float = 5.0,
-                 hedge_after: float | None = None, max_batch: int = 64,
-                 max_inflight_batches: int | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cluster: ClusterFile | str | Path,
+        *,
+        cert: Path | None = None,
+        key: Path | None = None,
+        mode: Literal["exact", "all"] = "exact",
+        proofs: Literal["on-failure", "always"] = "on-failure",
+        deadline: float = 10.0,
+        node_timeout: float = 5.0,
+        hedge_after: float | None = None,
+        max_batch: int = 64,
+        max_inflight_batches: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cluster = cluster if isinstance(cluster, ClusterFile) else ClusterFile.load(cluster)
         self.params: PublicParams = self.cluster.params
         if mode not in ("exact", "all") or proofs not in ("on-failure", "always"):
@@ -166,8 +184,10 @@ class ClusterClient:
         cert = cert or self.cluster.client_cert
         key = key or self.cluster.client_key
         if cert is None or key is None:
-            raise ParameterError("no client identity: give cert= and key= or list one in the "
-                                 "cluster file's [client] table")
+            raise ParameterError(
+                "no client identity: give cert= and key= or list one in the "
+                "cluster file's [client] table"
+            )
         self._creds = tls.channel_credentials(cert, key, self.cluster.ca)
         self.mode, self.proofs = mode, proofs
         self.deadline, self.node_timeout, self.hedge_after = deadline, node_timeout, hedge_after
@@ -230,12 +250,19 @@ class ClusterClient:
 
     # -- public API -------------------------------------------------------------------
 
-    async def sign(self, data: bytes | None = None, *, digest: bytes | None = None,
-                   padding: Scheme | str = Scheme.PKCS1V15, hash_name: str = "sha256",
-                   salt_length: int | None = None) -> bytes:
+    async def sign(
+        self,
+        data: bytes | None = None,
+        *,
+        digest: bytes | None = None,
+        padding: Scheme | str = Scheme.PKCS1V15,
+        hash_name: str = "sha256",
+        salt_length: int | None = None,
+    ) -> bytes:
         """Sign ``data`` (hashed here) or a precomputed ``digest``; returns the signature."""
-        item = SignItem.make(data=data, digest=digest, padding=padding, hash_name=hash_name,
-                             salt_length=salt_length)
+        item = SignItem.make(
+            data=data, digest=digest, padding=padding, hash_name=hash_name, salt_length=salt_length
+        )
         return await self.sign_item(item)
 
     async def sign_item(self, item: SignItem) -> bytes:
@@ -257,8 +284,9 @@ class ClusterClient:
         try:
             return list(await asyncio.wait_for(asyncio.gather(*futures), self.deadline))
         except TimeoutError:
-            raise SigningError(f"no signature within the deadline of {self.deadline:g} s",
-                               self._node_states()) from None
+            raise SigningError(
+                f"no signature within the deadline of {self.deadline:g} s", self._node_states()
+            ) from None
 
     async def health(self) -> dict[int, str]:
         """Each node's ``grpc.health.v1`` status name (``SERVING``...), or why it could not
@@ -268,8 +296,9 @@ class ClusterClient:
         async def one(node: _Node) -> str:
             stub = health_pb2_grpc.HealthStub(node.channel)
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""),
-                                         timeout=self.node_timeout)
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=self.node_timeout
+                )
             except grpc.aio.AioRpcError as exc:
                 return f"UNREACHABLE ({exc.code().name})"
             return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
@@ -284,8 +313,9 @@ class ClusterClient:
 
         async def one(node: _Node) -> pb.NodeInfo | str:
             try:
-                info: pb.NodeInfo = await node.stub.GetInfo(pb.GetInfoRequest(),
-                                                            timeout=self.node_timeout)
+                info: pb.NodeInfo = await node.stub.GetInfo(
+                    pb.GetInfoRequest(), timeout=self.node_timeout
+                )
                 return info
             except grpc.aio.AioRpcError as exc:
                 return f"{exc.code().name}: {exc.details()}"
@@ -399,8 +429,7 @@ class ClusterClient:
         """The node was hedged around and had not answered when the batch was done:
         prefer the others for a while (it is asked again after the backoff)."""
         self._back_off(node)
-        log.info("node %d is slow: hedged around (asked again in %.2f s)", node.index,
-                 node.backoff)
+        log.info("node %d is slow: hedged around (asked again in %.2f s)", node.index, node.backoff)
 
     @staticmethod
     def _back_off(node: _Node) -> None:
@@ -424,8 +453,9 @@ class ClusterClient:
         self.stats.blamed[index] += 1
         quarantine = min(5.0 * 2 ** (self.stats.blamed[index] - 1), 600.0)
         node.suspect_until = time.monotonic() + quarantine
-        log.warning("node %d sent a bad share: %s (quarantined for %.0f s)", index, reason,
-                    quarantine)
+        log.warning(
+            "node %d sent a bad share: %s (quarantined for %.0f s)", index, reason, quarantine
+        )
 
     def _hedge_delay(self) -> float:
         """How long to wait for a node before asking another: a few typical round trips
@@ -437,12 +467,16 @@ class ClusterClient:
 
     # -- one RPC ----------------------------------------------------------------------
 
-    async def _ask(self, node: _Node, batch: Sequence[_Pending], with_proofs: bool,
-                   timeout: float) -> list[SignatureShare]:
+    async def _ask(
+        self, node: _Node, batch: Sequence[_Pending], with_proofs: bool, timeout: float
+    ) -> list[SignatureShare]:
         request = pb.SignRequest(
-            request_id=secrets.token_urlsafe(18), timestamp_ms=int(self.clock() * 1000),
-            key_id=self.params.key_id, with_proofs=with_proofs,
-            items=[p.item.to_proto() for p in batch])
+            request_id=secrets.token_urlsafe(18),
+            timestamp_ms=int(self.clock() * 1000),
+            key_id=self.params.key_id,
+            with_proofs=with_proofs,
+            items=[p.item.to_proto() for p in batch],
+        )
         node.inflight += len(batch)
         self.stats.rpcs += 1
         started = time.monotonic()
@@ -458,8 +492,9 @@ class ClusterClient:
         self._mark_ok(node, time.monotonic() - started)
         return shares
 
-    def _parse(self, node: _Node, response: pb.SignResponse, count: int,
-               with_proofs: bool) -> list[SignatureShare]:
+    def _parse(
+        self, node: _Node, response: pb.SignResponse, count: int, with_proofs: bool
+    ) -> list[SignatureShare]:
         """Shares from a node's answer, checked for shape; the index is the node's own."""
         params = self.params
         if response.index != node.index:
@@ -467,8 +502,9 @@ class ClusterClient:
         if response.key_id != params.key_id:
             raise _NodeFailure("answered for another key", lying=True)
         if len(response.shares) != count:
-            raise _NodeFailure(f"returned {len(response.shares)} shares for {count} items",
-                               lying=True)
+            raise _NodeFailure(
+                f"returned {len(response.shares)} shares for {count} items", lying=True
+            )
         z_bytes = (nonce_bits(params) + 1 + 7) // 8 + 1
         out = []
         for share in response.shares:
@@ -478,8 +514,9 @@ class ClusterClient:
             if with_proofs:
                 if not 0 < len(share.proof_c) <= L1 // 8 or not 0 < len(share.proof_z) <= z_bytes:
                     raise _NodeFailure("proof missing or of the wrong size", lying=True)
-                proof = Proof(int.from_bytes(share.proof_c, "big"),
-                              int.from_bytes(share.proof_z, "big"))
+                proof = Proof(
+                    int.from_bytes(share.proof_c, "big"), int.from_bytes(share.proof_z, "big")
+                )
             out.append(SignatureShare(node.index, int.from_bytes(share.value, "big"), proof))
         return out
 
@@ -487,14 +524,16 @@ class ClusterClient:
 
     # -- combining off the event loop -------------------------------------------------
 
-    async def _combine_many(self, jobs: Sequence[tuple[int, list[SignatureShare]]],
-                            use_proofs: bool | None) -> list[CombineResult | NotEnoughShares]:
+    async def _combine_many(
+        self, jobs: Sequence[tuple[int, list[SignatureShare]]], use_proofs: bool | None
+    ) -> list[CombineResult | NotEnoughShares]:
         """``combine_robust`` for each (x, shares); spread over the cores when it is
         heavy (proofs to check, or a big batch), inline when it is a few cheap items."""
         params = self.params
 
-        def work(chunk: Sequence[tuple[int, list[SignatureShare]]]
-                 ) -> list[CombineResult | NotEnoughShares]:
+        def work(
+            chunk: Sequence[tuple[int, list[SignatureShare]]],
+        ) -> list[CombineResult | NotEnoughShares]:
             out: list[CombineResult | NotEnoughShares] = []
             for x, shares in chunk:
                 try:
@@ -504,21 +543,24 @@ class ClusterClient:
             return out
 
         proofs_to_check = use_proofs is not False and any(
-            s.proof is not None for _, shares in jobs for s in shares)
+            s.proof is not None for _, shares in jobs for s in shares
+        )
         if not proofs_to_check and len(jobs) < 8:
             return work(jobs)
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "ittc-combine",
-                                            initializer=release_gil)
+            self._pool = ThreadPoolExecutor(
+                os.cpu_count() or 1, "ittc-combine", initializer=release_gil
+            )
         parts = min(len(jobs), os.cpu_count() or 1)
         size = -(-len(jobs) // parts)
         loop = asyncio.get_running_loop()
-        chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         done = await asyncio.gather(*(loop.run_in_executor(self._pool, work, c) for c in chunks))
         return [r for part in done for r in part]
 
-    async def _find_liars(self, item: _Pending, answers: dict[int, list[SignatureShare]],
-                          pos: int, end: float) -> set[int]:
+    async def _find_liars(
+        self, item: _Pending, answers: dict[int, list[SignatureShare]], pos: int, end: float
+    ) -> set[int]:
         """Ask the nodes whose shares failed to combine to prove their share of one item.
 
         A node whose proof fails, or whose proven share differs from what it sent first,
@@ -526,8 +568,9 @@ class ClusterClient:
         """
         timeout = max(min(self.node_timeout, end - time.monotonic()), 0.001)
         nodes = [self._nodes[i] for i in sorted(answers)]
-        replies = await asyncio.gather(*(self._ask(n, [item], True, timeout) for n in nodes),
-                                       return_exceptions=True)
+        replies = await asyncio.gather(
+            *(self._ask(n, [item], True, timeout) for n in nodes), return_exceptions=True
+        )
         liars: set[int] = set()
         checks = []
         for node, reply in zip(nodes, replies, strict=True):
@@ -552,15 +595,18 @@ class ClusterClient:
 
         loop = asyncio.get_running_loop()
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, "ittc-combine",
-                                            initializer=release_gil)
-        verdicts = await asyncio.gather(*(loop.run_in_executor(self._pool, verify, sh)
-                                          for sh in checks))
+            self._pool = ThreadPoolExecutor(
+                os.cpu_count() or 1, "ittc-combine", initializer=release_gil
+            )
+        verdicts = await asyncio.gather(
+            *(loop.run_in_executor(self._pool, verify, sh) for sh in checks)
+        )
         liars.update(i for i in verdicts if i is not None)
         return liars
 
-    async def _sign_batch(self, batch: list[_Pending], end: float | None = None,
-                          depth: int = 0) -> list[bytes | IttcError]:
+    async def _sign_batch(
+        self, batch: list[_Pending], end: float | None = None, depth: int = 0
+    ) -> list[bytes | IttcError]:
         params = self.params
         k = params.k
         start = time.monotonic()
@@ -595,8 +641,11 @@ class ClusterClient:
                 if remaining <= 0:
                     break
                 hedge = self._hedge_delay()
-                done, _ = await asyncio.wait(list(running), timeout=min(hedge, remaining),
-                                             return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    list(running),
+                    timeout=min(hedge, remaining),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if not done:
                     # Slow nodes: ask one more (they keep running, first k answers win).
                     spare = self._available(asked)
@@ -640,7 +689,8 @@ class ClusterClient:
         order = sorted(answers)
         outcomes = await self._combine_many(
             [(p.x, [answers[i][pos] for i in order]) for pos, p in enumerate(batch)],
-            always_proofs or None)
+            always_proofs or None,
+        )
         for pos, outcome in enumerate(outcomes):
             if isinstance(outcome, CombineResult):
                 results.append(outcome.signature)
@@ -667,17 +717,25 @@ class ClusterClient:
                 again = [exc] * len(wrong)
             for pos, result in zip(wrong, again, strict=True):
                 if isinstance(result, SigningError):  # name this round's liars too
-                    result = SigningError(str(result).split(" (")[0],
-                                          self._node_states() | failures | result.nodes)
+                    result = SigningError(
+                        str(result).split(" (")[0], self._node_states() | failures | result.nodes
+                    )
                 results[pos] = result
             return results
         if wrong:
             await self._repair(batch, wrong, results, answers, failures, asked, end)
         return results
 
-    async def _repair(self, batch: list[_Pending], wrong: list[int],
-                      results: list[bytes | IttcError], answers: dict[int, list[SignatureShare]],
-                      failures: dict[int, str], asked: set[int], end: float) -> None:
+    async def _repair(
+        self,
+        batch: list[_Pending],
+        wrong: list[int],
+        results: list[bytes | IttcError],
+        answers: dict[int, list[SignatureShare]],
+        failures: dict[int, str],
+        asked: set[int],
+        end: float,
+    ) -> None:
         """The optimistic combine failed for some items: gather proofs and more shares."""
         params = self.params
         self.stats.proof_rounds += 1
@@ -686,21 +744,33 @@ class ClusterClient:
         # Ask every node that answered (now with proofs) and every other node that is not
         # known to be down; known-down ones only if that is all there is.
         now = time.monotonic()
-        targets = [n for n in self._nodes.values() if n.index in answers or (
-            n.index not in failures and n.down_until <= now and n.suspect_until <= now)]
+        targets = [
+            n
+            for n in self._nodes.values()
+            if n.index in answers
+            or (n.index not in failures and n.down_until <= now and n.suspect_until <= now)
+        ]
         if len(targets) < params.k:
-            targets = [n for n in self._nodes.values() if n.index in answers
-                       or n.index not in failures]
+            targets = [
+                n for n in self._nodes.values() if n.index in answers or n.index not in failures
+            ]
         timeout = max(min(self.node_timeout, end - time.monotonic()), 0.001)
-        tasks = {asyncio.ensure_future(self._ask(node, items, want_proofs, timeout)): node
-                 for node in targets}
+        tasks = {
+            asyncio.ensure_future(self._ask(node, items, want_proofs, timeout)): node
+            for node in targets
+        }
         started = time.monotonic()
         collected: dict[int, list[SignatureShare]] = {}
         # Without proofs, keep the first-round shares too: more candidates for the subset
         # search.
-        earlier = {} if want_proofs else {
-            index: [s for j, s in enumerate(shares) if j in wrong]
-            for index, shares in answers.items()}
+        earlier = (
+            {}
+            if want_proofs
+            else {
+                index: [s for j, s in enumerate(shares) if j in wrong]
+                for index, shares in answers.items()
+            }
+        )
         pending: set[asyncio.Task[list[SignatureShare]]] = set(tasks)
         open_slots = list(range(len(wrong)))
         blamed: set[int] = set()
@@ -730,13 +800,16 @@ class ClusterClient:
                         continue
                     if not graced:
                         graced = True
-                        await collect(timeout=max(self._hedge_delay(),
-                                                  time.monotonic() - started))
+                        await collect(timeout=max(self._hedge_delay(), time.monotonic() - started))
                 candidates = earlier | collected
                 retry = []
                 outcomes = await self._combine_many(
-                    [(batch[wrong[slot]].x, [candidates[i][slot] for i in sorted(candidates)])
-                     for slot in open_slots], want_proofs or None)
+                    [
+                        (batch[wrong[slot]].x, [candidates[i][slot] for i in sorted(candidates)])
+                        for slot in open_slots
+                    ],
+                    want_proofs or None,
+                )
                 for slot, outcome in zip(open_slots, outcomes, strict=True):
                     pos = wrong[slot]
                     if isinstance(outcome, NotEnoughShares):
@@ -745,7 +818,8 @@ class ClusterClient:
                         else:
                             results[pos] = SigningError(
                                 f"fewer than k={params.k} valid shares",
-                                self._node_states() | failures | outcome.bad)
+                                self._node_states() | failures | outcome.bad,
+                            )
                         continue
                     results[pos] = outcome.signature
                     for index, reason in outcome.bad.items():
@@ -839,4 +913,3 @@ class SyncClusterClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -63,8 +63,7 @@ class ClusterFile:
             path = path / "cluster.toml"
         r = Reader(path, load_toml(path))
         check_format(r, CLUSTER_FORMAT)
-        r.unknown({"format", "version", "key_id", "params", "public_key", "ca", "client",
-                   "nodes"})
+        r.unknown({"format", "version", "key_id", "params", "public_key", "ca", "client", "nodes"})
         params = load_params(r, "params")
         if r.get("key_id", str) != params.key_id:
             raise r.fail("key_id", "does not match the public parameters file")
@@ -89,26 +88,43 @@ class ClusterFile:
             raise r.fail("nodes", f"must list nodes 1..{params.n} once each")
         client = r.table("client", required=False)
         client.unknown({"cert", "key"})
-        return cls(path=path, params=params, nodes=tuple(sorted(nodes, key=lambda n: n.index)),
-                   ca=r.path_("ca") or path, public_key=r.path_("public_key", None),
-                   client_cert=client.path_("cert", None), client_key=client.path_("key", None))
+        return cls(
+            path=path,
+            params=params,
+            nodes=tuple(sorted(nodes, key=lambda n: n.index)),
+            ca=r.path_("ca") or path,
+            public_key=r.path_("public_key", None),
+            client_cert=client.path_("cert", None),
+            client_key=client.path_("key", None),
+        )
 
     @staticmethod
-    def render(params: PublicParams, nodes: list[NodeEntry], *, params_file: str = "params.json",
-               public_key: str = "public.pem", ca: str = "ca/ca.pem",
-               client_cert: str | None = "client/client.pem",
-               client_key: str | None = "client/client.key") -> str:
+    def render(
+        params: PublicParams,
+        nodes: list[NodeEntry],
+        *,
+        params_file: str = "params.json",
+        public_key: str = "public.pem",
+        ca: str = "ca/ca.pem",
+        client_cert: str | None = "client/client.pem",
+        client_key: str | None = "client/client.key",
+    ) -> str:
         doc: dict[str, Any] = {
-            "format": CLUSTER_FORMAT, "version": VERSION, "key_id": params.key_id,
-            "params": params_file, "public_key": public_key, "ca": ca,
+            "format": CLUSTER_FORMAT,
+            "version": VERSION,
+            "key_id": params.key_id,
+            "params": params_file,
+            "public_key": public_key,
+            "ca": ca,
         }
         if client_cert and client_key:
             doc["client"] = {"cert": client_cert, "key": client_key}
-        doc["nodes"] = [{"index": n.index, "address": n.address, "tls_name": n.tls_name}
-                        for n in nodes]
-        header = (f"ittc cluster file: key {params.short_id}, {params.bits}-bit, "
-                  f"k={params.k} of n={params.n}.\nPublic: copy it to every combiner. "
-                  "Paths are relative to this file.")
+        doc["nodes"] = [
+            {"index": n.index, "address": n.address, "tls_name": n.tls_name} for n in nodes
+        ]
+        header = (
+            f"ittc cluster file: key {params.short_id}, {params.bits}-bit, "
+            f"k={params.k} of n={params.n}.\nPublic: copy it to every combiner. "
+            "Paths are relative to this file."
+        )
         return dump_toml(doc, header)
-
-

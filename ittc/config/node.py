@@ -74,8 +74,15 @@ class NodeConfig:
         tls.unknown({"cert", "key", "ca"})
         access.unknown({"allowed_clients"})
         audit.unknown({"path"})
-        limits.unknown({"max_batch", "max_message_bytes", "freshness_seconds",
-                        "max_deadline_seconds", "max_pending_items"})
+        limits.unknown(
+            {
+                "max_batch",
+                "max_message_bytes",
+                "freshness_seconds",
+                "max_deadline_seconds",
+                "max_pending_items",
+            }
+        )
         listen = node.get("listen", str)
         try:
             parse_address(listen)
@@ -92,14 +99,18 @@ class NodeConfig:
         defaults = Limits()
         lim = Limits(
             max_batch=limits.int("max_batch", 1, 4096, defaults.max_batch),
-            max_message_bytes=limits.int("max_message_bytes", 4096, 64 << 20,
-                                         defaults.max_message_bytes),
-            freshness_seconds=float(limits.get("freshness_seconds", (int, float),
-                                               defaults.freshness_seconds)),
-            max_deadline_seconds=float(limits.get("max_deadline_seconds", (int, float),
-                                                  defaults.max_deadline_seconds)),
-            max_pending_items=limits.int("max_pending_items", 1, 1 << 20,
-                                         defaults.max_pending_items),
+            max_message_bytes=limits.int(
+                "max_message_bytes", 4096, 64 << 20, defaults.max_message_bytes
+            ),
+            freshness_seconds=float(
+                limits.get("freshness_seconds", (int, float), defaults.freshness_seconds)
+            ),
+            max_deadline_seconds=float(
+                limits.get("max_deadline_seconds", (int, float), defaults.max_deadline_seconds)
+            ),
+            max_pending_items=limits.int(
+                "max_pending_items", 1, 1 << 20, defaults.max_pending_items
+            ),
         )
         if not 0 < lim.freshness_seconds <= 86400:
             raise limits.fail("freshness_seconds", "must be in (0, 86400]")
@@ -112,14 +123,23 @@ class NodeConfig:
             return p
 
         return cls(
-            path=path, index=node.int("index", 1, 64), listen=listen,
-            params_file=required_path(key, "params"), share_file=required_path(key, "share"),
-            tls_cert=required_path(tls, "cert"), tls_key=required_path(tls, "key"),
-            tls_ca=required_path(tls, "ca"), allowed_clients=clients,
-            audit_log=required_path(audit, "path"), passphrase_file=passphrase_file,
-            passphrase_env=passphrase_env, workers=node.int("workers", 0, 256, 0),
+            path=path,
+            index=node.int("index", 1, 64),
+            listen=listen,
+            params_file=required_path(key, "params"),
+            share_file=required_path(key, "share"),
+            tls_cert=required_path(tls, "cert"),
+            tls_key=required_path(tls, "key"),
+            tls_ca=required_path(tls, "ca"),
+            allowed_clients=clients,
+            audit_log=required_path(audit, "path"),
+            passphrase_file=passphrase_file,
+            passphrase_env=passphrase_env,
+            workers=node.int("workers", 0, 256, 0),
             threads=node.int("threads", 0, 1024, 0),
-            proof_nonces=node.int("proof_nonces", 0, 100000, 16), limits=lim)
+            proof_nonces=node.int("proof_nonces", 0, 100000, 16),
+            limits=lim,
+        )
 
     def load_params(self) -> PublicParams:
         r = Reader(self.path, {"params": str(self.params_file)})
@@ -129,11 +149,22 @@ class NodeConfig:
         return params
 
     @staticmethod
-    def render(index: int, listen: str, *, allowed_clients: list[str],
-               passphrase_file: str | None = None, passphrase_env: str | None = None,
-               params: str = "params.json", share: str = "share.enc",
-               cert: str = "tls.pem", key: str = "tls.key", ca: str = "ca.pem",
-               audit: str = "audit.log", workers: int = 0, limits: Limits | None = None) -> str:
+    def render(
+        index: int,
+        listen: str,
+        *,
+        allowed_clients: list[str],
+        passphrase_file: str | None = None,
+        passphrase_env: str | None = None,
+        params: str = "params.json",
+        share: str = "share.enc",
+        cert: str = "tls.pem",
+        key: str = "tls.key",
+        ca: str = "ca.pem",
+        audit: str = "audit.log",
+        workers: int = 0,
+        limits: Limits | None = None,
+    ) -> str:
         lim = limits or Limits()
         key_table: dict[str, Any] = {"params": params, "share": share}
         if passphrase_file is not None:
@@ -141,18 +172,24 @@ class NodeConfig:
         if passphrase_env is not None:
             key_table["passphrase_env"] = passphrase_env
         doc = {
-            "format": NODE_FORMAT, "version": VERSION,
+            "format": NODE_FORMAT,
+            "version": VERSION,
             "node": {"index": index, "listen": listen, "workers": workers},
             "key": key_table,
             "tls": {"cert": cert, "key": key, "ca": ca},
             "access": {"allowed_clients": list(allowed_clients)},
             "audit": {"path": audit},
-            "limits": {"max_batch": lim.max_batch, "max_message_bytes": lim.max_message_bytes,
-                       "freshness_seconds": lim.freshness_seconds,
-                       "max_deadline_seconds": lim.max_deadline_seconds,
-                       "max_pending_items": lim.max_pending_items},
+            "limits": {
+                "max_batch": lim.max_batch,
+                "max_message_bytes": lim.max_message_bytes,
+                "freshness_seconds": lim.freshness_seconds,
+                "max_deadline_seconds": lim.max_deadline_seconds,
+                "max_pending_items": lim.max_pending_items,
+            },
         }
-        header = (f"ittc node {index}: run with `ittc node --config node.toml`.\n"
-                  "Without passphrase_file or passphrase_env the node asks on its terminal.\n"
-                  "Paths are relative to this file.")
+        header = (
+            f"ittc node {index}: run with `ittc node --config node.toml`.\n"
+            "Without passphrase_file or passphrase_env the node asks on its terminal.\n"
+            "Paths are relative to this file."
+        )
         return dump_toml(doc, header)

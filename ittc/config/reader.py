@@ -12,8 +12,15 @@ from typing import Any
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.params import PublicParams
 
-__all__ = ["IDENTITY", "VERSION", "Reader", "check_format", "load_params", "load_toml",
-           "parse_address"]
+__all__ = [
+    "IDENTITY",
+    "VERSION",
+    "Reader",
+    "check_format",
+    "load_params",
+    "load_toml",
+    "parse_address",
+]
 
 VERSION = 1
 #: The identities ``allowed_clients`` may list and certificates may carry.
@@ -88,11 +95,12 @@ def load_toml(path: pathlib.Path) -> dict[str, Any]:
 
 def check_format(reader: Reader, expected: str) -> None:
     if reader.get("format", str, None) != expected:
-        raise ConfigError(f"{reader.path}: not an {expected} file (format = \"{expected}\")")
+        raise ConfigError(f'{reader.path}: not an {expected} file (format = "{expected}")')
     version = reader.get("version", int, None)
     if version != VERSION:
-        raise ConfigError(f"{reader.path}: unsupported version {version!r} (this ittc reads "
-                          f"version {VERSION})")
+        raise ConfigError(
+            f"{reader.path}: unsupported version {version!r} (this ittc reads version {VERSION})"
+        )
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -117,4 +125,3 @@ def load_params(reader: Reader, key: str) -> PublicParams:
         raise reader.fail(key, f"{path}: no such file") from None
     except ParameterError as exc:
         raise reader.fail(key, f"{path}: {exc}") from None
-

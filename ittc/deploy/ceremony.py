@@ -72,7 +72,7 @@ def _write_new(path: pathlib.Path, data: str | bytes, mode: int = 0o644) -> None
     try:
         view = memoryview(raw)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -98,8 +98,9 @@ def _host(address: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def _addresses(params: PublicParams, addresses: Sequence[str] | None, host: str,
-               base_port: int) -> list[str]:
+def _addresses(
+    params: PublicParams, addresses: Sequence[str] | None, host: str, base_port: int
+) -> list[str]:
     if addresses is None:
         if not 1 <= base_port <= 65536 - params.n:
             raise ParameterError(f"base port {base_port} leaves no room for {params.n} nodes")
@@ -118,19 +119,24 @@ def _addresses(params: PublicParams, addresses: Sequence[str] | None, host: str,
     return addresses
 
 
-def _passphrases(params: PublicParams, passphrases: Sequence[bytes],
-                 passphrase_file: pathlib.Path | None) -> list[bytes]:
+def _passphrases(
+    params: PublicParams, passphrases: Sequence[bytes], passphrase_file: pathlib.Path | None
+) -> list[bytes]:
     if len(passphrases) not in (1, params.n):
-        raise ParameterError(f"give one passphrase for all nodes or one per node ({params.n}), "
-                             f"not {len(passphrases)}")
+        raise ParameterError(
+            f"give one passphrase for all nodes or one per node ({params.n}), "
+            f"not {len(passphrases)}"
+        )
     result = [bytes(p) for p in passphrases] * (params.n if len(passphrases) == 1 else 1)
     if any(not p for p in result):
         raise ParameterError("a share-file passphrase must not be empty")
     if passphrase_file is not None:
         on_file = storage.read_passphrase_file(passphrase_file)
         if any(p != on_file for p in result):
-            raise ParameterError(f"{passphrase_file}: every node config will name this file, "
-                                 "so every share must be encrypted with the passphrase in it")
+            raise ParameterError(
+                f"{passphrase_file}: every node config will name this file, "
+                "so every share must be encrypted with the passphrase in it"
+            )
     return result
 
 
@@ -140,26 +146,39 @@ def _client_names(client_names: Sequence[str]) -> list[str]:
         raise ParameterError("at least one client identity is needed")
     for name in names:
         if not _NAME.match(name):
-            raise ParameterError(f"{name!r} is not a valid client identity "
-                                 "(letters, digits, '.', '_', '-')")
+            raise ParameterError(
+                f"{name!r} is not a valid client identity (letters, digits, '.', '_', '-')"
+            )
     if len(set(names)) != len(names):
         raise ParameterError("client identities must be distinct")
     return names
 
 
-def _write_identity(folder: pathlib.Path, stem: str, cert: x509.Certificate,
-                    key: ec.EllipticCurvePrivateKey, ca_pem: bytes) -> None:
+def _write_identity(
+    folder: pathlib.Path,
+    stem: str,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    ca_pem: bytes,
+) -> None:
     pki.write_cert(folder / f"{stem}.pem", cert)
     pki.write_private_key(folder / f"{stem}.key", key)
     _write_new(folder / "ca.pem", ca_pem)
 
 
-def create_cluster(out: pathlib.Path, dealt: DealtKey, *, passphrases: Sequence[bytes],
-                   passphrase_file: pathlib.Path | None = None,
-                   addresses: Sequence[str] | None = None, host: str = "127.0.0.1",
-                   base_port: int = 7001, client_names: Sequence[str] = ("ittc-client",),
-                   kdf: storage.KdfLimits | None = None,
-                   progress: Progress | None = None) -> ClusterFile:
+def create_cluster(
+    out: pathlib.Path,
+    dealt: DealtKey,
+    *,
+    passphrases: Sequence[bytes],
+    passphrase_file: pathlib.Path | None = None,
+    addresses: Sequence[str] | None = None,
+    host: str = "127.0.0.1",
+    base_port: int = 7001,
+    client_names: Sequence[str] = ("ittc-client",),
+    kdf: storage.KdfLimits | None = None,
+    progress: Progress | None = None,
+) -> ClusterFile:
     """Write the cluster folder ``out`` for ``dealt`` and return its loaded cluster file.
 
     ``passphrases`` encrypt the share files: one for all nodes, or one per node. With
@@ -167,6 +186,7 @@ def create_cluster(out: pathlib.Path, dealt: DealtKey, *, passphrases: Sequence[
     a path relative to the node's folder, so the node starts without asking.
     Addresses default to ``host:base_port``, ``host:base_port+1``, ...
     """
+
     def say(message: str) -> None:
         if progress is not None:
             progress(message)
@@ -178,15 +198,17 @@ def create_cluster(out: pathlib.Path, dealt: DealtKey, *, passphrases: Sequence[
     if passphrase_file is not None:
         passphrase_file = pathlib.Path(passphrase_file).expanduser().resolve()
     secrets_ = _passphrases(params, passphrases, passphrase_file)
-    nodes = [NodeEntry(i, a, node_tls_name(i))
-             for i, a in enumerate(_addresses(params, addresses, host, base_port), 1)]
+    nodes = [
+        NodeEntry(i, a, node_tls_name(i))
+        for i, a in enumerate(_addresses(params, addresses, host, base_port), 1)
+    ]
     clients = _client_names(client_names)
     if len(dealt.shares) != params.n or [s.index for s in dealt.shares] != list(
-            range(1, params.n + 1)):
+        range(1, params.n + 1)
+    ):
         raise ParameterError("dealt key must hold shares 1..n in order")
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial",
-                                        dir=out.parent))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         _build(tmp, out, dealt, nodes, clients, secrets_, passphrase_file, kdf, say)
         say("checking what was written")
@@ -208,13 +230,25 @@ def _fsync_dir(path: pathlib.Path) -> None:
         os.close(fd)
 
 
-def _build(root: pathlib.Path, final: pathlib.Path, dealt: DealtKey, nodes: list[NodeEntry],
-           clients: list[str], passphrases: list[bytes], passphrase_file: pathlib.Path | None,
-           kdf: storage.KdfLimits | None, say: Progress) -> None:
+def _build(
+    root: pathlib.Path,
+    final: pathlib.Path,
+    dealt: DealtKey,
+    nodes: list[NodeEntry],
+    clients: list[str],
+    passphrases: list[bytes],
+    passphrase_file: pathlib.Path | None,
+    kdf: storage.KdfLimits | None,
+    say: Progress,
+) -> None:
     params = dealt.params
     os.chmod(root, 0o700)
-    _write_new(root / "public.pem", params.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write_new(
+        root / "public.pem",
+        params.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
     _write_new(root / "params.json", params.to_json())
 
     say("making the cluster CA")
@@ -232,11 +266,16 @@ def _build(root: pathlib.Path, final: pathlib.Path, dealt: DealtKey, nodes: list
         relative = None
         if passphrase_file is not None:
             relative = os.path.relpath(passphrase_file, final / f"node-{i}")
-        _write_new(folder / "node.toml", NodeConfig.render(
-            i, entry.address, allowed_clients=list(clients), passphrase_file=relative))
+        _write_new(
+            folder / "node.toml",
+            NodeConfig.render(
+                i, entry.address, allowed_clients=list(clients), passphrase_file=relative
+            ),
+        )
         storage.write_share_file(folder / "share.enc", share, passphrase, kdf=kdf)
-        cert, key = pki.issue_server_cert(ca_cert, ca_key, entry.tls_name,
-                                          [_host(entry.address), "127.0.0.1"])
+        cert, key = pki.issue_server_cert(
+            ca_cert, ca_key, entry.tls_name, [_host(entry.address), "127.0.0.1"]
+        )
         _write_identity(folder, "tls", cert, key, ca_pem)
         _write_new(folder / "params.json", params.to_json())
 
@@ -287,13 +326,17 @@ def describe(cluster: ClusterFile) -> str:
     if p.proofs_sound:
         sharing = "shoup (safe primes): share proofs are sound"
     else:
-        sharing = ("integer (split from an existing key): share proofs are NOT sound; bad "
-                   "shares are found by checking the final signature")
+        sharing = (
+            "integer (split from an existing key): share proofs are NOT sound; bad "
+            "shares are found by checking the final signature"
+        )
     if p.robust:
         robust = f"robust: {p.k - 1} faulty nodes cannot stop the others from signing"
     else:
-        robust = (f"NOT robust: {p.k - 1} faulty nodes can stop signing "
-                  f"(robustness needs n >= 2k-1 = {2 * p.k - 1})")
+        robust = (
+            f"NOT robust: {p.k - 1} faulty nodes can stop signing "
+            f"(robustness needs n >= 2k-1 = {2 * p.k - 1})"
+        )
     lines = [
         f"cluster    {cluster.path}",
         f"key id     {p.key_id}",

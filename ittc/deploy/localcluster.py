@@ -60,24 +60,33 @@ class _Proc:
 class LocalCluster:
     """The nodes of one cluster folder as local processes. A context manager."""
 
-    def __init__(self, cluster: str | os.PathLike[str] | ClusterFile, *,
-                 log_dir: str | os.PathLike[str] | None = None,
-                 env: Mapping[int, Mapping[str, str]] | None = None,
-                 python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        cluster: str | os.PathLike[str] | ClusterFile,
+        *,
+        log_dir: str | os.PathLike[str] | None = None,
+        env: Mapping[int, Mapping[str, str]] | None = None,
+        python: str = sys.executable,
+    ) -> None:
         self.cluster = cluster if isinstance(cluster, ClusterFile) else ClusterFile.load(cluster)
         root = self.cluster.root
         self.log_dir = pathlib.Path(log_dir) if log_dir is not None else root / "logs"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.python = python
         self._procs = {
-            entry.index: _Proc(entry.index, root / f"node-{entry.index}" / "node.toml",
-                               self.log_dir / f"node-{entry.index}.log",
-                               dict((env or {}).get(entry.index, {})))
-            for entry in self.cluster.nodes}
+            entry.index: _Proc(
+                entry.index,
+                root / f"node-{entry.index}" / "node.toml",
+                self.log_dir / f"node-{entry.index}.log",
+                dict((env or {}).get(entry.index, {})),
+            )
+            for entry in self.cluster.nodes
+        }
         if self.cluster.client_cert is None or self.cluster.client_key is None:
             raise IttcError("the cluster file names no client identity to probe health with")
-        self._creds = tls.channel_credentials(self.cluster.client_cert, self.cluster.client_key,
-                                              self.cluster.ca)
+        self._creds = tls.channel_credentials(
+            self.cluster.client_cert, self.cluster.client_key, self.cluster.ca
+        )
         self._groups: set[int] = set()
 
     # -- processes --------------------------------------------------------------------
@@ -86,8 +95,14 @@ class LocalCluster:
     def indices(self) -> list[int]:
         return sorted(self._procs)
 
-    def start(self, indices: Iterable[int] | None = None, *, wait: bool = True,
-              timeout: float = 60.0, env: Mapping[str, str] | None = None) -> None:
+    def start(
+        self,
+        indices: Iterable[int] | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         """Start nodes (all by default); with ``wait``, until each one is SERVING."""
         chosen = list(self.indices if indices is None else indices)
         for index in chosen:
@@ -101,16 +116,19 @@ class LocalCluster:
             try:
                 proc.popen = subprocess.Popen(
                     [self.python, "-m", "ittc_node", "--config", str(proc.config)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=child_env, start_new_session=True)
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=child_env,
+                    start_new_session=True,
+                )
                 self._groups.add(proc.popen.pid)  # new session: its pid is its group id
             finally:
                 log.close()
         if wait:
             self.wait_serving(chosen, timeout=timeout)
 
-    def wait_serving(self, indices: Iterable[int] | None = None, *,
-                     timeout: float = 60.0) -> None:
+    def wait_serving(self, indices: Iterable[int] | None = None, *, timeout: float = 60.0) -> None:
         """Block until every given node answers SERVING; raise if one exits or times out."""
         deadline = time.monotonic() + timeout
         pending = set(self.indices if indices is None else indices)
@@ -120,13 +138,13 @@ class LocalCluster:
                 if proc.popen is not None and proc.popen.poll() is not None:
                     raise NodeStartError(
                         f"node {index} exited with code {proc.popen.returncode}: "
-                        f"{self.log_tail(index)}")
+                        f"{self.log_tail(index)}"
+                    )
                 if self.health(index, timeout=1.0) == "SERVING":
                     pending.discard(index)
             if pending:
                 if time.monotonic() > deadline:
-                    raise NodeStartError(f"nodes {sorted(pending)} not SERVING after "
-                                         f"{timeout:g} s")
+                    raise NodeStartError(f"nodes {sorted(pending)} not SERVING after {timeout:g} s")
                 time.sleep(0.1)
 
     def health(self, index: int, *, timeout: float = 2.0) -> str:
@@ -222,6 +240,10 @@ class LocalCluster:
     def __enter__(self) -> LocalCluster:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

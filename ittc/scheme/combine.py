@@ -26,8 +26,14 @@ from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import SignatureShare, check_share, verify_share
 
-__all__ = ["CombineError", "CombineResult", "MAX_SUBSETS", "combine", "combine_robust",
-           "lagrange_coefficients"]
+__all__ = [
+    "CombineError",
+    "CombineResult",
+    "MAX_SUBSETS",
+    "combine",
+    "combine_robust",
+    "lagrange_coefficients",
+]
 
 #: How many ``k``-subsets a robust combine tries before giving up.
 MAX_SUBSETS = 2000
@@ -99,8 +105,9 @@ def _to_bytes(params: PublicParams, y: mpz) -> bytes:
     return int(y).to_bytes(params.size_bytes, "big")
 
 
-def combine(params: PublicParams, x: int, shares: Sequence[SignatureShare], *,
-            check: bool = True) -> bytes:
+def combine(
+    params: PublicParams, x: int, shares: Sequence[SignatureShare], *, check: bool = True
+) -> bytes:
     """The signature on representative ``x`` from exactly ``k`` shares of distinct nodes.
 
     Raises :class:`CombineError` if the result is not a valid signature. ``check=False``
@@ -153,8 +160,9 @@ def _consistent(oracle: _SubsetOracle, members: tuple[int, ...], k: int) -> bool
     return all(oracle(sub) is not None for sub in itertools.combinations(members, k))
 
 
-def _largest_consistent_sets(oracle: _SubsetOracle, indices: list[int],
-                             k: int) -> list[tuple[int, ...]]:
+def _largest_consistent_sets(
+    oracle: _SubsetOracle, indices: list[int], k: int
+) -> list[tuple[int, ...]]:
     """The largest sets of shares every ``k`` of which combine to a valid signature.
 
     Honest shares always form such a set. Colluding liars whose errors cancel can form
@@ -167,8 +175,13 @@ def _largest_consistent_sets(oracle: _SubsetOracle, indices: list[int],
     return []
 
 
-def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare], *,
-                   use_proofs: bool | None = None) -> CombineResult:
+def combine_robust(
+    params: PublicParams,
+    x: int,
+    shares: Sequence[SignatureShare],
+    *,
+    use_proofs: bool | None = None,
+) -> CombineResult:
     """A valid signature from any number of shares, some of which may be wrong.
 
     Shares that fail range checks, conflict with another share from the same node, fail
@@ -209,8 +222,7 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
         candidates.pop(index, None)
 
     if use_proofs is None:
-        use_proofs = params.proofs_sound and all(s.proof is not None
-                                                 for s in candidates.values())
+        use_proofs = params.proofs_sound and all(s.proof is not None for s in candidates.values())
     if use_proofs:
         for index, share in list(candidates.items()):
             try:
@@ -226,8 +238,9 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
     first = tuple(sorted(candidates)[:k])
     y = oracle(first)
     if y is not None and (use_proofs or len(candidates) == k):
-        return CombineResult(_to_bytes(params, y), first, bad,
-                             "proofs" if use_proofs else "optimistic")
+        return CombineResult(
+            _to_bytes(params, y), first, bad, "proofs" if use_proofs else "optimistic"
+        )
 
     indices = sorted(candidates)
     try:
@@ -247,12 +260,14 @@ def combine_robust(params: PublicParams, x: int, shares: Sequence[SignatureShare
     y = oracle(good)
     assert y is not None
     method: Literal["optimistic", "proofs", "subsets"] = (
-        "optimistic" if good == first else "subsets")
+        "optimistic" if good == first else "subsets"
+    )
     return CombineResult(_to_bytes(params, y), good, bad, method, ambiguous)
 
 
-def _greedy_consistent_set(oracle: _SubsetOracle, indices: list[int],
-                           k: int) -> list[tuple[int, ...]]:
+def _greedy_consistent_set(
+    oracle: _SubsetOracle, indices: list[int], k: int
+) -> list[tuple[int, ...]]:
     """For very many shares: grow one valid subset by every share that fits with it."""
     try:
         for subset in itertools.combinations(indices, k):

@@ -54,8 +54,10 @@ class DealtKey:
     warnings: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:
-        return (f"<DealtKey {self.params.short_id}: {self.params.bits}-bit, "
-                f"k={self.params.k} of n={self.params.n}, {self.params.sharing} sharing>")
+        return (
+            f"<DealtKey {self.params.short_id}: {self.params.bits}-bit, "
+            f"k={self.params.k} of n={self.params.n}, {self.params.sharing} sharing>"
+        )
 
 
 def _check_shape(n: int, k: int, e: int) -> list[str]:
@@ -67,9 +69,11 @@ def _check_shape(n: int, k: int, e: int) -> list[str]:
         raise ParameterError("public exponent must be a prime larger than the number of nodes")
     warnings = []
     if n - (k - 1) < k:
-        warnings.append(f"threshold k={k} with n={n} is not robust: {k - 1} corrupt nodes "
-                        f"leave only {n - k + 1} honest ones, fewer than k; Shoup's "
-                        "robustness needs n - (k-1) >= k")
+        warnings.append(
+            f"threshold k={k} with n={n} is not robust: {k - 1} corrupt nodes "
+            f"leave only {n - k + 1} honest ones, fewer than k; Shoup's "
+            "robustness needs n - (k-1) >= k"
+        )
     return warnings
 
 
@@ -117,10 +121,19 @@ def deal_shoup(p: int, q: int, e: int = 65537, n: int = 5, k: int = 3) -> DealtK
         return bool(gmpy2.powmod(v, pp, Nm) != 1 and gmpy2.powmod(v, qp, Nm) != 1)
 
     v = _random_square(N, generates)
-    params = PublicParams(modulus=N, e=e, v=v, verification_keys=_verification_keys(N, v, values),
-                          n=n, k=k, sharing="shoup", share_bits=N.bit_length())
-    dealt = DealtKey(params, tuple(KeyShare(params, i, s) for i, s in enumerate(values, 1)),
-                     tuple(warnings))
+    params = PublicParams(
+        modulus=N,
+        e=e,
+        v=v,
+        verification_keys=_verification_keys(N, v, values),
+        n=n,
+        k=k,
+        sharing="shoup",
+        share_bits=N.bit_length(),
+    )
+    dealt = DealtKey(
+        params, tuple(KeyShare(params, i, s) for i, s in enumerate(values, 1)), tuple(warnings)
+    )
     consistency_check(dealt, reference=rsa_key_from_primes(p, q, e))
     return dealt
 
@@ -128,26 +141,44 @@ def deal_shoup(p: int, q: int, e: int = 65537, n: int = 5, k: int = 3) -> DealtK
 def deal_integer(N: int, e: int, d: int, n: int = 5, k: int = 3) -> DealtKey:
     """Share ``Δ·d`` over the integers (for keys whose primes are not safe)."""
     warnings = _check_shape(n, k, e)
-    warnings.append("this key's primes are not safe primes: share proofs are not sound, so "
-                    "bad shares are found by the final signature check and by trying other "
-                    "k-subsets, not by proofs")
+    warnings.append(
+        "this key's primes are not safe primes: share proofs are not sound, so "
+        "bad shares are found by the final signature check and by trying other "
+        "k-subsets, not by proofs"
+    )
     delta = math.factorial(n)
     bound = (1 << (HIDING_BITS + n)) * delta * N
     coefficients = [delta * d] + [secrets.randbelow(bound) for _ in range(k - 1)]
     values = [_evaluate(coefficients, i) for i in range(1, n + 1)]
     share_bits = max(_evaluate([delta * N] + [bound] * (k - 1), n).bit_length(), N.bit_length())
     v = _random_square(N)
-    params = PublicParams(modulus=N, e=e, v=v, verification_keys=_verification_keys(N, v, values),
-                          n=n, k=k, sharing="integer", share_bits=share_bits)
-    dealt = DealtKey(params, tuple(KeyShare(params, i, s) for i, s in enumerate(values, 1)),
-                     tuple(warnings))
+    params = PublicParams(
+        modulus=N,
+        e=e,
+        v=v,
+        verification_keys=_verification_keys(N, v, values),
+        n=n,
+        k=k,
+        sharing="integer",
+        share_bits=share_bits,
+    )
+    dealt = DealtKey(
+        params, tuple(KeyShare(params, i, s) for i, s in enumerate(values, 1)), tuple(warnings)
+    )
     consistency_check(dealt)
     return dealt
 
 
-def generate(bits: int = 2048, n: int = 5, k: int = 3, e: int = 65537, *,
-             progress: Progress | None = None, processes: int | None = None,
-             insecure_allow_small_modulus_for_tests: bool = False) -> DealtKey:
+def generate(
+    bits: int = 2048,
+    n: int = 5,
+    k: int = 3,
+    e: int = 65537,
+    *,
+    progress: Progress | None = None,
+    processes: int | None = None,
+    insecure_allow_small_modulus_for_tests: bool = False,
+) -> DealtKey:
     """Generate a fresh key from safe primes and deal it into ``n`` shares.
 
     ``bits`` is 2048, 3072 or 4096. Anything else needs
@@ -162,8 +193,9 @@ def generate(bits: int = 2048, n: int = 5, k: int = 3, e: int = 65537, *,
     if progress is not None:
         progress(f"generating two {bits // 2}-bit safe primes")
     small = bits < MIN_MODULUS_BITS
-    p, q = primes.generate_safe_prime_pair(bits // 2, progress=progress,
-                                           processes=1 if small else processes)
+    p, q = primes.generate_safe_prime_pair(
+        bits // 2, progress=progress, processes=1 if small else processes
+    )
     if progress is not None:
         progress(f"dealing {n} shares, threshold {k}")
     dealt = deal_shoup(p, q, e, n, k)
@@ -172,8 +204,9 @@ def generate(bits: int = 2048, n: int = 5, k: int = 3, e: int = 65537, *,
     return dealt
 
 
-def split(key: rsa.RSAPrivateKey, n: int = 5, k: int = 3, *,
-          progress: Progress | None = None) -> DealtKey:
+def split(
+    key: rsa.RSAPrivateKey, n: int = 5, k: int = 3, *, progress: Progress | None = None
+) -> DealtKey:
     """Split an existing RSA key into ``n`` shares with threshold ``k``."""
     numbers = key.private_numbers()
     N, e, d = numbers.public_numbers.n, numbers.public_numbers.e, numbers.d
@@ -188,8 +221,14 @@ def rsa_key_from_primes(p: int, q: int, e: int) -> rsa.RSAPrivateKey:
     """The ordinary RSA key for ``p, q, e`` (used to cross-check the dealing)."""
     d = pow(e, -1, (p - 1) * (q - 1) // math.gcd(p - 1, q - 1))
     numbers = rsa.RSAPrivateNumbers(
-        p=p, q=q, d=d, dmp1=d % (p - 1), dmq1=d % (q - 1), iqmp=pow(q, -1, p),
-        public_numbers=rsa.RSAPublicNumbers(e, p * q))
+        p=p,
+        q=q,
+        d=d,
+        dmp1=d % (p - 1),
+        dmq1=d % (q - 1),
+        iqmp=pow(q, -1, p),
+        public_numbers=rsa.RSAPublicNumbers(e, p * q),
+    )
     return numbers.private_key(unsafe_skip_rsa_key_validation=True)
 
 
@@ -206,17 +245,19 @@ def consistency_check(dealt: DealtKey, reference: rsa.RSAPrivateKey | None = Non
     for share in shares:
         verify_share(params, x, share)
     k, n = params.k, params.n
-    subsets = {tuple(range(k)), tuple(range(n - k, n)), tuple(range(n))[1:k + 1]}
+    subsets = {tuple(range(k)), tuple(range(n - k, n)), tuple(range(n))[1 : k + 1]}
     subsets = {s for s in subsets if len(s) == k}
     public = params.public_key()
     for subset in sorted(subsets):
         signature = combine(params, x, [shares[i] for i in subset])
         try:
-            public.verify(signature, digest, padding.PKCS1v15(),
-                          Prehashed(hashes.SHA256()))
+            public.verify(signature, digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
         except Exception:
-            raise InvalidSignature("dealer self-check: combined signature does not verify") \
-                from None
-        if reference is not None and reference.sign(
-                digest, padding.PKCS1v15(), Prehashed(hashes.SHA256())) != signature:
+            raise InvalidSignature(
+                "dealer self-check: combined signature does not verify"
+            ) from None
+        if (
+            reference is not None
+            and reference.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256())) != signature
+        ):
             raise InvalidSignature("dealer self-check: signature differs from the whole key's")

@@ -35,12 +35,15 @@ class HashSpec:
 
 
 HASHES: dict[str, HashSpec] = {
-    "sha256": HashSpec("sha256", 32, bytes.fromhex("3031300d060960864801650304020105000420"),
-                       hashlib.sha256),
-    "sha384": HashSpec("sha384", 48, bytes.fromhex("3041300d060960864801650304020205000430"),
-                       hashlib.sha384),
-    "sha512": HashSpec("sha512", 64, bytes.fromhex("3051300d060960864801650304020305000440"),
-                       hashlib.sha512),
+    "sha256": HashSpec(
+        "sha256", 32, bytes.fromhex("3031300d060960864801650304020105000420"), hashlib.sha256
+    ),
+    "sha384": HashSpec(
+        "sha384", 48, bytes.fromhex("3041300d060960864801650304020205000430"), hashlib.sha384
+    ),
+    "sha512": HashSpec(
+        "sha512", 64, bytes.fromhex("3051300d060960864801650304020305000440"), hashlib.sha512
+    ),
 }
 
 
@@ -83,8 +86,9 @@ def _emsa_pss(digest: bytes, spec: HashSpec, salt: bytes, em_bits: int) -> bytes
     return bytes(masked) + h + b"\xbc"
 
 
-def encode(scheme: Scheme, hash_name: str, digest: bytes, modulus_bits: int,
-           salt: bytes = b"") -> int:
+def encode(
+    scheme: Scheme, hash_name: str, digest: bytes, modulus_bits: int, salt: bytes = b""
+) -> int:
     """The integer ``x`` to be signed, per RFC 8017 section 9.
 
     ``digest`` is the message's hash under ``hash_name``; ``salt`` is used by PSS only

@@ -71,10 +71,16 @@ class KeyShare:
         if not isinstance(other, KeyShare):
             return NotImplemented
         width = (max(self.params.share_bits, other.params.share_bits) + 7) // 8
-        mine = self.params.epoch_id_bytes + self.index.to_bytes(2, "big") + int(
-            self._secret).to_bytes(width, "big")
-        theirs = other.params.epoch_id_bytes + other.index.to_bytes(2, "big") + int(
-            other._secret).to_bytes(width, "big")
+        mine = (
+            self.params.epoch_id_bytes
+            + self.index.to_bytes(2, "big")
+            + int(self._secret).to_bytes(width, "big")
+        )
+        theirs = (
+            other.params.epoch_id_bytes
+            + other.index.to_bytes(2, "big")
+            + int(other._secret).to_bytes(width, "big")
+        )
         return hmac.compare_digest(mine, theirs)
 
     __hash__ = None  # type: ignore[assignment]
@@ -125,8 +131,9 @@ class KeyShare:
             r, v_prime = self._fresh_nonce()
         x_tilde = powmod_public(x, 4 * params.delta, N)
         x_prime = powmod_secret(x_tilde, r, N)
-        c = challenge(params, self.index, int(x_tilde), int(xi * xi % N), int(v_prime),
-                      int(x_prime))
+        c = challenge(
+            params, self.index, int(x_tilde), int(xi * xi % N), int(v_prime), int(x_prime)
+        )
         z = self._secret * c + r
         return Proof(c, int(z))
 
@@ -147,5 +154,6 @@ class KeyShare:
         try:
             verify_share(self.params, x, share)
         except InvalidProof:
-            raise InvalidProof(self.index, "self-test failed: share does not match its "
-                                           "verification key") from None
+            raise InvalidProof(
+                self.index, "self-test failed: share does not match its verification key"
+            ) from None

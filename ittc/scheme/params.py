@@ -126,8 +126,7 @@ class PublicParams:
         if self.kind is None:
             if self.epoch != 0:
                 raise ParameterError("the key kind must be given after epoch 0")
-            object.__setattr__(self, "kind",
-                               "generated" if self.sharing == "shoup" else "split")
+            object.__setattr__(self, "kind", "generated" if self.sharing == "shoup" else "split")
         self._validate()
         self._mpz["N"] = mpz(self.modulus)
         self._mpz["v"] = mpz(self.v)
@@ -153,7 +152,8 @@ class PublicParams:
             raise ParameterError("shares in Z_m exist only at epoch 0 of a generated key")
         if len(self.verification_keys) != n:
             raise ParameterError(
-                f"expected {n} verification keys, got {len(self.verification_keys)}")
+                f"expected {n} verification keys, got {len(self.verification_keys)}"
+            )
         for name, value in [("v", self.v)] + [
             (f"v_{i}", x) for i, x in enumerate(self.verification_keys, 1)
         ]:
@@ -164,16 +164,21 @@ class PublicParams:
         if not N.bit_length() <= self.secret_bits <= self.share_bits:
             raise ParameterError("secret_bits out of range")
         c = self.secret_multiplier
-        if (not isinstance(c, int) or not 1 <= c or c.bit_length() > _MAX_MULTIPLIER_BITS
-                or math.gcd(c, e) != 1 or (self.sharing == "shoup" and c != 1)):
+        if (
+            not isinstance(c, int)
+            or not 1 <= c
+            or c.bit_length() > _MAX_MULTIPLIER_BITS
+            or math.gcd(c, e) != 1
+            or (self.sharing == "shoup" and c != 1)
+        ):
             raise ParameterError("secret multiplier out of range")
         if self.legacy_key_id is not None:
-            if not isinstance(self.legacy_key_id, str) or not _HEX_ID.fullmatch(
-                    self.legacy_key_id):
+            if not isinstance(self.legacy_key_id, str) or not _HEX_ID.fullmatch(self.legacy_key_id):
                 raise ParameterError("legacy key id must be 64 lowercase hex digits")
             if self.epoch == 0 and self.legacy_key_id != self._version1_key_id().hex():
-                raise ParameterError("key id does not match the parameters (altered or "
-                                     "corrupt file)")
+                raise ParameterError(
+                    "key id does not match the parameters (altered or corrupt file)"
+                )
 
     # -- derived values -------------------------------------------------------------
 
@@ -264,8 +269,19 @@ class PublicParams:
         h = hashlib.sha256(b"ittc/v2/epoch-id\x00")
         h.update(self.key_id_bytes)
         h.update(_encode_str(self.kind) + _encode_str(self.sharing))
-        h.update(encode_ints(self.modulus, self.e, self.v, self.epoch, self.n, self.k,
-                              self.share_bits, self.secret_bits, self.secret_multiplier))
+        h.update(
+            encode_ints(
+                self.modulus,
+                self.e,
+                self.v,
+                self.epoch,
+                self.n,
+                self.k,
+                self.share_bits,
+                self.secret_bits,
+                self.secret_multiplier,
+            )
+        )
         h.update(encode_ints(*self.verification_keys))
         return h.digest()
 
@@ -323,11 +339,29 @@ class PublicParams:
         if version == _LEGACY_VERSION:
             return cls._from_version1(data)
         if version != _VERSION:
-            raise ParameterError(f"unsupported public-parameters version {version!r} (this "
-                                 f"ittc reads versions {_LEGACY_VERSION} and {_VERSION})")
-        expected = {"format", "version", "key_id", "legacy_key_id", "kind", "epoch",
-                    "epoch_id", "sharing", "n", "k", "e", "modulus", "v",
-                    "verification_keys", "share_bits", "secret_bits", "secret_multiplier"}
+            raise ParameterError(
+                f"unsupported public-parameters version {version!r} (this "
+                f"ittc reads versions {_LEGACY_VERSION} and {_VERSION})"
+            )
+        expected = {
+            "format",
+            "version",
+            "key_id",
+            "legacy_key_id",
+            "kind",
+            "epoch",
+            "epoch_id",
+            "sharing",
+            "n",
+            "k",
+            "e",
+            "modulus",
+            "v",
+            "verification_keys",
+            "share_bits",
+            "secret_bits",
+            "secret_multiplier",
+        }
         _check_fields(data, expected)
         legacy = data["legacy_key_id"]
         if not isinstance(legacy, bool):
@@ -349,22 +383,33 @@ class PublicParams:
             legacy_key_id=key_id if legacy else None,
         )
         if key_id != params.key_id:
-            raise ParameterError("key id does not match the parameters (altered or corrupt "
-                                 "file)")
+            raise ParameterError("key id does not match the parameters (altered or corrupt file)")
         if data["epoch_id"] != params.epoch_id:
-            raise ParameterError("epoch id does not match the parameters (altered or corrupt "
-                                 "file)")
+            raise ParameterError("epoch id does not match the parameters (altered or corrupt file)")
         return params
 
     @classmethod
     def _from_version1(cls, data: dict[str, Any]) -> PublicParams:
         """A document written before epochs existed: epoch 0, keeps its key id."""
-        _check_fields(data, {"format", "version", "key_id", "sharing", "n", "k", "e",
-                             "modulus", "v", "verification_keys", "share_bits"})
+        _check_fields(
+            data,
+            {
+                "format",
+                "version",
+                "key_id",
+                "sharing",
+                "n",
+                "k",
+                "e",
+                "modulus",
+                "v",
+                "verification_keys",
+                "share_bits",
+            },
+        )
         key_id = data["key_id"]
         if not isinstance(key_id, str) or not _HEX_ID.fullmatch(key_id):
-            raise ParameterError("key id does not match the parameters (altered or corrupt "
-                                 "file)")
+            raise ParameterError("key id does not match the parameters (altered or corrupt file)")
         return _build(
             modulus=_hex(data["modulus"]),
             e=_int(data["e"]),
@@ -397,8 +442,9 @@ def _build(**kwargs: Any) -> PublicParams:
 
 def _check_fields(data: dict[str, Any], expected: set[str]) -> None:
     if set(data) != expected:
-        raise ParameterError(f"public parameters have fields {sorted(set(data) ^ expected)} "
-                             "missing or unexpected")
+        raise ParameterError(
+            f"public parameters have fields {sorted(set(data) ^ expected)} missing or unexpected"
+        )
 
 
 def _int(value: Any) -> int:

@@ -26,8 +26,13 @@ from functools import lru_cache
 import gmpy2
 from gmpy2 import mpz
 
-__all__ = ["SIEVE_LIMIT", "WINDOW", "generate_safe_prime", "generate_safe_prime_pair",
-           "is_safe_prime"]
+__all__ = [
+    "SIEVE_LIMIT",
+    "WINDOW",
+    "generate_safe_prime",
+    "generate_safe_prime_pair",
+    "is_safe_prime",
+]
 
 #: Small primes up to this bound sieve the candidates.
 SIEVE_LIMIT = 1 << 17
@@ -45,14 +50,18 @@ def _small_primes() -> tuple[tuple[int, int], ...]:
     flags[0:2] = b"\x00\x00"
     for i in range(2, math.isqrt(SIEVE_LIMIT) + 1):
         if flags[i]:
-            flags[i * i::i] = bytes(len(range(i * i, SIEVE_LIMIT, i)))
+            flags[i * i :: i] = bytes(len(range(i * i, SIEVE_LIMIT, i)))
     return tuple((p, pow(6, -1, p)) for p in range(5, SIEVE_LIMIT) if flags[p])
 
 
 def is_safe_prime(p: int, rounds: int = _MR_ROUNDS) -> bool:
     """Whether ``p`` and ``(p-1)/2`` are both (probable) primes."""
-    return p > 5 and p % 2 == 1 and bool(gmpy2.is_prime(p, rounds)) and bool(
-        gmpy2.is_prime((p - 1) // 2, rounds))
+    return (
+        p > 5
+        and p % 2 == 1
+        and bool(gmpy2.is_prime(p, rounds))
+        and bool(gmpy2.is_prime((p - 1) // 2, rounds))
+    )
 
 
 def _search_window(base: mpz, width: int) -> mpz | None:
@@ -107,8 +116,9 @@ def _worker_main(bits: int) -> None:  # pragma: no cover - runs in a subprocess
         sys.stdout.flush()
 
 
-def generate_safe_prime_pair(bits: int, *, processes: int | None = None,
-                             progress: Progress | None = None) -> tuple[int, int]:
+def generate_safe_prime_pair(
+    bits: int, *, processes: int | None = None, progress: Progress | None = None
+) -> tuple[int, int]:
     """Two distinct random safe primes of ``bits`` bits each, searched on several cores.
 
     The searchers are plain subprocesses (``python -m ittc.scheme.primes``), not
@@ -125,9 +135,15 @@ def generate_safe_prime_pair(bits: int, *, processes: int | None = None,
         return p, q
 
     lines: queue.Queue[str | None] = queue.Queue()
-    workers = [subprocess.Popen([sys.executable, "-m", "ittc.scheme.primes", str(bits)],
-                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-               for _ in range(processes)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ittc.scheme.primes", str(bits)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
 
     def pump(proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
@@ -156,8 +172,10 @@ def generate_safe_prime_pair(bits: int, *, processes: int | None = None,
                 if prime not in found and is_safe_prime(prime):
                     found.append(prime)
                     if progress is not None:
-                        progress(f"found safe prime {len(found)} of 2 "
-                                 f"({time.monotonic() - started:.1f} s)")
+                        progress(
+                            f"found safe prime {len(found)} of 2 "
+                            f"({time.monotonic() - started:.1f} s)"
+                        )
             elif kind == "window":
                 searched += int(value)
                 now = time.monotonic()

@@ -19,8 +19,15 @@ from ittc.errors import InvalidProof, InvalidShare
 from ittc.scheme.ct import mpz, powmod_public
 from ittc.scheme.params import PublicParams
 
-__all__ = ["L1", "Proof", "SignatureShare", "challenge", "check_share", "nonce_bits",
-           "verify_share"]
+__all__ = [
+    "L1",
+    "Proof",
+    "SignatureShare",
+    "challenge",
+    "check_share",
+    "nonce_bits",
+    "verify_share",
+]
 
 #: Bits of the Fiat–Shamir challenge (Shoup's ``L1``).
 L1 = 256
@@ -57,8 +64,9 @@ def _z_bound_bits(params: PublicParams) -> int:
     return nonce_bits(params) + 1
 
 
-def challenge(params: PublicParams, index: int, x_tilde: int, xi_sq: int, v_prime: int,
-              x_prime: int) -> int:
+def challenge(
+    params: PublicParams, index: int, x_tilde: int, xi_sq: int, v_prime: int, x_prime: int
+) -> int:
     """``H'(v, x~, v_i, x_i^2, v', x')`` as an integer of ``L1`` bits."""
     width = params.size_bytes
     h = hashlib.sha256(_DOMAIN)

@@ -48,8 +48,14 @@ def _link_no_clobber(temp: str, target: str, what: str) -> None:
         os.unlink(temp)
 
 
-def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int,
-                          overwrite: bool = False, what: str = "file") -> None:
+def write_file_atomically(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    mode: int,
+    overwrite: bool = False,
+    what: str = "file",
+) -> None:
     """Write ``data`` to ``path`` with permissions ``mode`` from the moment it exists.
 
     The data is written and fsynced under a temporary name in the same directory
@@ -63,8 +69,13 @@ def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: in
         raise FileExistsError(errno.EEXIST, f"{what} already exists (not overwritten)", target)
     directory = os.path.dirname(os.path.abspath(target))
     temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
-    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-             | getattr(os, "O_CLOEXEC", 0))
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
     fd = os.open(temp, flags, mode)
     try:
         try:

@@ -28,8 +28,13 @@ from ittc.errors import ConfigError
 from ittc.storage.files import write_file_atomically
 
 __all__ = [
-    "issue_client_cert", "issue_server_cert", "load_cert", "load_private_key", "make_ca",
-    "write_cert", "write_private_key",
+    "issue_client_cert",
+    "issue_server_cert",
+    "load_cert",
+    "load_private_key",
+    "make_ca",
+    "write_cert",
+    "write_private_key",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -55,8 +60,9 @@ def _check_days(days: int) -> None:
         raise ValueError("certificate lifetime must be at least one day")
 
 
-def make_ca(common_name: str = "ittc cluster CA",
-            days: int = 3650) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(
+    common_name: str = "ittc cluster CA", days: int = 3650
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A self-signed CA that may sign end-entity certificates only (path length 0)."""
     _check_days(days)
     key = _new_key()
@@ -71,13 +77,24 @@ def make_ca(common_name: str = "ittc cluster CA",
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return cert, key
@@ -102,9 +119,14 @@ def _san_entries(name: str, hosts: Sequence[str]) -> list[x509.GeneralName]:
     return entries
 
 
-def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
-           san: list[x509.GeneralName], usage: x509.ObjectIdentifier,
-           days: int) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    san: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    days: int,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     _check_days(days)
     if not name or "\n" in name:
         raise ValueError("certificate name must be a non-empty single line")
@@ -121,50 +143,75 @@ def _issue(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: 
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key
 
 
-def issue_server_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
-                      hosts: Sequence[str],
-                      days: int = 825) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def issue_server_cert(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    hosts: Sequence[str],
+    days: int = 825,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A node's certificate: CN and SAN carry its name (checked by the combiner), plus
     ``localhost`` and every host it is reached at; good for serverAuth only."""
-    return _issue(ca_cert, ca_key, name, _san_entries(name, hosts),
-                  ExtendedKeyUsageOID.SERVER_AUTH, days)
+    return _issue(
+        ca_cert, ca_key, name, _san_entries(name, hosts), ExtendedKeyUsageOID.SERVER_AUTH, days
+    )
 
 
-def issue_client_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str,
-                      days: int = 825) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def issue_client_cert(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, name: str, days: int = 825
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A combiner identity: the CN is the name nodes list in ``allowed_clients``."""
-    return _issue(ca_cert, ca_key, name, [x509.DNSName(name.lower())],
-                  ExtendedKeyUsageOID.CLIENT_AUTH, days)
+    return _issue(
+        ca_cert, ca_key, name, [x509.DNSName(name.lower())], ExtendedKeyUsageOID.CLIENT_AUTH, days
+    )
 
 
 # -- files -----------------------------------------------------------------------------
 
+
 def write_cert(path: PathLike, cert: x509.Certificate, *, overwrite: bool = False) -> None:
     """Write a certificate as PEM (mode 0644: certificates are public)."""
-    write_file_atomically(path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644,
-                          overwrite=overwrite, what="certificate")
+    write_file_atomically(
+        path,
+        cert.public_bytes(serialization.Encoding.PEM),
+        mode=0o644,
+        overwrite=overwrite,
+        what="certificate",
+    )
 
 
-def write_private_key(path: PathLike, key: ec.EllipticCurvePrivateKey, *,
-                      overwrite: bool = False) -> None:
+def write_private_key(
+    path: PathLike, key: ec.EllipticCurvePrivateKey, *, overwrite: bool = False
+) -> None:
     """Write a private key as unencrypted PKCS#8 PEM, mode 0600 from the moment it exists."""
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     write_file_atomically(path, data, mode=0o600, overwrite=overwrite, what="private key")
 
 

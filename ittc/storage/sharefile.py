@@ -134,11 +134,15 @@ class KdfLimits:
     memlimit: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.opslimit, int)
-                and argon2id.OPSLIMIT_MIN <= self.opslimit <= MAX_OPSLIMIT):
+        if not (
+            isinstance(self.opslimit, int)
+            and argon2id.OPSLIMIT_MIN <= self.opslimit <= MAX_OPSLIMIT
+        ):
             raise ParameterError(f"opslimit must be in {argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}")
-        if not (isinstance(self.memlimit, int)
-                and argon2id.MEMLIMIT_MIN <= self.memlimit <= MAX_MEMLIMIT):
+        if not (
+            isinstance(self.memlimit, int)
+            and argon2id.MEMLIMIT_MIN <= self.memlimit <= MAX_MEMLIMIT
+        ):
             raise ParameterError(f"memlimit must be in {argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}")
 
     @classmethod
@@ -199,18 +203,21 @@ def _checksum(data: bytes) -> bytes:
 
 
 def _verifier(verifier_key: bytes, data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=_MAC_LEN, key=verifier_key,
-                           person=_VERIFIER_PERSON).digest()
+    return hashlib.blake2b(
+        data, digest_size=_MAC_LEN, key=verifier_key, person=_VERIFIER_PERSON
+    ).digest()
 
 
 def _derive_keys(passphrase: bytes, salt: bytes, kdf: KdfLimits) -> tuple[bytes, bytes]:
     """Argon2id -> (AEAD key, verifier key). The only expensive step of reading."""
     try:
-        material = argon2id.kdf(2 * _KEY_LEN, passphrase, salt, opslimit=kdf.opslimit,
-                                memlimit=kdf.memlimit)
+        material = argon2id.kdf(
+            2 * _KEY_LEN, passphrase, salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit
+        )
     except nacl.exceptions.CryptoError:
-        raise ShareFileError(f"key derivation failed (is {kdf.memlimit} bytes of memory "
-                             "available?)") from None
+        raise ShareFileError(
+            f"key derivation failed (is {kdf.memlimit} bytes of memory available?)"
+        ) from None
     return material[:_KEY_LEN], material[_KEY_LEN:]
 
 
@@ -222,8 +229,9 @@ def _ciphertext_len(params: PublicParams) -> int:
     return _PLAIN_PREFIX_LEN + _secret_width(params) + _TAG_LEN
 
 
-def _open_private(path: str | os.PathLike[str], what: str, limit: int,
-                  error: type[IttcError]) -> bytes:
+def _open_private(
+    path: str | os.PathLike[str], what: str, limit: int, error: type[IttcError]
+) -> bytes:
     """Read a small regular file that only its owner may access; never writes anything.
 
     The mode is checked on the opened descriptor, before reading, so the file checked is
@@ -239,10 +247,12 @@ def _open_private(path: str | os.PathLike[str], what: str, limit: int,
             raise InsecureFileMode(
                 f"{what} {os.fspath(path)} is accessible by group or other users (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); restrict it with: chmod 600 "
-                f"{os.fspath(path)}")
+                f"{os.fspath(path)}"
+            )
         if st.st_size > limit:
-            raise error(f"{what} {os.fspath(path)} is too large ({st.st_size} bytes, at "
-                        f"most {limit})")
+            raise error(
+                f"{what} {os.fspath(path)} is too large ({st.st_size} bytes, at most {limit})"
+            )
         chunks = []
         size = 0
         while size <= limit:
@@ -264,8 +274,10 @@ def _parse(data: bytes, where: str) -> _Parsed:
         raise ShareFileFormatError(f"{where} is not an ittc share file")
     _, version = _PREFIX.unpack_from(data)
     if version != FORMAT_VERSION:
-        raise ShareFileFormatError(f"{where} has unsupported share-file format version "
-                                   f"{version} (this ittc reads version {FORMAT_VERSION})")
+        raise ShareFileFormatError(
+            f"{where} has unsupported share-file format version "
+            f"{version} (this ittc reads version {FORMAT_VERSION})"
+        )
     if len(data) < _HEADER_LEN:
         raise ShareFileFormatError(f"{where} is truncated (header incomplete)")
     header_bytes = data[:_HEADER_LEN]
@@ -274,26 +286,32 @@ def _parse(data: bytes, where: str) -> _Parsed:
         raise ShareFileCorrupt(f"{where} is damaged: its header checksum does not match")
     kdf_len, kdf_name, opslimit, memlimit, salt = _KDF_FIELDS.unpack_from(data, _PREFIX.size)
     key_id, index, aead_len, aead_name, nonce, ct_len = _BIND_FIELDS.unpack_from(
-        data, _VERIFIED_LEN)
+        data, _VERIFIED_LEN
+    )
     if kdf_len != len(KDF_NAME) or kdf_name != KDF_NAME.encode():
         raise ShareFileFormatError(f"{where} uses an unsupported key derivation function")
     if aead_len != len(AEAD_NAME) or aead_name != AEAD_NAME.encode():
         raise ShareFileFormatError(f"{where} uses an unsupported cipher")
     if not argon2id.OPSLIMIT_MIN <= opslimit <= MAX_OPSLIMIT:
-        raise ShareFileFormatError(f"{where} asks for opslimit {opslimit}, outside "
-                                   f"{argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}")
+        raise ShareFileFormatError(
+            f"{where} asks for opslimit {opslimit}, outside {argon2id.OPSLIMIT_MIN}..{MAX_OPSLIMIT}"
+        )
     if not argon2id.MEMLIMIT_MIN <= memlimit <= MAX_MEMLIMIT:
-        raise ShareFileFormatError(f"{where} asks for memlimit {memlimit} bytes, outside "
-                                   f"{argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}")
+        raise ShareFileFormatError(
+            f"{where} asks for memlimit {memlimit} bytes, outside "
+            f"{argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}"
+        )
     if not 1 <= index <= 0xFFFF or ct_len <= _PLAIN_PREFIX_LEN + _TAG_LEN:
         raise ShareFileFormatError(f"{where} has an invalid header")
     if len(data) != _HEADER_LEN + ct_len:
         state = "truncated" if len(data) < _HEADER_LEN + ct_len else "followed by extra bytes"
-        raise ShareFileFormatError(f"{where} is {state} (ciphertext length does not match "
-                                   "its header)")
-    header = ShareFileHeader(version=version, key_id=key_id.hex(), index=index,
-                             kdf=KdfLimits(opslimit, memlimit))
-    verifier = header_bytes[body_end - _MAC_LEN:body_end]
+        raise ShareFileFormatError(
+            f"{where} is {state} (ciphertext length does not match its header)"
+        )
+    header = ShareFileHeader(
+        version=version, key_id=key_id.hex(), index=index, kdf=KdfLimits(opslimit, memlimit)
+    )
+    verifier = header_bytes[body_end - _MAC_LEN : body_end]
     return _Parsed(header, header_bytes, salt, nonce, verifier, data[_HEADER_LEN:])
 
 
@@ -305,8 +323,14 @@ def _load(path: str | os.PathLike[str]) -> _Parsed:
 # -- public API --------------------------------------------------------------------------
 
 
-def write_share_file(path: str | os.PathLike[str], share: KeyShare, passphrase: bytes, *,
-                     kdf: KdfLimits | None = None, overwrite: bool = False) -> None:
+def write_share_file(
+    path: str | os.PathLike[str],
+    share: KeyShare,
+    passphrase: bytes,
+    *,
+    kdf: KdfLimits | None = None,
+    overwrite: bool = False,
+) -> None:
     """Encrypt ``share`` under ``passphrase`` and write it to ``path``, mode 0600, atomically.
 
     The file is created 0600 (never chmod-ed afterwards), written and fsynced under a
@@ -321,24 +345,38 @@ def write_share_file(path: str | os.PathLike[str], share: KeyShare, passphrase: 
     kdf = KdfLimits.moderate() if kdf is None else kdf
     params = share.params
     if not overwrite and os.path.lexists(path):
-        raise FileExistsError(errno.EEXIST, "share file already exists (pass overwrite=True "
-                              "to replace it)", os.fspath(path))
+        raise FileExistsError(
+            errno.EEXIST,
+            "share file already exists (pass overwrite=True to replace it)",
+            os.fspath(path),
+        )
 
     salt = secrets.token_bytes(_SALT_LEN)
     nonce = secrets.token_bytes(_NONCE_LEN)
     width = _secret_width(params)
-    fields = (_PREFIX.pack(MAGIC, FORMAT_VERSION)
-              + _KDF_FIELDS.pack(len(KDF_NAME), KDF_NAME.encode(), kdf.opslimit,
-                                 kdf.memlimit, salt)
-              + _BIND_FIELDS.pack(params.key_id_bytes, share.index, len(AEAD_NAME),
-                                  AEAD_NAME.encode(), nonce, _ciphertext_len(params)))
+    fields = (
+        _PREFIX.pack(MAGIC, FORMAT_VERSION)
+        + _KDF_FIELDS.pack(len(KDF_NAME), KDF_NAME.encode(), kdf.opslimit, kdf.memlimit, salt)
+        + _BIND_FIELDS.pack(
+            params.key_id_bytes,
+            share.index,
+            len(AEAD_NAME),
+            AEAD_NAME.encode(),
+            nonce,
+            _ciphertext_len(params),
+        )
+    )
     aead_key, verifier_key = _derive_keys(passphrase, salt, kdf)
     body = fields + _verifier(verifier_key, fields[:_VERIFIED_LEN])
     header = body + _checksum(body)
-    plaintext = (params.key_id_bytes + share.index.to_bytes(2, "big")
-                 + share.dangerously_export_secret().to_bytes(width, "big"))
+    plaintext = (
+        params.key_id_bytes
+        + share.index.to_bytes(2, "big")
+        + share.dangerously_export_secret().to_bytes(width, "big")
+    )
     ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, header, nonce, aead_key)
+        plaintext, header, nonce, aead_key
+    )
     del plaintext  # drops the reference only: Python cannot wipe the bytes
     data = header + ciphertext
     assert len(data) == _HEADER_LEN + _ciphertext_len(params)
@@ -355,8 +393,9 @@ def read_share_header(path: str | os.PathLike[str]) -> ShareFileHeader:
     return _load(path).header
 
 
-def read_share_file(path: str | os.PathLike[str], params: PublicParams, index: int,
-                    passphrase: bytes) -> KeyShare:
+def read_share_file(
+    path: str | os.PathLike[str], params: PublicParams, index: int, passphrase: bytes
+) -> KeyShare:
     """Decrypt node ``index``'s share of the key ``params`` from ``path``.
 
     Cheap checks first (mode, size, structure, checksum, key id, node index, KDF bounds),
@@ -372,11 +411,13 @@ def read_share_file(path: str | os.PathLike[str], params: PublicParams, index: i
     parsed = _load(path)
     header = parsed.header
     if header.key_id != params.key_id:
-        raise ShareFileMismatch(f"{where} holds a share of key {header.short_id}, not of "
-                                f"key {params.short_id}")
+        raise ShareFileMismatch(
+            f"{where} holds a share of key {header.short_id}, not of key {params.short_id}"
+        )
     if header.index != index:
-        raise ShareFileMismatch(f"{where} holds the share of node {header.index}, not of "
-                                f"node {index}")
+        raise ShareFileMismatch(
+            f"{where} holds the share of node {header.index}, not of node {index}"
+        )
     if len(parsed.ciphertext) != _ciphertext_len(params):
         raise ShareFileFormatError(f"{where} has the wrong length for this key's shares")
 
@@ -386,19 +427,22 @@ def read_share_file(path: str | os.PathLike[str], params: PublicParams, index: i
         raise WrongPassphrase(f"the passphrase does not open {where}")
     try:
         plaintext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            parsed.ciphertext, parsed.header_bytes, parsed.nonce, aead_key)
+            parsed.ciphertext, parsed.header_bytes, parsed.nonce, aead_key
+        )
     except nacl.exceptions.CryptoError:
-        raise ShareFileCorrupt(f"{where} is damaged or was altered: it fails "
-                               "authentication") from None
-    if (plaintext[:_KEY_ID_LEN] != params.key_id_bytes
-            or plaintext[_KEY_ID_LEN:_PLAIN_PREFIX_LEN] != index.to_bytes(2, "big")):
-        raise ShareFileCorrupt(f"{where} is inconsistent: its sealed key id or node index "
-                               "differs from its header")
+        raise ShareFileCorrupt(
+            f"{where} is damaged or was altered: it fails authentication"
+        ) from None
+    if plaintext[:_KEY_ID_LEN] != params.key_id_bytes or plaintext[
+        _KEY_ID_LEN:_PLAIN_PREFIX_LEN
+    ] != index.to_bytes(2, "big"):
+        raise ShareFileCorrupt(
+            f"{where} is inconsistent: its sealed key id or node index differs from its header"
+        )
     try:
         return KeyShare(params, index, int.from_bytes(plaintext[_PLAIN_PREFIX_LEN:], "big"))
     except ParameterError:
-        raise ShareFileCorrupt(f"{where} holds a share value out of range for this "
-                               "key") from None
+        raise ShareFileCorrupt(f"{where} holds a share value out of range for this key") from None
 
 
 def read_passphrase_file(path: str | os.PathLike[str]) -> bytes:
@@ -407,8 +451,7 @@ def read_passphrase_file(path: str | os.PathLike[str]) -> bytes:
     Refuses a file that group or other users can access (:class:`InsecureFileMode`,
     checked before reading) and an empty passphrase (:class:`ParameterError`).
     """
-    data = _open_private(path, "passphrase file", MAX_PASSPHRASE_FILE_SIZE,
-                         ParameterError)
+    data = _open_private(path, "passphrase file", MAX_PASSPHRASE_FILE_SIZE, ParameterError)
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):

@@ -33,20 +33,27 @@ def _read(path: PathLike) -> bytes:
 
 # -- gRPC ------------------------------------------------------------------------------
 
-def server_credentials(cert_path: PathLike, key_path: PathLike,
-                       ca_path: PathLike) -> grpc.ServerCredentials:
+
+def server_credentials(
+    cert_path: PathLike, key_path: PathLike, ca_path: PathLike
+) -> grpc.ServerCredentials:
     """A node's TLS: its own certificate, and only clients with a certificate from the CA."""
-    return grpc.ssl_server_credentials([(_read(key_path), _read(cert_path))],
-                                       root_certificates=_read(ca_path),
-                                       require_client_auth=True)
+    return grpc.ssl_server_credentials(
+        [(_read(key_path), _read(cert_path))],
+        root_certificates=_read(ca_path),
+        require_client_auth=True,
+    )
 
 
-def channel_credentials(cert_path: PathLike, key_path: PathLike,
-                        ca_path: PathLike) -> grpc.ChannelCredentials:
+def channel_credentials(
+    cert_path: PathLike, key_path: PathLike, ca_path: PathLike
+) -> grpc.ChannelCredentials:
     """A combiner's TLS: trust only the cluster CA, present the client certificate."""
-    return grpc.ssl_channel_credentials(root_certificates=_read(ca_path),
-                                        private_key=_read(key_path),
-                                        certificate_chain=_read(cert_path))
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(ca_path),
+        private_key=_read(key_path),
+        certificate_chain=_read(cert_path),
+    )
 
 
 def channel_options(tls_name: str, max_message_bytes: int) -> list[tuple[str, Any]]:

@@ -17,12 +17,13 @@ import ittc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ittc_node",
-        description="Run one ittc node daemon (one key share, one site).")
-    parser.add_argument("--config", required=True, type=pathlib.Path,
-                        help="the node's node.toml")
+        description="Run one ittc node daemon (one key share, one site).",
+    )
+    parser.add_argument("--config", required=True, type=pathlib.Path, help="the node's node.toml")
     parser.add_argument("--version", action="version", version=f"ittc-node {ittc.__version__}")
     args = parser.parse_args(argv)
     from ittc_node.daemon import run  # imported late: --help stays fast
+
     return run(args.config)
 
 

@@ -35,8 +35,7 @@ from typing import Any, BinaryIO
 
 from ittc.errors import AuditLogError
 
-__all__ = ["AuditLog", "GENESIS", "audit_log_head", "genesis_hash", "utc_iso",
-           "verify_audit_log"]
+__all__ = ["AuditLog", "GENESIS", "audit_log_head", "genesis_hash", "utc_iso", "verify_audit_log"]
 
 log = logging.getLogger("ittc_node.audit")
 
@@ -82,7 +81,7 @@ def _parse_line(number: int, line: bytes) -> dict[str, Any]:
     except ValueError:
         raise _Broken(number, "not a JSON object") from None
     if not isinstance(record, dict) or not isinstance(record.get("prev"), str):
-        raise _Broken(number, "not an audit record (no \"prev\" hash)")
+        raise _Broken(number, 'not an audit record (no "prev" hash)')
     return record
 
 
@@ -91,8 +90,9 @@ def _check_first(record: dict[str, Any]) -> str:
     if not isinstance(key_id, str) or not key_id.isascii():
         raise _Broken(1, "does not name the node's key id")
     if record["prev"] != genesis_hash(key_id):
-        raise _Broken(1, "does not start the hash chain (lines were deleted before it, or "
-                      "it was edited)")
+        raise _Broken(
+            1, "does not start the hash chain (lines were deleted before it, or it was edited)"
+        )
     return key_id
 
 
@@ -125,17 +125,24 @@ def _walk_chain(fh: BinaryIO) -> _Walked:
         if not line.endswith(b"\n"):
             if len(line) > MAX_LINE_BYTES:
                 raise _Broken(number, "too long")
-            raise _Broken(number, "incomplete (no newline: a write was cut short); the "
-                          f"complete lines end at byte {walked.end}: keep a copy of the log "
-                          f"as evidence, then cut the rest with `truncate -s {walked.end}`")
+            raise _Broken(
+                number,
+                "incomplete (no newline: a write was cut short); the "
+                f"complete lines end at byte {walked.end}: keep a copy of the log "
+                f"as evidence, then cut the rest with `truncate -s {walked.end}`",
+            )
         walked.end += len(line)
         line = line[:-1]
         record = _parse_line(number, line)
         if previous is None:
             walked.key_id = _check_first(record)
         elif record["prev"] != _line_hash(previous):
-            raise _Broken(number, f"hash chain broken (line {number - 1} was edited, or "
-                          "lines were deleted or inserted here)", chain=True)
+            raise _Broken(
+                number,
+                f"hash chain broken (line {number - 1} was edited, or "
+                "lines were deleted or inserted here)",
+                chain=True,
+            )
         signed_ms = record.get("timestamp_ms")
         if record.get("outcome") == "signed" and type(signed_ms) is int:
             walked.newest_signed_ms = max(walked.newest_signed_ms or signed_ms, signed_ms)
@@ -157,8 +164,9 @@ def verify_audit_log(path: str | os.PathLike[str]) -> int:
         try:
             return _walk_chain(fh).lines
         except _Broken as broken:
-            raise AuditLogError(f"{os.fspath(path)}: line {broken.number}: "
-                                f"{broken.problem}") from None
+            raise AuditLogError(
+                f"{os.fspath(path)}: line {broken.number}: {broken.problem}"
+            ) from None
 
 
 def audit_log_head(path: str | os.PathLike[str]) -> str:
@@ -194,9 +202,17 @@ class AuditLog:
     record is durable or raises :class:`AuditLogError`.
     """
 
-    def __init__(self, path: os.PathLike[str] | str, fd: int, key_id: str, prev: str,
-                 created: bool, lines: int, newest_signed_ms: int | None = None,
-                 size: int = 0) -> None:
+    def __init__(
+        self,
+        path: os.PathLike[str] | str,
+        fd: int,
+        key_id: str,
+        prev: str,
+        created: bool,
+        lines: int,
+        newest_signed_ms: int | None = None,
+        size: int = 0,
+    ) -> None:
         self.path = os.fspath(path)
         self.key_id = key_id
         self.created = created
@@ -232,14 +248,21 @@ class AuditLog:
         """
         where = os.fspath(path)
         # O_NONBLOCK: opening a FIFO planted at the path must fail, not wait for a reader.
-        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        flags = (
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | getattr(os, "O_CLOEXEC", 0)
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_NONBLOCK", 0)
+        )
         existed = os.path.lexists(where)
         try:
             fd = os.open(where, flags, 0o600)
         except OSError as exc:
-            raise AuditLogError(f"audit log {where}: cannot open for appending: "
-                                f"{exc.strerror}") from None
+            raise AuditLogError(
+                f"audit log {where}: cannot open for appending: {exc.strerror}"
+            ) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -247,8 +270,10 @@ class AuditLog:
             if hasattr(os, "O_NONBLOCK"):
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
             if st.st_mode & 0o022:
-                raise AuditLogError(f"audit log {where}: writable by group or other users "
-                                    f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}")
+                raise AuditLogError(
+                    f"audit log {where}: writable by group or other users "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}"
+                )
             prev, walked = cls._continue_chain(where, key_id, st.st_size)
             if not existed:
                 _fsync_dir(os.path.dirname(os.path.abspath(where)))
@@ -257,8 +282,16 @@ class AuditLog:
             if not existed:
                 _unlink_quietly(where)
             raise
-        return cls(where, fd, key_id, prev, not existed, walked.lines,
-                   walked.newest_signed_ms, size=st.st_size)
+        return cls(
+            where,
+            fd,
+            key_id,
+            prev,
+            not existed,
+            walked.lines,
+            walked.newest_signed_ms,
+            size=st.st_size,
+        )
 
     @staticmethod
     def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, _Walked]:
@@ -277,12 +310,16 @@ class AuditLog:
                     raise AuditLogError(
                         f"audit log {where}: line {broken.number} does not chain to the line "
                         f"before it (the log was altered); keep it as evidence, check it with "
-                        "`ittc audit verify`, and start the node with a new log") from None
-                raise AuditLogError(f"audit log {where}: line {broken.number}: "
-                                    f"{broken.problem}") from None
+                        "`ittc audit verify`, and start the node with a new log"
+                    ) from None
+                raise AuditLogError(
+                    f"audit log {where}: line {broken.number}: {broken.problem}"
+                ) from None
         if walked.key_id != key_id:
-            raise AuditLogError(f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
-                                f"not to this node's key {key_id[:16]}")
+            raise AuditLogError(
+                f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
+                f"not to this node's key {key_id[:16]}"
+            )
         assert walked.last is not None
         return _line_hash(walked.last), walked
 
@@ -334,8 +371,9 @@ class AuditLog:
                 self._fail(f"write failed: {exc.strerror or exc}")
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(AuditLogError(
-                            f"audit log {self.path}: unavailable ({self.failure})"))
+                        future.set_exception(
+                            AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
+                        )
                 continue
             self._prev = prev
             if self.lines >= 0:
@@ -356,7 +394,7 @@ class AuditLog:
         try:
             view = memoryview(data)
             while view:
-                view = view[self._write(self._fd, view):]
+                view = view[self._write(self._fd, view) :]
             self._fsync(self._fd)
         except OSError:
             self._roll_back()
@@ -372,13 +410,22 @@ class AuditLog:
             if size > self._acked:
                 os.ftruncate(self._fd, self._acked)
                 os.fsync(self._fd)
-                log.error("audit log %s: removed %d bytes of the failed write (the log ends "
-                          "with its last acknowledged line, at byte %d)", self.path,
-                          size - self._acked, self._acked)
+                log.error(
+                    "audit log %s: removed %d bytes of the failed write (the log ends "
+                    "with its last acknowledged line, at byte %d)",
+                    self.path,
+                    size - self._acked,
+                    self._acked,
+                )
         except OSError as exc:
-            log.error("audit log %s: cannot remove the failed write (%s): before restarting, "
-                      "keep a copy of the log, then cut it with `truncate -s %d %s`",
-                      self.path, exc.strerror or exc, self._acked, self.path)
+            log.error(
+                "audit log %s: cannot remove the failed write (%s): before restarting, "
+                "keep a copy of the log, then cut it with `truncate -s %d %s`",
+                self.path,
+                exc.strerror or exc,
+                self._acked,
+                self.path,
+            )
 
     def _fail(self, reason: str) -> None:
         if self.failure is not None:

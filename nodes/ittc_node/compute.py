@@ -39,8 +39,14 @@ from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import L1
 from ittc_node.faults import ShareBytes
 
-__all__ = ["Compute", "ComputeError", "ProcessCompute", "ThreadCompute", "make_compute",
-           "sign_chunk"]
+__all__ = [
+    "Compute",
+    "ComputeError",
+    "ProcessCompute",
+    "ThreadCompute",
+    "make_compute",
+    "sign_chunk",
+]
 
 log = logging.getLogger("ittc_node.compute")
 
@@ -62,8 +68,13 @@ def sign_chunk(share: KeyShare, xs: Sequence[int], with_proofs: bool) -> list[Sh
             append((s.value.to_bytes(size, "big"), b"", b""))
         else:
             z = s.proof.z
-            append((s.value.to_bytes(size, "big"), s.proof.c.to_bytes(_C_BYTES, "big"),
-                    z.to_bytes((z.bit_length() + 7) // 8 or 1, "big")))
+            append(
+                (
+                    s.value.to_bytes(size, "big"),
+                    s.proof.c.to_bytes(_C_BYTES, "big"),
+                    z.to_bytes((z.bit_length() + 7) // 8 or 1, "big"),
+                )
+            )
     return out
 
 
@@ -199,8 +210,9 @@ class ThreadCompute(Compute):
         self.share = share
         self.parallelism = threads
         self._keeper = _NonceKeeper(share, proof_nonces)
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="ittc-sign",
-                                            initializer=release_gil)
+        self._executor = ThreadPoolExecutor(
+            threads, thread_name_prefix="ittc-sign", initializer=release_gil
+        )
 
     async def start(self) -> None:
         self._keeper.start()
@@ -250,8 +262,9 @@ def _exit_with_parent() -> None:
         multiprocessing.connection.wait([sentinel])
         os._exit(0)
 
-    threading.Thread(target=watch, args=(parent.sentinel,), name="ittc-parent-watch",
-                     daemon=True).start()
+    threading.Thread(
+        target=watch, args=(parent.sentinel,), name="ittc-parent-watch", daemon=True
+    ).start()
 
 
 def _worker_self_test() -> int:
@@ -278,18 +291,28 @@ class ProcessCompute(Compute):
         self.parallelism = workers
         per_worker = math.ceil(proof_nonces / workers) if proof_nonces else 0
         self._executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
-            initargs=(share.params.to_json(), share.index, share.dangerously_export_secret(),
-                      per_worker))
+            initargs=(
+                share.params.to_json(),
+                share.index,
+                share.dangerously_export_secret(),
+                per_worker,
+            ),
+        )
 
     async def start(self) -> None:
         # With the spawn context the pool starts a process per task submitted while none
         # is idle, so ``parallelism`` tasks at once start every worker; each checks its
         # copy of the share.
         try:
-            await asyncio.gather(*(asyncio.wrap_future(self._executor.submit(_worker_self_test))
-                                   for _ in range(self.parallelism)))
+            await asyncio.gather(
+                *(
+                    asyncio.wrap_future(self._executor.submit(_worker_self_test))
+                    for _ in range(self.parallelism)
+                )
+            )
         except BrokenProcessPool:
             raise ComputeError("worker processes failed to start") from None
 
@@ -299,7 +322,8 @@ class ProcessCompute(Compute):
     async def close(self) -> None:
         executor: Executor = self._executor
         await asyncio.get_running_loop().run_in_executor(
-            None, lambda: executor.shutdown(wait=True, cancel_futures=True))
+            None, lambda: executor.shutdown(wait=True, cancel_futures=True)
+        )
 
 
 def default_threads() -> int:

@@ -63,6 +63,7 @@ class StartupError(IttcError):
 
 # -- startup -------------------------------------------------------------------------
 
+
 def read_passphrase(config: NodeConfig) -> bytes:
     """The share's passphrase: from the configured file, the named environment variable,
     or the terminal; never from the command line."""
@@ -71,8 +72,10 @@ def read_passphrase(config: NodeConfig) -> bytes:
     if config.passphrase_env is not None:
         value = os.environ.pop(config.passphrase_env, "")  # worker processes must not inherit it
         if not value:
-            raise StartupError(f"{config.path}: key.passphrase_env names "
-                               f"${config.passphrase_env}, which is not set or empty")
+            raise StartupError(
+                f"{config.path}: key.passphrase_env names "
+                f"${config.passphrase_env}, which is not set or empty"
+            )
         return value.encode("utf-8")
     if sys.stdin is not None and sys.stdin.isatty():
         try:
@@ -82,8 +85,10 @@ def read_passphrase(config: NodeConfig) -> bytes:
         if not entered:
             raise StartupError(f"{config.share_file}: no passphrase entered")
         return entered.encode("utf-8")
-    raise StartupError(f"{config.path}: no passphrase: set key.passphrase_file or "
-                       "key.passphrase_env, or start the node on a terminal")
+    raise StartupError(
+        f"{config.path}: no passphrase: set key.passphrase_file or "
+        "key.passphrase_env, or start the node on a terminal"
+    )
 
 
 def load_share(config: NodeConfig) -> KeyShare:
@@ -98,8 +103,10 @@ def load_share(config: NodeConfig) -> KeyShare:
     try:
         passphrase = read_passphrase(config)
     except OSError as exc:
-        raise StartupError(f"{exc.filename or config.passphrase_file}: cannot read the "
-                           f"passphrase file: {exc.strerror}") from None
+        raise StartupError(
+            f"{exc.filename or config.passphrase_file}: cannot read the "
+            f"passphrase file: {exc.strerror}"
+        ) from None
     except StartupError:
         raise
     except IttcError as exc:  # InsecureFileMode, an empty passphrase file
@@ -107,16 +114,19 @@ def load_share(config: NodeConfig) -> KeyShare:
     try:
         share = storage.read_share_file(config.share_file, params, config.index, passphrase)
     except OSError as exc:
-        raise StartupError(f"{config.share_file}: cannot read the share file: "
-                           f"{exc.strerror}") from None
+        raise StartupError(
+            f"{config.share_file}: cannot read the share file: {exc.strerror}"
+        ) from None
     except IttcError as exc:  # every ShareFileError names the file
         raise StartupError(str(exc)) from None
     finally:
         del passphrase
     if share.index != config.index or share.params.key_id != params.key_id:
-        raise StartupError(f"{config.share_file}: holds node {share.index}'s share of key "
-                           f"{share.params.short_id}, not node {config.index}'s of "
-                           f"{params.short_id}")
+        raise StartupError(
+            f"{config.share_file}: holds node {share.index}'s share of key "
+            f"{share.params.short_id}, not node {config.index}'s of "
+            f"{params.short_id}"
+        )
     try:
         share.self_test()
     except IttcError as exc:
@@ -131,9 +141,11 @@ def _check_limits(config: NodeConfig, params: PublicParams) -> None:
     needed = config.limits.max_batch * per_share + 1024
     if needed > config.limits.max_message_bytes:
         limits = config.limits
-        raise StartupError(f"{config.path}: limits.max_message_bytes = "
-                           f"{limits.max_message_bytes} cannot carry {limits.max_batch} shares "
-                           f"with proofs of a {params.bits}-bit key (needs {needed})")
+        raise StartupError(
+            f"{config.path}: limits.max_message_bytes = "
+            f"{limits.max_message_bytes} cannot carry {limits.max_batch} shares "
+            f"with proofs of a {params.bits}-bit key (needs {needed})"
+        )
 
 
 def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials:
@@ -143,8 +155,9 @@ def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials:
         cert = pki.load_cert(config.tls_cert)
         pki.load_cert(config.tls_ca)
         if cert.public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
-            raise StartupError(f"{config.tls_cert}: is not the certificate of the key "
-                               f"{config.tls_key}")
+            raise StartupError(
+                f"{config.tls_cert}: is not the certificate of the key {config.tls_key}"
+            )
         return tls.server_credentials(config.tls_cert, config.tls_key, config.tls_ca)
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
@@ -155,6 +168,7 @@ _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKey
 
 # -- serving -------------------------------------------------------------------------
 
+
 class _Health:
     """Sets both health names at once; once shutting down, stays NOT_SERVING."""
 
@@ -162,8 +176,11 @@ class _Health:
         self.servicer = health_aio.HealthServicer()
 
     async def set(self, serving: bool) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", SERVICE_NAME):
             await self.servicer.set(name, status)
 
@@ -175,9 +192,15 @@ async def _hold_start(path: pathlib.Path, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.05)
 
 
-async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], float] = time.time,
-                stop: asyncio.Event | None = None, ready: asyncio.Event | None = None,
-                faults: Faults | None = None) -> None:
+async def serve(
+    config: NodeConfig,
+    share: KeyShare,
+    *,
+    clock: Callable[[], float] = time.time,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    faults: Faults | None = None,
+) -> None:
     """Serve until ``stop`` is set, then shut down gracefully.
 
     ``share`` must be this node's, already self-tested. Opens the audit log (raising
@@ -187,16 +210,20 @@ async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], floa
     """
     params = share.params
     if share.index != config.index:
-        raise StartupError(f"{config.path}: node.index is {config.index} but the share is "
-                           f"node {share.index}'s")
+        raise StartupError(
+            f"{config.path}: node.index is {config.index} but the share is node {share.index}'s"
+        )
     _check_limits(config, params)
     stop = stop if stop is not None else asyncio.Event()
     faults = faults if faults is not None else Faults.from_env()
     if faults.ignored:
         log.warning("%s is set but %s is not: test faults ignored", FAULT_VAR, ENABLE_VAR)
     if faults.active:
-        log.warning("!!! TEST FAULTS ACTIVE (%s): this node LIES ON PURPOSE; it must never "
-                    "hold a real key !!!", faults.describe())
+        log.warning(
+            "!!! TEST FAULTS ACTIVE (%s): this node LIES ON PURPOSE; it must never "
+            "hold a real key !!!",
+            faults.describe(),
+        )
 
     creds = _server_credentials(config)
     audit = AuditLog.open(config.audit_log, params.key_id)
@@ -206,34 +233,50 @@ async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], floa
     try:
         limits = config.limits
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", limits.max_message_bytes),
-                     ("grpc.max_send_message_length", limits.max_message_bytes),
-                     # Without this a second node could bind the same port unnoticed.
-                     ("grpc.so_reuseport", 0)],
-            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                # Without this a second node could bind the same port unnoticed.
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        )
         try:
             port = server.add_secure_port(config.listen, creds)
         except RuntimeError:
             port = 0
         if not port:
-            raise StartupError(f"{config.path}: cannot listen on {config.listen} (address in "
-                               "use or not local)")
-        compute = make_compute(share, workers=config.workers, threads=config.threads,
-                               proof_nonces=config.proof_nonces)
-        service = SignerService(config=config, params=params, compute=compute, audit=audit,
-                                replay=ReplayCache(limits.freshness_seconds), faults=faults,
-                                clock=clock)
+            raise StartupError(
+                f"{config.path}: cannot listen on {config.listen} (address in use or not local)"
+            )
+        compute = make_compute(
+            share, workers=config.workers, threads=config.threads, proof_nonces=config.proof_nonces
+        )
+        service = SignerService(
+            config=config,
+            params=params,
+            compute=compute,
+            audit=audit,
+            replay=ReplayCache(limits.freshness_seconds),
+            faults=faults,
+            clock=clock,
+        )
         # Requests arrive as bytes and the service parses them after checking the caller.
         handlers = service.rpc_handlers()
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         await health.set(False)
         audit.start()
         await server.start()
-        log.info("node %d of key %s listening on %s (not ready yet)", config.index,
-                 params.short_id, config.listen)
+        log.info(
+            "node %d of key %s listening on %s (not ready yet)",
+            config.index,
+            params.short_id,
+            config.listen,
+        )
 
         await compute.start()
         if faults.hold_start is not None:
@@ -249,10 +292,18 @@ async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], floa
 
         audit.on_failure = failed
         compute.on_failure = failed
-        await audit.append({"time": utc_iso(clock()), "type": "start", "node": config.index,
-                            "key_id": params.key_id, "software_version": ittc.__version__,
-                            "listen": config.listen, "workers": config.workers,
-                            "test_faults": faults.describe()})
+        await audit.append(
+            {
+                "time": utc_iso(clock()),
+                "type": "start",
+                "node": config.index,
+                "key_id": params.key_id,
+                "software_version": ittc.__version__,
+                "listen": config.listen,
+                "workers": config.workers,
+                "test_faults": faults.describe(),
+            }
+        )
     except BaseException:
         if server is not None:
             await server.stop(None)
@@ -263,10 +314,14 @@ async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], floa
 
     service.ready = True
     await health.set(True)
-    log.info("node %d ready (share decrypted and self-tested): %s, %d allowed client(s)",
-             config.index,
-             f"{config.workers} worker processes" if config.workers else
-             f"{compute.parallelism} compute threads", len(config.allowed_clients))
+    log.info(
+        "node %d ready (share decrypted and self-tested): %s, %d allowed client(s)",
+        config.index,
+        f"{config.workers} worker processes"
+        if config.workers
+        else f"{compute.parallelism} compute threads",
+        len(config.allowed_clients),
+    )
     if ready is not None:
         ready.set()
     try:
@@ -278,13 +333,13 @@ async def serve(config: NodeConfig, share: KeyShare, *, clock: Callable[[], floa
         await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
         await compute.close()
         with contextlib.suppress(AuditLogError):
-            await audit.append({"time": utc_iso(clock()), "type": "stop",
-                                "node": config.index})
+            await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
         await audit.close()
         log.info("node %d stopped", config.index)
 
 
 # -- the command line ----------------------------------------------------------------
+
 
 def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)

@@ -44,6 +44,7 @@ def environment(spec: str) -> dict[str, str]:
     """The environment variables that make a node process run with fault ``spec``."""
     return {ENABLE_VAR: ENABLE_VALUE, FAULT_VAR: spec}
 
+
 #: One computed share as it goes on the wire: (value, proof c, proof z); c, z empty
 #: without a proof.
 ShareBytes = tuple[bytes, bytes, bytes]
@@ -96,13 +97,19 @@ class Faults:
             elif name.startswith("slow:") and name[5:].isdigit() and int(name[5:]) <= 600_000:
                 slow_ms = int(name[5:])
             elif name.startswith("hold-start:") and len(name) > len("hold-start:"):
-                hold = pathlib.Path(name[len("hold-start:"):])
+                hold = pathlib.Path(name[len("hold-start:") :])
             else:
                 raise ConfigError(f"{FAULT_VAR}: unknown test fault {name!r}")
-        return cls(random_share="random-share" in flags, other_message="other-message" in flags,
-                   replay_old="replay-old" in flags, wrong_index="wrong-index" in flags,
-                   bad_proof="bad-proof" in flags, refuse="refuse" in flags,
-                   slow_ms=slow_ms, hold_start=hold)
+        return cls(
+            random_share="random-share" in flags,
+            other_message="other-message" in flags,
+            replay_old="replay-old" in flags,
+            wrong_index="wrong-index" in flags,
+            bad_proof="bad-proof" in flags,
+            refuse="refuse" in flags,
+            slow_ms=slow_ms,
+            hold_start=hold,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Faults:
@@ -117,8 +124,9 @@ class Faults:
 
     # -- hooks the service calls ---------------------------------------------------------
 
-    def item(self, scheme: Scheme, hash_name: str, digest: bytes,
-             salt: bytes) -> tuple[Scheme, str, bytes, bytes]:
+    def item(
+        self, scheme: Scheme, hash_name: str, digest: bytes, salt: bytes
+    ) -> tuple[Scheme, str, bytes, bytes]:
         """The item the node really signs (a lie for ``other-message`` and ``replay-old``)."""
         if self.replay_old:
             return Scheme.PKCS1V15, "sha256", _OLD_DIGEST, b""

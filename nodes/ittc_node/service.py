@@ -75,12 +75,14 @@ def _items_summary(items: Any, limit: int) -> list[dict[str, Any]]:
     """What the audit line records about the items (bounded, whatever the caller sent)."""
     out = []
     for item in list(items)[:limit]:
-        out.append({
-            "padding": _enum_name(pb.Padding, item.padding),
-            "hash": _enum_name(pb.Hash, item.hash),
-            "digest": bytes(item.digest[:64]).hex(),
-            "salt": bytes(item.salt[:MAX_SALT_BYTES]).hex(),
-        })
+        out.append(
+            {
+                "padding": _enum_name(pb.Padding, item.padding),
+                "hash": _enum_name(pb.Hash, item.hash),
+                "digest": bytes(item.digest[:64]).hex(),
+                "salt": bytes(item.salt[:MAX_SALT_BYTES]).hex(),
+            }
+        )
     return out
 
 
@@ -93,14 +95,23 @@ def parse_message(message_type: Any, data: bytes) -> Any:
     try:
         return message_type.FromString(data)
     except DecodeError:
-        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"not a valid {message_type.DESCRIPTOR.full_name} message "
-                      f"({len(data)} bytes)") from None
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"not a valid {message_type.DESCRIPTOR.full_name} message ({len(data)} bytes)",
+        ) from None
 
 
-def validate_sign_request(request: pb.SignRequest, *, params: PublicParams, limits: Limits,
-                          now: float, started_ms: float, replay: ReplayCache,
-                          pending: int = 0, faults: Faults = _NO_FAULTS) -> list[int]:
+def validate_sign_request(
+    request: pb.SignRequest,
+    *,
+    params: PublicParams,
+    limits: Limits,
+    now: float,
+    started_ms: float,
+    replay: ReplayCache,
+    pending: int = 0,
+    faults: Faults = _NO_FAULTS,
+) -> list[int]:
     """Every check on a SignRequest, cheapest first; the representatives to sign.
 
     ``now`` is the node's clock (seconds), ``started_ms`` when it started (ms), ``pending``
@@ -110,72 +121,100 @@ def validate_sign_request(request: pb.SignRequest, *, params: PublicParams, limi
     """
     window_ms = int(limits.freshness_seconds * 1000)
     if not _REQUEST_ID.fullmatch(request.request_id):
-        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                      "request_id must be 16..64 characters of [A-Za-z0-9_-]")
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "request_id must be 16..64 characters of [A-Za-z0-9_-]",
+        )
     if request.key_id != params.key_id:
         raise Refusal(grpc.StatusCode.NOT_FOUND, "unknown key id")
     skew_ms = request.timestamp_ms - now * 1000.0
     if skew_ms < -window_ms:
-        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                      f"stale request: timestamp is {-skew_ms / 1000:.1f} s behind the "
-                      f"node's clock (allowed: {limits.freshness_seconds:g} s)")
+        raise Refusal(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"stale request: timestamp is {-skew_ms / 1000:.1f} s behind the "
+            f"node's clock (allowed: {limits.freshness_seconds:g} s)",
+        )
     if skew_ms > window_ms:
-        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                      f"request from the future: timestamp is {skew_ms / 1000:.1f} s "
-                      f"ahead of the node's clock (allowed: {limits.freshness_seconds:g} s)")
+        raise Refusal(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"request from the future: timestamp is {skew_ms / 1000:.1f} s "
+            f"ahead of the node's clock (allowed: {limits.freshness_seconds:g} s)",
+        )
     if request.timestamp_ms < started_ms:
-        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION,
-                      "stale request: dated before this node (re)started, or not after a "
-                      "request it signed before that, so it may have been served already; "
-                      "send a new request")
+        raise Refusal(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "stale request: dated before this node (re)started, or not after a "
+            "request it signed before that, so it may have been served already; "
+            "send a new request",
+        )
     if replay.seen(request.request_id, now):
         raise Refusal(grpc.StatusCode.ALREADY_EXISTS, "request_id already used")
     if replay.full(now):
-        raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      "too many recent requests (replay cache full); retry later")
+        raise Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "too many recent requests (replay cache full); retry later",
+        )
     count = len(request.items)
     if not 1 <= count <= limits.max_batch:
-        raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                      f"a request holds 1..{limits.max_batch} items, not {count}")
+        raise Refusal(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"a request holds 1..{limits.max_batch} items, not {count}",
+        )
     bits = params.bits
     xs = []
     for position, item in enumerate(request.items):
         where = f"items[{position}]"
         scheme = _PADDINGS.get(item.padding)
         if scheme is None:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown padding "
-                          f"{_enum_name(pb.Padding, item.padding)}")
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: unknown padding {_enum_name(pb.Padding, item.padding)}",
+            )
         hash_name = _HASHES.get(item.hash)
         if hash_name is None:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: unknown hash "
-                          f"{_enum_name(pb.Hash, item.hash)}")
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: unknown hash {_enum_name(pb.Hash, item.hash)}",
+            )
         size = HASHES[hash_name].digest_size
         if len(item.digest) != size:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: a {hash_name} "
-                          f"digest is {size} bytes, not {len(item.digest)}")
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: a {hash_name} digest is {size} bytes, not {len(item.digest)}",
+            )
         if scheme is Scheme.PKCS1V15 and item.salt:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{where}: PKCS#1 v1.5 takes no salt")
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: PKCS#1 v1.5 takes no salt")
         if len(item.salt) > MAX_SALT_BYTES:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes")
+            raise Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes",
+            )
         signed = faults.item(scheme, hash_name, bytes(item.digest), bytes(item.salt))
         try:
             xs.append(encode(*signed[:3], bits, signed[3]))
         except EncodingError as exc:
             raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc}") from None
     if pending + count > limits.max_pending_items:
-        raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                      f"node busy: {pending} items waiting; retry later")
+        raise Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, f"node busy: {pending} items waiting; retry later"
+        )
     return xs
 
 
 class SignerService(signer_pb2_grpc.SignerServicer):
     """One node's Signer. ``ready`` is False until the daemon finished starting."""
 
-    def __init__(self, *, config: NodeConfig, params: PublicParams, compute: Compute,
-                 audit: AuditLog, replay: ReplayCache, faults: Faults,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        params: PublicParams,
+        compute: Compute,
+        audit: AuditLog,
+        replay: ReplayCache,
+        faults: Faults,
+        clock: Callable[[], float],
+    ) -> None:
         self.config = config
         self.params = params
         self.limits = config.limits
@@ -197,55 +236,92 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     # -- shared steps ------------------------------------------------------------------
 
-    def _record(self, caller: _Caller, method: str, outcome: str, reason: str,
-                request: pb.SignRequest | None = None,
-                unparsed_bytes: int | None = None) -> dict[str, Any]:
+    def _record(
+        self,
+        caller: _Caller,
+        method: str,
+        outcome: str,
+        reason: str,
+        request: pb.SignRequest | None = None,
+        unparsed_bytes: int | None = None,
+    ) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "time": utc_iso(self.clock()), "type": "request", "client": caller.identity,
-            "peer": caller.peer[:_SHOWN_CHARS], "method": method,
+            "time": utc_iso(self.clock()),
+            "type": "request",
+            "client": caller.identity,
+            "peer": caller.peer[:_SHOWN_CHARS],
+            "method": method,
         }
         if unparsed_bytes is not None:
             record["request_bytes"] = unparsed_bytes  # what arrived was not a message
         if request is not None:
             items = request.items
-            record.update({
-                "request_id": request.request_id[:_SHOWN_CHARS],
-                "key_id": request.key_id[:_SHOWN_CHARS],
-                "timestamp_ms": request.timestamp_ms,
-                "with_proofs": request.with_proofs,
-                "items": _items_summary(items, self.limits.max_batch),
-            })
+            record.update(
+                {
+                    "request_id": request.request_id[:_SHOWN_CHARS],
+                    "key_id": request.key_id[:_SHOWN_CHARS],
+                    "timestamp_ms": request.timestamp_ms,
+                    "with_proofs": request.with_proofs,
+                    "items": _items_summary(items, self.limits.max_batch),
+                }
+            )
             if len(items) > self.limits.max_batch:
                 record["items_total"] = len(items)
         record["outcome"] = outcome
         record["reason"] = reason
         return record
 
-    async def _refuse(self, context: grpc.aio.ServicerContext, caller: _Caller, method: str,
-                      refusal: Refusal, request: pb.SignRequest | None = None,
-                      unparsed_bytes: int | None = None) -> NoReturn:
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext,
+        caller: _Caller,
+        method: str,
+        refusal: Refusal,
+        request: pb.SignRequest | None = None,
+        unparsed_bytes: int | None = None,
+    ) -> NoReturn:
         """Audit the refusal, then abort the call with its status."""
         try:
-            await self.audit.append(self._record(caller, method, "refused", refusal.reason,
-                                                 request, unparsed_bytes))
+            await self.audit.append(
+                self._record(caller, method, "refused", refusal.reason, request, unparsed_bytes)
+            )
         except AuditLogError:
             pass  # the refusal stands; the audit failure is logged and health reflects it
         await context.abort(refusal.code, refusal.reason)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
-    async def _authorize(self, context: grpc.aio.ServicerContext, method: str,
-                         request: pb.SignRequest | None = None) -> _Caller:
+    async def _authorize(
+        self, context: grpc.aio.ServicerContext, method: str, request: pb.SignRequest | None = None
+    ) -> _Caller:
         caller = _Caller(tls.peer_identity(context.auth_context()), context.peer() or "")
         if caller.identity is None:
-            await self._refuse(context, caller, method, Refusal(
-                grpc.StatusCode.UNAUTHENTICATED, "no client identity (a client certificate "
-                "with one common name is required)"), request)
+            await self._refuse(
+                context,
+                caller,
+                method,
+                Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "no client identity (a client certificate with one common name is required)",
+                ),
+                request,
+            )
         if caller.identity not in self._allowed:
-            log.warning("refused %s from %r at %s: identity not allowed", method,
-                        caller.identity, caller.peer)
-            await self._refuse(context, caller, method, Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"client {caller.identity!r} is not allowed on this node"), request)
+            log.warning(
+                "refused %s from %r at %s: identity not allowed",
+                method,
+                caller.identity,
+                caller.peer,
+            )
+            await self._refuse(
+                context,
+                caller,
+                method,
+                Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"client {caller.identity!r} is not allowed on this node",
+                ),
+                request,
+            )
         return caller
 
     # -- the wire ----------------------------------------------------------------------
@@ -256,13 +332,14 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         one is refused INVALID_ARGUMENT and audited, like any other bad request."""
         return {
             "GetInfo": grpc.unary_unary_rpc_method_handler(
-                self._get_info_wire, response_serializer=pb.NodeInfo.SerializeToString),
+                self._get_info_wire, response_serializer=pb.NodeInfo.SerializeToString
+            ),
             "Sign": grpc.unary_unary_rpc_method_handler(
-                self._sign_wire, response_serializer=pb.SignResponse.SerializeToString),
+                self._sign_wire, response_serializer=pb.SignResponse.SerializeToString
+            ),
         }
 
-    async def _get_info_wire(self, data: bytes,
-                             context: grpc.aio.ServicerContext) -> pb.NodeInfo:
+    async def _get_info_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
         try:
             parse_message(pb.GetInfoRequest, data)
         except Refusal as refusal:
@@ -270,8 +347,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             await self._refuse(context, caller, "GetInfo", refusal, None, len(data))
         return await self.GetInfo(pb.GetInfoRequest(), context)
 
-    async def _sign_wire(self, data: bytes,
-                         context: grpc.aio.ServicerContext) -> pb.SignResponse:
+    async def _sign_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.SignResponse:
         try:
             request: pb.SignRequest = parse_message(pb.SignRequest, data)
         except Refusal as refusal:
@@ -281,16 +357,26 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     # -- GetInfo -----------------------------------------------------------------------
 
-    async def GetInfo(self, request: pb.GetInfoRequest,  # noqa: N802 - gRPC's name
-                      context: grpc.aio.ServicerContext) -> pb.NodeInfo:
+    async def GetInfo(
+        self,
+        request: pb.GetInfoRequest,  # noqa: N802 - gRPC's name
+        context: grpc.aio.ServicerContext,
+    ) -> pb.NodeInfo:
         """Who this node is; needs an allowed identity like Sign (not audited when allowed)."""
         await self._authorize(context, "GetInfo")
         p = self.params
         return pb.NodeInfo(
-            index=self.config.index, key_id=p.key_id, n=p.n, k=p.k, modulus_bits=p.bits,
-            proofs_sound=p.proofs_sound, software_version=ittc.__version__,
-            ready=self.serving, max_batch=self.limits.max_batch,
-            freshness_window_ms=self._window_ms)
+            index=self.config.index,
+            key_id=p.key_id,
+            n=p.n,
+            k=p.k,
+            modulus_bits=p.bits,
+            proofs_sound=p.proofs_sound,
+            software_version=ittc.__version__,
+            ready=self.serving,
+            max_batch=self.limits.max_batch,
+            freshness_window_ms=self._window_ms,
+        )
 
     @property
     def serving(self) -> bool:
@@ -300,12 +386,22 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
     def _validate(self, request: pb.SignRequest, now: float) -> list[int]:
         """Every check on a request, in order; the representatives to sign, or Refusal."""
-        return validate_sign_request(request, params=self.params, limits=self.limits, now=now,
-                                     started_ms=self.started_ms, replay=self.replay,
-                                     pending=self.compute.pending, faults=self.faults)
+        return validate_sign_request(
+            request,
+            params=self.params,
+            limits=self.limits,
+            now=now,
+            started_ms=self.started_ms,
+            replay=self.replay,
+            pending=self.compute.pending,
+            faults=self.faults,
+        )
 
-    async def Sign(self, request: pb.SignRequest,  # noqa: N802 - gRPC's name
-                   context: grpc.aio.ServicerContext) -> pb.SignResponse:
+    async def Sign(
+        self,
+        request: pb.SignRequest,  # noqa: N802 - gRPC's name
+        context: grpc.aio.ServicerContext,
+    ) -> pb.SignResponse:
         """Signature shares for a validated batch, after the audit record is durable."""
         caller = await self._authorize(context, "Sign", request)
 
@@ -337,8 +433,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         try:
             shares = await asyncio.wait_for(self.compute.sign(xs, request.with_proofs), budget)
         except TimeoutError:
-            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"not done within the deadline ({budget:.3f} s)")
+            await refuse(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"not done within the deadline ({budget:.3f} s)"
+            )
         except ComputeError:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the node
@@ -353,5 +450,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         except AuditLogError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         return pb.SignResponse(
-            index=self.faults.index(self.config.index, self.params.n), key_id=self.params.key_id,
-            shares=[pb.Share(value=v, proof_c=c, proof_z=z) for v, c, z in shares])
+            index=self.faults.index(self.config.index, self.params.n),
+            key_id=self.params.key_id,
+            shares=[pb.Share(value=v, proof_c=c, proof_z=z) for v, c, z in shares],
+        )

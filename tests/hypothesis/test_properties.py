@@ -15,8 +15,10 @@ from ittc.scheme.encoding import HASHES, Scheme, encode
 from ittc.scheme.proofs import Proof, SignatureShare, verify_share
 
 digests = st.sampled_from(sorted(HASHES)).flatmap(
-    lambda h: st.tuples(st.just(h), st.binary(min_size=HASHES[h].digest_size,
-                                              max_size=HASHES[h].digest_size)))
+    lambda h: st.tuples(
+        st.just(h), st.binary(min_size=HASHES[h].digest_size, max_size=HASHES[h].digest_size)
+    )
+)
 
 
 @settings(max_examples=15, deadline=None)
@@ -27,8 +29,9 @@ def test_every_k_subset_gives_the_same_signature(vkey, hashed, scheme):
     salt = b"\x07" * HASHES[hash_name].digest_size if scheme is Scheme.PSS else b""
     x = encode(scheme, hash_name, digest, params.bits, salt)
     shares = [s.signature_share(x) for s in vkey.shares]
-    signatures = {combine(params, x, list(subset))
-                  for subset in itertools.combinations(shares, params.k)}
+    signatures = {
+        combine(params, x, list(subset)) for subset in itertools.combinations(shares, params.k)
+    }
     assert len(signatures) == 1
 
 
@@ -53,11 +56,11 @@ def test_flipping_any_bit_of_a_share_or_proof_is_detected(vkey, part, bit, who):
     if part == "value":
         flipped = dataclasses.replace(share, value=share.value ^ (1 << bit))
     elif part == "c":
-        flipped = dataclasses.replace(share, proof=Proof(share.proof.c ^ (1 << (bit % 256)),
-                                                         share.proof.z))
+        flipped = dataclasses.replace(
+            share, proof=Proof(share.proof.c ^ (1 << (bit % 256)), share.proof.z)
+        )
     else:
-        flipped = dataclasses.replace(share, proof=Proof(share.proof.c,
-                                                         share.proof.z ^ (1 << bit)))
+        flipped = dataclasses.replace(share, proof=Proof(share.proof.c, share.proof.z ^ (1 << bit)))
     with pytest.raises(IttcError):
         verify_share(params, x, flipped)
     # And without proofs, the final check still refuses the flipped value.
