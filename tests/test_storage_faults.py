@@ -35,7 +35,7 @@ import grpc
 import pytest
 from ittc_node.audit import AuditLog, audit_log_head, verify_audit_log
 
-from ittc.localcluster import NodeStartError
+from ittc.deploy.localcluster import NodeStartError
 from tests.cluster import (
     PASSPHRASE,
     EmbeddedNode,
@@ -347,17 +347,17 @@ def _point_audit_log(cluster: LocalCluster, index: int, path: pathlib.Path) -> s
     """Set node ``index``'s ``[audit] path``; return the config text to put back."""
     toml = cluster.node_dir(index) / "node.toml"
     original = toml.read_text()
-    toml.write_text(re.sub(r'(?m)^path = .*$', f'path = "{path}"', original))
+    toml.write_text(re.sub(r"(?m)^path = .*$", f'path = "{path}"', original))
     return original
 
 
 def _sign(cluster: LocalCluster, index: int, message: bytes) -> None:
-    cluster.stub(index).Sign(sign_request(cluster.params, [pkcs1_item(message)]),
-                             timeout=TIMEOUT)
+    cluster.stub(index).Sign(sign_request(cluster.params, [pkcs1_item(message)]), timeout=TIMEOUT)
 
 
-def _restart_serves_and_keeps(cluster: LocalCluster, index: int, log: pathlib.Path,
-                              acked: bytes) -> None:
+def _restart_serves_and_keeps(
+    cluster: LocalCluster, index: int, log: pathlib.Path, acked: bytes
+) -> None:
     """A real node process starts on ``log``, verifies it, signs, stops; the acknowledged
     bytes are still the log's prefix, unchanged."""
     cluster.start([index], timeout=60)
@@ -368,8 +368,11 @@ def _restart_serves_and_keeps(cluster: LocalCluster, index: int, log: pathlib.Pa
     data = log.read_bytes()
     assert data.startswith(acked)
     lines = verify_audit_log(log)
-    assert [json.loads(line)["type"] for line in data[len(acked):].splitlines()] == \
-        ["start", "request", "stop"]
+    assert [json.loads(line)["type"] for line in data[len(acked) :].splitlines()] == [
+        "start",
+        "request",
+        "stop",
+    ]
     assert lines == len(lines_of(acked)) + 3
 
 
@@ -386,7 +389,7 @@ class _DiskFault:
         if self.armed and self.kind in ("short write", "short write, cut fails"):
             self.hits += 1
             if self.hits == 1:
-                return os.write(fd, data[:max(1, len(data) // 2)])
+                return os.write(fd, data[: max(1, len(data) // 2)])
             raise OSError(errno.ENOSPC, "No space left on device")
         return os.write(fd, data)
 
@@ -399,7 +402,8 @@ class _DiskFault:
 
 @pytest.mark.parametrize("kind", ["short write", "fsync fails", "short write, cut fails"])
 def test_a_failed_audit_write_is_cut_back_and_a_restart_recovers(
-        env: Env, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    env: Env, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     cluster = env.cluster
     node = EmbeddedNode.start(cluster, 5, f"disk-{tmp_path.name}", clock=time.time)
     log = node.config.audit_log
@@ -408,18 +412,20 @@ def test_a_failed_audit_write_is_cut_back_and_a_restart_recovers(
     monkeypatch.setattr(AuditLog, "_fsync", staticmethod(fault.fsync))
     try:
         for n in range(3):
-            node.stub.Sign(sign_request(cluster.params, [pkcs1_item(b"m%d" % n)]),
-                           timeout=TIMEOUT)
+            node.stub.Sign(sign_request(cluster.params, [pkcs1_item(b"m%d" % n)]), timeout=TIMEOUT)
         acked = log.read_bytes()
         fault.armed = True
         if kind == "short write, cut fails":
+
             def no_truncate(fd: int, length: int) -> None:
                 raise OSError(errno.EIO, "Input/output error")
+
             monkeypatch.setattr(os, "ftruncate", no_truncate)
         for n in range(2):  # the failed request, then one after it
             with pytest.raises(grpc.RpcError) as refused:
-                node.stub.Sign(sign_request(cluster.params, [pkcs1_item(b"x%d" % n)]),
-                               timeout=TIMEOUT)
+                node.stub.Sign(
+                    sign_request(cluster.params, [pkcs1_item(b"x%d" % n)]), timeout=TIMEOUT
+                )
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert fault.hits >= 1
     finally:
@@ -448,11 +454,16 @@ def test_a_failed_audit_write_is_cut_back_and_a_restart_recovers(
 def _tiny_disk(where: pathlib.Path, size: int) -> Iterator[pathlib.Path]:
     """A tmpfs of ``size`` bytes mounted at ``where`` (root only)."""
     where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
-                              "tmpfs", str(where)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'}); "
-                    "the injected faults above cover the same code")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'not root'}); "
+            "the injected faults above cover the same code"
+        )
     try:
         yield where
     finally:
@@ -460,7 +471,8 @@ def _tiny_disk(where: pathlib.Path, size: int) -> Iterator[pathlib.Path]:
 
 
 def test_a_full_disk_leaves_no_torn_line_and_fix_then_restart_works(
-        env: Env, tmp_path: pathlib.Path) -> None:
+    env: Env, tmp_path: pathlib.Path
+) -> None:
     """A real full file system under a real node process."""
     cluster = env.cluster
     with _tiny_disk(tmp_path / "disk", 64 << 10) as disk:
