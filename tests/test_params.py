@@ -23,20 +23,30 @@ def fresh():
 
 def _next_epoch(params: PublicParams, **changes) -> PublicParams:
     """The same key at a later epoch (values need only be well formed here)."""
-    base = dict(sharing="integer", kind=params.kind, epoch=params.epoch + 1,
-                share_bits=params.bits + 300, legacy_key_id=params.legacy_key_id)
+    base = dict(
+        sharing="integer",
+        kind=params.kind,
+        epoch=params.epoch + 1,
+        share_bits=params.bits + 300,
+        legacy_key_id=params.legacy_key_id,
+    )
     base.update(changes)
     n = base.get("n", params.n)
-    base.setdefault("verification_keys", tuple(pow(params.v, i + 7, params.modulus)
-                                               for i in range(n)))
+    base.setdefault(
+        "verification_keys", tuple(pow(params.v, i + 7, params.modulus) for i in range(n))
+    )
     return dataclasses.replace(params, **base)
 
 
 def test_key_id_names_only_what_never_changes(fresh):
     p = fresh.params
     assert p.legacy_key_id is None and p.kind == "generated" and p.epoch == 0
-    later = [_next_epoch(p), _next_epoch(p, n=7, k=4), _next_epoch(p, epoch=99, k=2),
-             _next_epoch(p, secret_multiplier=math.factorial(5), secret_bits=p.bits + 12)]
+    later = [
+        _next_epoch(p),
+        _next_epoch(p, n=7, k=4),
+        _next_epoch(p, epoch=99, k=2),
+        _next_epoch(p, secret_multiplier=math.factorial(5), secret_bits=p.bits + 12),
+    ]
     assert {q.key_id for q in later} == {p.key_id}
     ids = {q.epoch_id for q in [p, *later]}
     assert len(ids) == len(later) + 1
@@ -47,9 +57,17 @@ def test_key_id_names_only_what_never_changes(fresh):
     assert len({p.key_id, other_v.key_id, other_e.key_id, split.key_id}) == 4
 
 
-@pytest.mark.parametrize("field,value", [
-    ("k", 2), ("share_bits", 900), ("secret_bits", 600), ("secret_multiplier", 120),
-    ("epoch", 2), ("n", 6)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("k", 2),
+        ("share_bits", 900),
+        ("secret_bits", 600),
+        ("secret_multiplier", 120),
+        ("epoch", 2),
+        ("n", 6),
+    ],
+)
 def test_every_epoch_value_changes_the_epoch_id(fresh, field, value):
     p = _next_epoch(fresh.params)
     changed = _next_epoch(fresh.params, **{field: value})
@@ -62,8 +80,12 @@ def test_round_trip_and_tamper_at_a_later_epoch(fresh):
     assert again == p and again.epoch_id == p.epoch_id and again.proofs_sound
     doc = json.loads(p.to_json())
     assert doc["version"] == 2 and doc["epoch"] == 1 and doc["legacy_key_id"] is False
-    for field, value in [("k", 3), ("epoch", 2), ("secret_multiplier", 1),
-                         ("verification_keys", doc["verification_keys"][::-1])]:
+    for field, value in [
+        ("k", 3),
+        ("epoch", 2),
+        ("secret_multiplier", 1),
+        ("verification_keys", doc["verification_keys"][::-1]),
+    ]:
         with pytest.raises(ParameterError, match="epoch id does not match"):
             PublicParams.from_dict({**doc, field: value})
     with pytest.raises(ParameterError, match="key id does not match"):
@@ -81,18 +103,21 @@ def test_combine_exponent_and_proofs_follow_sharing_and_kind(fresh):
     assert not _next_epoch(p, kind="split").proofs_sound
 
 
-@pytest.mark.parametrize("changes", [
-    dict(sharing="shoup"),                       # Z_m shares only at epoch 0
-    dict(kind=None),                             # the kind must be stated after epoch 0
-    dict(secret_multiplier=0),
-    dict(secret_multiplier=65537),               # must be coprime to e
-    dict(secret_multiplier=1 << 301),
-    dict(secret_bits=100),
-    dict(secret_bits=10_000),
-    dict(epoch=-1),
-    dict(epoch=1 << 63),
-    dict(legacy_key_id="AB" * 32),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(sharing="shoup"),  # Z_m shares only at epoch 0
+        dict(kind=None),  # the kind must be stated after epoch 0
+        dict(secret_multiplier=0),
+        dict(secret_multiplier=65537),  # must be coprime to e
+        dict(secret_multiplier=1 << 301),
+        dict(secret_bits=100),
+        dict(secret_bits=10_000),
+        dict(epoch=-1),
+        dict(epoch=1 << 63),
+        dict(legacy_key_id="AB" * 32),
+    ],
+)
 def test_bad_epoch_values_are_refused(fresh, changes):
     with pytest.raises(ParameterError):
         _next_epoch(fresh.params, **changes)
