@@ -18,11 +18,15 @@ VECTORS = pathlib.Path(__file__).parent / "vectors"
 
 # -- the exponentiation backend every test in this process uses -------------------------
 
+
 def pytest_addoption(parser):
     parser.addoption(
-        "--ct-backend", choices=ct.BACKENDS, default=os.environ.get("ITTC_CT_BACKEND", "auto"),
+        "--ct-backend",
+        choices=ct.BACKENDS,
+        default=os.environ.get("ITTC_CT_BACKEND", "auto"),
         help="backend of ittc.scheme.ct for this run (default: $ITTC_CT_BACKEND or auto); "
-             "'openssl' fails the run if libcrypto is unusable")
+        "'openssl' fails the run if libcrypto is unusable",
+    )
 
 
 def pytest_configure(config):
@@ -30,8 +34,10 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
-    return (f"ittc.scheme.ct backend: {ct.backend_description()} "
-            f"(asked: {config.getoption('--ct-backend')})")
+    return (
+        f"ittc.scheme.ct backend: {ct.backend_description()} "
+        f"(asked: {config.getoption('--ct-backend')})"
+    )
 
 
 @dataclass
