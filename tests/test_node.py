@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ittc_node import compute as compute_mod
 from ittc_node.audit import AuditLog, verify_audit_log
-from ittc_node.daemon import serve
+from ittc_node.daemon import StartupError, load_share, serve
 from ittc_node.faults import Faults
 from ittc_node.replay import ReplayCache
 
 from ittc import storage
 from ittc.config import NodeConfig
 from ittc.errors import AuditLogError, InvalidShare
+from ittc.scheme import ct
 from ittc.scheme.combine import combine
 from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.proofs import Proof, SignatureShare, verify_share
@@ -73,7 +74,10 @@ _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": ha
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = make_cluster(tmp_path_factory.mktemp("nodes"))
     toml = root / "node-5" / "node.toml"
-    toml.write_text(re.sub(r"(?m)^workers = 0$", "workers = 2", toml.read_text()))
+    # Node 5: worker processes, on the portable backend (the others: auto, libcrypto here).
+    toml.write_text(
+        re.sub(r"(?m)^workers = 0$", 'workers = 2\nbackend = "gmpy2"', toml.read_text())
+    )
     with LocalCluster(root) as cluster:
         cluster.start([1, 2, 3], timeout=120)
         yield cluster
@@ -124,6 +128,35 @@ def test_get_info(nodes: LocalCluster) -> None:
     assert info.modulus_bits == p.bits and info.proofs_sound and info.ready
     assert info.max_batch == 64 and info.freshness_window_ms == 120_000
     assert info.software_version
+
+
+def test_nodes_say_which_exponentiation_backend_they_use(nodes: LocalCluster) -> None:
+    """Nodes 1-3 run the default (auto: libcrypto on this machine), in their log and in
+    their audit log's start record; node 5 (gmpy2) is checked with its workers below."""
+    for index in (1, 2, 3):
+        assert "compute threads on openssl (OpenSSL " in nodes.log(index)
+        start = [r for r in audit_lines(nodes.audit_log(index)) if r["type"] == "start"]
+        assert start and start[-1]["backend"] == "openssl"
+
+
+def test_a_node_asked_for_a_missing_backend_refuses_to_start(
+    nodes: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def nothing(path: str | None) -> Any:
+        raise OSError("no libcrypto found")
+
+    monkeypatch.setattr(ct, "_libraries", {})
+    monkeypatch.setattr(ct, "_loader", nothing)
+    monkeypatch.setattr(ct, "_active", ct._active)
+    monkeypatch.setattr(ct, "_requested", ct._requested)
+    config = dataclasses.replace(nodes.config(4), backend="openssl")
+    with pytest.raises(
+        StartupError,
+        match="node.backend = 'openssl': the openssl backend cannot be used: cannot load libcrypto",
+    ):
+        load_share(config)
+    auto = load_share(dataclasses.replace(config, backend="auto"))  # falls back, starts
+    assert auto.index == 4 and ct.backend() == "gmpy2"
 
 
 def test_sign_batch_combines_to_standard_signatures(nodes: LocalCluster) -> None:
@@ -375,6 +408,7 @@ STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] 
     "unwritable audit log": (_break_audit_log, "cannot open for appending"),
     "audit log does not verify": (_break_audit_chain, "does not chain"),
     "bad config": (_break_config, "unknown field"),
+    "unknown backend": (_break_config, "node.backend: 'fast' is not one of auto, openssl, gmpy2"),
     "no passphrase and no terminal": (_break_config, "no passphrase"),
     "tls key readable by others": (_break_tls_key_mode, "chmod 600"),
     "audit log of another key": (_break_audit_chain, "belongs to key"),
@@ -418,6 +452,8 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
             _write_broken_chain(culprit, "ab" * 32, edit=False)
         elif case == "bad config":
             text = text.replace("[node]\n", '[node]\ncolour = "blue"\n')
+        elif case == "unknown backend":
+            text = text.replace("[node]\n", '[node]\nbackend = "fast"\n')
         elif case == "no passphrase and no terminal":
             text = re.sub(r"(?m)^passphrase_file = .*$", "", text)
         toml.write_text(text)
@@ -551,7 +587,8 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
 def test_worker_processes_sign_correctly(nodes: LocalCluster) -> None:
     nodes.start([5])
     try:
-        assert "2 worker processes" in nodes.log(5)
+        assert "2 worker processes on gmpy2 " in nodes.log(5)  # the workers said so too
+        assert audit_lines(nodes.audit_log(5))[-1]["backend"] == "gmpy2"
         p = nodes.params
         items = [pkcs1_item(f"worker {n}".encode()) for n in range(5)]
         answers = {
@@ -833,6 +870,7 @@ def test_example_config_in_the_operator_guide_loads() -> None:
     example = pathlib.Path(__file__).resolve().parent.parent / "nodes" / "examples" / "node.toml"
     config = NodeConfig.load(example)
     assert (config.index, config.workers, config.limits.max_batch) == (3, 0, 64)
+    assert config.backend == "auto"
     assert config.passphrase_file is not None and config.passphrase_env is None
 
 

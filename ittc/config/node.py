@@ -19,6 +19,7 @@ from ittc.config.reader import (
 )
 from ittc.config.writer import dump_toml
 from ittc.errors import ConfigError
+from ittc.scheme.ct import BACKENDS
 from ittc.scheme.params import PublicParams
 
 __all__ = ["NODE_FORMAT", "Limits", "NodeConfig"]
@@ -58,6 +59,8 @@ class NodeConfig:
     threads: int = 0
     #: Precomputed proof nonces to keep ready (``r``, ``v^r``).
     proof_nonces: int = 16
+    #: Exponentiation backend (:data:`ittc.scheme.ct.BACKENDS`): auto, openssl or gmpy2.
+    backend: str = "auto"
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -69,7 +72,7 @@ class NodeConfig:
         node, key, tls = r.table("node"), r.table("key"), r.table("tls")
         access, audit = r.table("access"), r.table("audit")
         limits = r.table("limits", required=False)
-        node.unknown({"index", "listen", "workers", "threads", "proof_nonces"})
+        node.unknown({"index", "listen", "workers", "threads", "proof_nonces", "backend"})
         key.unknown({"params", "share", "passphrase_file", "passphrase_env"})
         tls.unknown({"cert", "key", "ca"})
         access.unknown({"allowed_clients"})
@@ -88,6 +91,9 @@ class NodeConfig:
             parse_address(listen)
         except ValueError as exc:
             raise node.fail("listen", str(exc)) from None
+        backend = node.get("backend", str, "auto")
+        if backend not in BACKENDS:
+            raise node.fail("backend", f"{backend!r} is not one of " + ", ".join(BACKENDS))
         clients = access.strings("allowed_clients")
         for name in clients:
             if not IDENTITY.match(name):
@@ -138,6 +144,7 @@ class NodeConfig:
             workers=node.int("workers", 0, 256, 0),
             threads=node.int("threads", 0, 1024, 0),
             proof_nonces=node.int("proof_nonces", 0, 100000, 16),
+            backend=backend,
             limits=lim,
         )
 

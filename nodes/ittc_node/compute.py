@@ -11,7 +11,9 @@ than a future and a thread hop per item.
 * ``workers > 0``: a spawn-context :class:`~concurrent.futures.ProcessPoolExecutor`.
   Each worker receives the public parameters, the node index and the raw share (from
   :meth:`KeyShare.dangerously_export_secret`) once, through the pipe that starts it;
-  this is the only place the share leaves the daemon process.
+  this is the only place the share leaves the daemon process. It also receives the
+  exponentiation backend the daemon settled on (:mod:`ittc.scheme.ct`), asks for it by
+  name and self-tests it; a worker that cannot use it does not start.
 
 While no signing work is waiting, a background thread (one per worker process) keeps
 proof nonces ``(r, v^r)`` precomputed, so a request with proofs costs one exponentiation
@@ -33,6 +35,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from ittc.errors import IttcError
+from ittc.scheme import ct
 from ittc.scheme.ct import release_gil
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
@@ -237,8 +241,10 @@ class ThreadCompute(Compute):
 _WORKER: tuple[KeyShare, _NonceKeeper] | None = None
 
 
-def _worker_init(params_json: str, index: int, secret: int, nonce_target: int) -> None:
-    """Runs once in each worker process: rebuild the share, start the nonce keeper."""
+def _worker_init(
+    params_json: str, index: int, secret: int, nonce_target: int, backend: str
+) -> None:
+    """Runs once in each worker process: the daemon's backend, the share, the nonce keeper."""
     global _WORKER
     # The daemon decides when workers stop; a terminal's Ctrl-C or a stray SIGTERM to the
     # process group must not kill them under a request in flight.
@@ -246,6 +252,7 @@ def _worker_init(params_json: str, index: int, secret: int, nonce_target: int) -
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent()
     release_gil()
+    ct.use_backend(backend)
     share = KeyShare(PublicParams.from_json(params_json), index, secret)
     keeper = _NonceKeeper(share, nonce_target)
     keeper.start()
@@ -267,10 +274,10 @@ def _exit_with_parent() -> None:
     ).start()
 
 
-def _worker_self_test() -> int:
+def _worker_self_test() -> tuple[int, str]:
     assert _WORKER is not None
     _WORKER[0].self_test()
-    return os.getpid()
+    return os.getpid(), ct.backend()
 
 
 def _worker_sign(xs: Sequence[int], with_proofs: bool) -> list[ShareBytes]:
@@ -299,15 +306,17 @@ class ProcessCompute(Compute):
                 share.index,
                 share.dangerously_export_secret(),
                 per_worker,
+                ct.backend(),
             ),
         )
+        self.backend = ct.backend()
 
     async def start(self) -> None:
         # With the spawn context the pool starts a process per task submitted while none
         # is idle, so ``parallelism`` tasks at once start every worker; each checks its
         # copy of the share.
         try:
-            await asyncio.gather(
+            started = await asyncio.gather(
                 *(
                     asyncio.wrap_future(self._executor.submit(_worker_self_test))
                     for _ in range(self.parallelism)
@@ -315,6 +324,13 @@ class ProcessCompute(Compute):
             )
         except BrokenProcessPool:
             raise ComputeError("worker processes failed to start") from None
+        except IttcError as exc:  # a worker's self-test (a backend that answers wrongly)
+            raise ComputeError(f"a worker process failed its self-test: {exc}") from None
+        others = sorted({backend for _, backend in started} - {self.backend})
+        if others:
+            raise ComputeError(
+                f"worker processes use the {', '.join(others)} backend, the daemon {self.backend}"
+            )
 
     def _submit(self, chunk: Sequence[int], with_proofs: bool) -> Future[list[ShareBytes]]:
         return self._executor.submit(_worker_sign, list(chunk), with_proofs)

@@ -33,7 +33,8 @@ from grpc_health.v1.health import aio as health_aio
 import ittc
 from ittc import storage
 from ittc.config import NodeConfig
-from ittc.errors import AuditLogError, ConfigError, IttcError
+from ittc.errors import AuditLogError, BackendError, ConfigError, IttcError
+from ittc.scheme import ct
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import L1, nonce_bits
@@ -128,7 +129,11 @@ def load_share(config: NodeConfig) -> KeyShare:
             f"{params.short_id}"
         )
     try:
-        share.self_test()
+        ct.use_backend(config.backend)
+    except BackendError as exc:
+        raise StartupError(f"{config.path}: node.backend = {config.backend!r}: {exc}") from None
+    try:
+        share.self_test()  # checks the backend at this key's modulus too
     except IttcError as exc:
         raise StartupError(f"{config.share_file}: {exc}") from None
     return share
@@ -301,6 +306,7 @@ async def serve(
                 "software_version": ittc.__version__,
                 "listen": config.listen,
                 "workers": config.workers,
+                "backend": ct.backend(),
                 "test_faults": faults.describe(),
             }
         )
@@ -315,11 +321,12 @@ async def serve(
     service.ready = True
     await health.set(True)
     log.info(
-        "node %d ready (share decrypted and self-tested): %s, %d allowed client(s)",
+        "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
         config.index,
         f"{config.workers} worker processes"
         if config.workers
         else f"{compute.parallelism} compute threads",
+        ct.backend_description(),
         len(config.allowed_clients),
     )
     if ready is not None:
