@@ -126,3 +126,23 @@ class AuditLogError(IttcError):
 
 class ConfigError(IttcError, ValueError):
     """A configuration or cluster file that is missing, malformed or inconsistent."""
+
+
+class ReshareError(IttcError):
+    """A reshare run failed one of its checks; nothing of that run was committed.
+
+    ``check`` names the check that failed. ``holders`` (old-epoch indices) and
+    ``members`` (new-epoch indices) name the participants the evidence convicts; both are
+    empty when it convicts nobody (a missing message, or an inconsistency no single
+    participant can be shown to have caused). An honest participant is never named.
+    """
+
+    def __init__(self, check: str, reason: str, *, holders: Sequence[int] = (),
+                 members: Sequence[int] = ()) -> None:
+        self.check = check
+        self.reason = reason
+        self.holders = tuple(sorted(set(holders)))
+        self.members = tuple(sorted(set(members)))
+        who = [f"holder {i}" for i in self.holders] + [f"member {j}" for j in self.members]
+        blame = f" (at fault: {', '.join(who)})" if who else ""
+        super().__init__(f"reshare check {check!r} failed: {reason}{blame}")
