@@ -137,8 +137,9 @@ class ReshareError(IttcError):
     participant can be shown to have caused). An honest participant is never named.
     """
 
-    def __init__(self, check: str, reason: str, *, holders: Sequence[int] = (),
-                 members: Sequence[int] = ()) -> None:
+    def __init__(
+        self, check: str, reason: str, *, holders: Sequence[int] = (), members: Sequence[int] = ()
+    ) -> None:
         self.check = check
         self.reason = reason
         self.holders = tuple(sorted(set(holders)))
