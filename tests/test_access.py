@@ -17,6 +17,7 @@ certificate as a client, a plain foreign CA, an unlisted identity from the clust
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import pathlib
 import re
@@ -284,7 +285,13 @@ def test_refused_and_audited(nodes: LocalCluster, tmp_path: pathlib.Path, case: 
         "refused",
         identity,
     )
-    assert sign_line["request_id"] == request.request_id
+    # Refused before its message is parsed: the line holds its size and hash, no field.
+    data = request.SerializeToString()
+    assert (sign_line["request_bytes"], sign_line["request_sha256"]) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+    assert "request_id" not in sign_line and "items" not in sign_line
     assert sign_line["reason"] == sign_error.value.details()
     assert sign_line["peer"].startswith("ipv4:127.0.0.1:")
     assert (info_line["method"], info_line["outcome"], info_line["client"]) == (
@@ -334,19 +341,20 @@ def test_removed_client_is_refused_after_restart(
             carol.Sign(revoked, timeout=TIMEOUT)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "'carol' is not allowed" in info.value.details()
+        revoked_hash = hashlib.sha256(revoked.SerializeToString()).hexdigest()
         last = audit_records(nodes, 2)[-1]
-        assert (last["client"], last["method"], last["outcome"], last["request_id"]) == (
+        assert (last["client"], last["method"], last["outcome"], last["request_sha256"]) == (
             "carol",
             "Sign",
             "refused",
-            revoked.request_id,
+            revoked_hash,
         )
         assert signed_count(nodes, 2) == signed_before
         still_signs(nodes, 2)
         outcomes = [
             (r.get("client"), r.get("outcome"))
             for r in audit_records(nodes, 2)
-            if r.get("request_id") in (granted.request_id, revoked.request_id)
+            if r.get("request_id") == granted.request_id or r.get("request_sha256") == revoked_hash
         ]
         assert outcomes == [("carol", "signed"), ("carol", "refused")]
         assert verify_audit_log(nodes.audit_log(2)) > 0  # one chain across both restarts

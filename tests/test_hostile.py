@@ -62,10 +62,12 @@ from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.wire.v1 import signer_pb2 as pb
 from tests.cluster import (
+    CLIENT,
     PASSPHRASE,
     EmbeddedNode,
     FakeClock,
     LocalCluster,
+    issue_client,
     make_cluster,
     pkcs1_item,
     pss_item,
@@ -397,6 +399,91 @@ def test_unknown_fields_change_nothing(target: Target) -> None:
     expected = target.expected_share(pb.SignItem(padding=1, hash=1, digest=digest))
     assert [s.value for s in response.shares] == [expected]
     assert [r["outcome"] for r in target.new_audit_records()] == ["signed"]
+
+
+# -- callers that are not allowed: refused unparsed, audited within a rate ---------------
+
+
+def empty_items(p: PublicParams, size: int) -> bytes:
+    """A request of ``size`` bytes at most: a header and empty items (two bytes each)."""
+    header = wire_request(p, [])
+    return header + field(5, b"") * ((size - len(header)) // 2)
+
+
+def test_a_caller_not_allowed_is_refused_unparsed_and_rate_limited(
+    target: Target, embedded: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder of a cluster-CA certificate whose name is not allowed, sending 1 MB of
+    empty items (which used to cost a second of the node's event loop each): the node
+    never parses its messages, records each by size and hash, writes one line each only
+    up to its identity's rate and counts the rest into a summary line; every refusal is
+    accounted for, and an allowed client's requests each keep their own line."""
+    from ittc_node import service as service_mod
+    from ittc_node.refusals import RefusalLimiter
+
+    parsed: list[int] = []
+    real_parse = service_mod.parse_message
+
+    def counting_parse(message_type: Any, data: bytes) -> Any:
+        parsed.append(len(data))
+        return real_parse(message_type, data)
+
+    monkeypatch.setattr(service_mod, "parse_message", counting_parse)
+    clock = FakeClock()
+    node = embedded(clock)
+    burst = RefusalLimiter().burst
+    cert, key = issue_client(target.cluster.root, "mallory", tmp_path)
+    channel = target.cluster.channel_at(node.config.listen, "ittc-node-3", cert, key)
+    flood = empty_items(target.params, 1_000_000)
+    sent = {"Sign": 0, "GetInfo": 0}
+
+    def refused(method: str, data: bytes) -> None:
+        with pytest.raises(grpc.RpcError) as info:
+            raw_method(channel, method)(data, timeout=TIMEOUT)
+        assert info.value.code() == Code.PERMISSION_DENIED
+        assert "'mallory' is not allowed" in (info.value.details() or "")
+        sent[method] += 1
+
+    for n in range(burst + 15):
+        refused("Sign", flood)
+        if n % 5 == 0:  # an allowed client keeps being served, one line per request
+            assert (
+                outcome(
+                    node,
+                    sign_request(target.params, [pkcs1_item(b"%d" % n)], timestamp_ms=clock.ms),
+                )
+                == Code.OK
+            )
+    refused("GetInfo", b"")
+    clock.advance(3)  # three more refusals may have lines of their own, then counted again
+    for _ in range(5):
+        refused("Sign", flood)
+    assert all(size < 1000 for size in parsed)  # only the allowed client's requests
+    assert len(parsed) == 5
+    node.close()
+
+    records = [json.loads(line) for line in node.config.audit_log.read_text().splitlines()]
+    own = [r for r in records if r.get("client") == "mallory" and r["type"] == "request"]
+    summaries = [r for r in records if r.get("client") == "mallory" and r["type"] == "refusals"]
+    assert len(own) == burst + 3
+    digest = hashlib.sha256(flood).hexdigest()
+    for line in own:
+        assert (line["method"], line["outcome"], line["request_bytes"], line["request_sha256"]) == (
+            "Sign",
+            "refused",
+            len(flood),
+            digest,
+        )
+        assert "request_id" not in line and "items" not in line
+    counted = sum(r["count"] for r in summaries)
+    assert len(own) + counted == sum(sent.values())  # every refusal accounted for
+    assert sum(r["methods"].get("Sign", 0) for r in summaries) + len(own) == sent["Sign"]
+    assert sum(r["methods"].get("GetInfo", 0) for r in summaries) == sent["GetInfo"]
+    assert sum(r["request_bytes"] for r in summaries) == (sent["Sign"] - len(own)) * len(flood)
+    assert all(r["peers"] and r["outcome"] == "refused" for r in summaries)
+    assert records[-1]["type"] == "stop" and records.index(summaries[-1]) < len(records) - 1
+    assert [r["outcome"] for r in records if r.get("client") == CLIENT] == ["signed"] * 5
+    assert verify_audit_log(node.config.audit_log) == len(records)
 
 
 # -- 2. replay and freshness with an injected clock --------------------------------------

@@ -34,6 +34,7 @@ from ittc_node import compute as compute_mod
 from ittc_node.audit import AuditLog, verify_audit_log
 from ittc_node.daemon import StartupError, load_share, serve
 from ittc_node.faults import Faults
+from ittc_node.refusals import OTHERS, RefusalLimiter
 from ittc_node.replay import ReplayCache
 
 from ittc import storage
@@ -324,7 +325,12 @@ def test_identity_outside_allowed_clients_is_refused_and_audited(
         "Sign",
         "refused",
     )
-    assert sign_line["request_id"] == request.request_id
+    data = request.SerializeToString()  # refused unparsed: recorded by size and hash
+    assert (sign_line["request_bytes"], sign_line["request_sha256"]) == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+    assert "request_id" not in sign_line
     assert sign_line["peer"].startswith("ipv4:127.0.0.1:") and "not allowed" in sign_line["reason"]
     assert (info_line["client"], info_line["method"]) == ("mallory", "GetInfo")
     # Health is open to any certificate of the cluster: operators' probes need no grant.
@@ -864,6 +870,48 @@ def test_replay_cache_refuses_when_full_instead_of_forgetting() -> None:
     assert cache.seen("a" * 16, now=20)  # remembered up to and including 2 * window
     assert not cache.seen("a" * 16, now=20.25) and not cache.full(now=20.25)
     assert cache.seen("b" * 16, now=20.5)
+
+
+def test_refusal_limiter_audits_a_burst_then_a_rate_and_counts_the_rest() -> None:
+    limiter = RefusalLimiter(burst=3, per_second=0.5, summary_seconds=10)
+
+    def admit(identity: str | None, now: float, peer: str = "p1") -> bool:
+        return limiter.admit(identity, now, method="Sign", peer=peer, size=100)
+
+    assert [admit("eve", 0) for _ in range(5)] == [True, True, True, False, False]
+    assert admit("bob", 0)  # every identity has its own bucket
+    assert admit(None, 0)  # no identity at all is one more bucket
+    assert not admit("eve", 1.9, "p2") and admit("eve", 2.0)  # one token per 2 s
+    assert not admit("eve", 2.5)
+    assert limiter.due(9.9) == []  # the first counted refusal (t=0) is due at t=10
+    [counted] = limiter.due(10.0)
+    assert (counted.identity, counted.count, counted.first, counted.last) == ("eve", 4, 0, 2.5)
+    assert (counted.request_bytes, dict(counted.methods), counted.peers) == (
+        400,
+        {"Sign": 4},
+        ["p1", "p2"],
+    )
+    assert limiter.due(100) == [] and limiter.drain() == []  # handed over once
+    # A clock stepped back refills nothing; a full bucket stays full.
+    assert admit("ann", 50) and admit("ann", 50) and admit("ann", 50)
+    assert not admit("ann", 20) and not admit("ann", 49)
+    [counted] = limiter.drain()
+    assert (counted.identity, counted.count) == ("ann", 2)
+
+
+def test_refusal_limiter_memory_is_bounded() -> None:
+    limiter = RefusalLimiter(burst=1, per_second=1, max_identities=3)
+    for name in ("a", "b", "c"):
+        assert limiter.admit(name, 0, method="Sign", peer="p", size=1)
+    # Full of identities that are still limited: new ones share one "others" bucket.
+    assert limiter.admit("d", 0, method="Sign", peer="p", size=1)
+    assert not limiter.admit("x", 0.5, method="Sign", peer="p", size=1)
+    assert len(limiter) == 4  # at most max_identities + the shared one
+    # Once their buckets refill, idle identities are forgotten to make room.
+    assert limiter.admit("e", 5, method="Sign", peer="p", size=1)
+    assert len(limiter) == 2  # "e", and "others" (it still has a refusal counted)
+    [counted] = limiter.drain()
+    assert (counted.identity, counted.count) == (OTHERS, 1)
 
 
 def test_example_config_in_the_operator_guide_loads() -> None:

@@ -319,6 +319,7 @@ async def serve(
         raise
 
     service.ready = True
+    summaries = asyncio.get_running_loop().create_task(service.summarize_refusals(stop))
     await health.set(True)
     log.info(
         "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
@@ -339,6 +340,8 @@ async def serve(
         await health.servicer.enter_graceful_shutdown()
         await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
         await compute.close()
+        await summaries
+        await service.write_refusal_summaries(final=True)
         with contextlib.suppress(AuditLogError):
             await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
         await audit.close()

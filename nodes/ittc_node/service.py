@@ -1,7 +1,9 @@
 """The ``ittc.v1.Signer`` gRPC service: who may ask, what is checked, what is answered.
 
 Every call starts with the caller's identity, taken from the TLS peer certificate and
-nowhere else; a caller not in ``allowed_clients`` is refused and the refusal audited.
+nowhere else; a caller not in ``allowed_clients`` is refused before its message is
+parsed, and the refusal audited with the message's size and hash (one line each up to a
+per-identity rate, then counted in summary lines: :mod:`ittc_node.refusals`).
 ``Sign`` then validates the whole request before any arithmetic (cheapest checks first),
 builds each message representative itself from (padding, hash, digest, salt) — a node
 never exponentiates a caller's integer — computes the shares off the event loop, writes
@@ -11,6 +13,8 @@ the audit record, and answers only once that record is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import math
 import re
@@ -28,10 +32,10 @@ from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, encode
 from ittc.scheme.params import PublicParams
 from ittc.wire import tls
 from ittc.wire.v1 import signer_pb2 as pb
-from ittc.wire.v1 import signer_pb2_grpc
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import Compute, ComputeError
 from ittc_node.faults import Faults
+from ittc_node.refusals import RefusalLimiter
 from ittc_node.replay import ReplayCache
 
 __all__ = ["Refusal", "SignerService", "parse_message", "validate_sign_request"]
@@ -71,10 +75,11 @@ def _enum_name(enum: Any, value: int) -> str:
         return str(value)
 
 
-def _items_summary(items: Any, limit: int) -> list[dict[str, Any]]:
-    """What the audit line records about the items (bounded, whatever the caller sent)."""
+def _items_summary(items: Any) -> list[dict[str, Any]]:
+    """What the audit line records about the items (the caller slices them to a bound:
+    only those become Python objects, however many the request holds)."""
     out = []
-    for item in list(items)[:limit]:
+    for item in items:
         out.append(
             {
                 "padding": _enum_name(pb.Padding, item.padding),
@@ -201,7 +206,7 @@ def validate_sign_request(
     return xs
 
 
-class SignerService(signer_pb2_grpc.SignerServicer):
+class SignerService:
     """One node's Signer. ``ready`` is False until the daemon finished starting."""
 
     def __init__(
@@ -214,6 +219,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         replay: ReplayCache,
         faults: Faults,
         clock: Callable[[], float],
+        refusals: RefusalLimiter | None = None,
     ) -> None:
         self.config = config
         self.params = params
@@ -223,6 +229,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self.replay = replay
         self.faults = faults
         self.clock = clock
+        self.refusals = refusals if refusals is not None else RefusalLimiter()
         self.ready = False
         self._allowed = frozenset(config.allowed_clients)
         self._window_ms = int(self.limits.freshness_seconds * 1000)
@@ -243,7 +250,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         outcome: str,
         reason: str,
         request: pb.SignRequest | None = None,
-        unparsed_bytes: int | None = None,
+        raw: bytes | None = None,
     ) -> dict[str, Any]:
         record: dict[str, Any] = {
             "time": utc_iso(self.clock()),
@@ -252,8 +259,10 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             "peer": caller.peer[:_SHOWN_CHARS],
             "method": method,
         }
-        if unparsed_bytes is not None:
-            record["request_bytes"] = unparsed_bytes  # what arrived was not a message
+        if raw is not None:
+            # Not parsed (a caller not allowed, or not a message): its size and hash only.
+            record["request_bytes"] = len(raw)
+            record["request_sha256"] = hashlib.sha256(raw).hexdigest()
         if request is not None:
             items = request.items
             record.update(
@@ -262,7 +271,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     "key_id": request.key_id[:_SHOWN_CHARS],
                     "timestamp_ms": request.timestamp_ms,
                     "with_proofs": request.with_proofs,
-                    "items": _items_summary(items, self.limits.max_batch),
+                    "items": _items_summary(items[: self.limits.max_batch]),
                 }
             )
             if len(items) > self.limits.max_batch:
@@ -278,12 +287,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         method: str,
         refusal: Refusal,
         request: pb.SignRequest | None = None,
-        unparsed_bytes: int | None = None,
+        raw: bytes | None = None,
     ) -> NoReturn:
         """Audit the refusal, then abort the call with its status."""
         try:
             await self.audit.append(
-                self._record(caller, method, "refused", refusal.reason, request, unparsed_bytes)
+                self._record(caller, method, "refused", refusal.reason, request, raw)
             )
         except AuditLogError:
             pass  # the refusal stands; the audit failure is logged and health reflects it
@@ -291,44 +300,87 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def _authorize(
-        self, context: grpc.aio.ServicerContext, method: str, request: pb.SignRequest | None = None
+        self, context: grpc.aio.ServicerContext, method: str, data: bytes
     ) -> _Caller:
+        """The caller, if its identity is allowed; otherwise the call is refused.
+
+        Runs before the request is parsed: a caller that is not allowed costs a hash of
+        the bytes it sent and, within its identity's rate limit (:mod:`ittc_node.refusals`),
+        an audit line; beyond that limit it is only counted.
+        """
         caller = _Caller(tls.peer_identity(context.auth_context()), context.peer() or "")
+        if caller.identity is not None and caller.identity in self._allowed:
+            return caller
         if caller.identity is None:
-            await self._refuse(
-                context,
-                caller,
-                method,
-                Refusal(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    "no client identity (a client certificate with one common name is required)",
-                ),
-                request,
+            refusal = Refusal(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no client identity (a client certificate with one common name is required)",
             )
-        if caller.identity not in self._allowed:
+        else:
+            refusal = Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"client {caller.identity!r} is not allowed on this node",
+            )
+        if self.refusals.admit(
+            caller.identity,
+            self.clock(),
+            method=method,
+            peer=caller.peer[:_SHOWN_CHARS],
+            size=len(data),
+        ):
             log.warning(
                 "refused %s from %r at %s: identity not allowed",
                 method,
                 caller.identity,
                 caller.peer,
             )
-            await self._refuse(
-                context,
-                caller,
-                method,
-                Refusal(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"client {caller.identity!r} is not allowed on this node",
-                ),
-                request,
+            await self._refuse(context, caller, method, refusal, raw=data)
+        await context.abort(refusal.code, refusal.reason)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def write_refusal_summaries(self, *, final: bool = False) -> None:
+        """Audit lines for refusals that were counted rather than written one by one: those
+        due now, or (``final``, at a clean stop) all of them."""
+        due = self.refusals.drain() if final else self.refusals.due(self.clock())
+        for counted in due:
+            log.warning(
+                "refused %d requests from %r not allowed (over the audit rate limit; "
+                "summarized in one audit line)",
+                counted.count,
+                counted.identity,
             )
-        return caller
+            with contextlib.suppress(AuditLogError):
+                await self.audit.append(
+                    {
+                        "time": utc_iso(self.clock()),
+                        "type": "refusals",
+                        "client": counted.identity,
+                        "count": counted.count,
+                        "first": utc_iso(counted.first),
+                        "last": utc_iso(counted.last),
+                        "methods": dict(sorted(counted.methods.items())),
+                        "peers": counted.peers,
+                        "request_bytes": counted.request_bytes,
+                        "outcome": "refused",
+                        "reason": "identity not allowed; over the per-identity audit rate limit, "
+                        "so counted here instead of one line each",
+                    }
+                )
+
+    async def summarize_refusals(self, stop: asyncio.Event) -> None:
+        """Write due summaries every second until ``stop`` is set (the caller writes the
+        rest once the server has stopped)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            await self.write_refusal_summaries()
 
     # -- the wire ----------------------------------------------------------------------
 
     def rpc_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        """The Signer's methods taking the request's raw bytes: the node parses them itself
-        (:func:`parse_message`) after checking who the caller is, so a message that is not
+        """The Signer's methods taking the request's raw bytes: the node checks who the
+        caller is first, and only then parses them itself (:func:`parse_message`), so a
+        caller that is not allowed never has its message parsed, and a message that is not
         one is refused INVALID_ARGUMENT and audited, like any other bad request."""
         return {
             "GetInfo": grpc.unary_unary_rpc_method_handler(
@@ -340,30 +392,25 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         }
 
     async def _get_info_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
+        caller = await self._authorize(context, "GetInfo", data)
         try:
             parse_message(pb.GetInfoRequest, data)
         except Refusal as refusal:
-            caller = await self._authorize(context, "GetInfo")
-            await self._refuse(context, caller, "GetInfo", refusal, None, len(data))
-        return await self.GetInfo(pb.GetInfoRequest(), context)
+            await self._refuse(context, caller, "GetInfo", refusal, raw=data)
+        return self.info()
 
     async def _sign_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.SignResponse:
+        caller = await self._authorize(context, "Sign", data)
         try:
             request: pb.SignRequest = parse_message(pb.SignRequest, data)
         except Refusal as refusal:
-            caller = await self._authorize(context, "Sign")
-            await self._refuse(context, caller, "Sign", refusal, None, len(data))
-        return await self.Sign(request, context)
+            await self._refuse(context, caller, "Sign", refusal, raw=data)
+        return await self.sign(caller, request, context)
 
     # -- GetInfo -----------------------------------------------------------------------
 
-    async def GetInfo(
-        self,
-        request: pb.GetInfoRequest,  # noqa: N802 - gRPC's name
-        context: grpc.aio.ServicerContext,
-    ) -> pb.NodeInfo:
-        """Who this node is; needs an allowed identity like Sign (not audited when allowed)."""
-        await self._authorize(context, "GetInfo")
+    def info(self) -> pb.NodeInfo:
+        """Who this node is (for allowed callers; not audited)."""
         p = self.params
         return pb.NodeInfo(
             index=self.config.index,
@@ -397,13 +444,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             faults=self.faults,
         )
 
-    async def Sign(
-        self,
-        request: pb.SignRequest,  # noqa: N802 - gRPC's name
-        context: grpc.aio.ServicerContext,
+    async def sign(
+        self, caller: _Caller, request: pb.SignRequest, context: grpc.aio.ServicerContext
     ) -> pb.SignResponse:
-        """Signature shares for a validated batch, after the audit record is durable."""
-        caller = await self._authorize(context, "Sign", request)
+        """Signature shares for a validated batch from an allowed caller, after the audit
+        record is durable."""
 
         async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
             await self._refuse(context, caller, "Sign", Refusal(code, reason), request)
