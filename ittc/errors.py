@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as _CryptographyUnsupportedAlgorithm
+
 
 class IttcError(Exception):
     """Base class of every error ittc raises on purpose."""
@@ -66,8 +69,20 @@ class BackendError(IttcError):
     """The exponentiation backend asked for cannot be used: missing, or it answers wrongly."""
 
 
-class InvalidSignature(IttcError):
-    """A signature that does not verify under the key's public key."""
+class InvalidSignature(IttcError, _CryptographyInvalidSignature):
+    """A signature that does not verify under the key's public key.
+
+    Also a ``cryptography.exceptions.InvalidSignature``, so code written against
+    ``cryptography``'s verify catches it unchanged.
+    """
+
+
+class UnsupportedHash(IttcError, _CryptographyUnsupportedAlgorithm):
+    """A hash the cluster does not sign with (it signs with SHA-256, SHA-384 and SHA-512).
+
+    Also ``cryptography``'s ``UnsupportedAlgorithm``, which is what ``cryptography``'s own
+    keys raise for the same request.
+    """
 
 
 class ShareFileError(IttcError):
@@ -94,30 +109,60 @@ class InsecureFileMode(ShareFileError):
     """The share file can be read or written by users other than its owner."""
 
 
-class SigningError(IttcError):
-    """Signing through the cluster failed. ``nodes`` maps node index to the reason."""
-
-    def __init__(self, message: str, nodes: Mapping[int, str] | None = None) -> None:
-        self.nodes = dict(nodes or {})
-        detail = "; ".join(f"node {i}: {r}" for i, r in sorted(self.nodes.items()))
-        super().__init__(f"{message} ({detail})" if detail else message)
-
-
 class NodeError(IttcError):
-    """One node failed to answer as it should."""
+    """One node failed to answer as it should: ``node`` (its index), ``reason``, and
+    ``code``, the gRPC status name when the node (or gRPC) gave one."""
 
-    def __init__(self, node: int, reason: str) -> None:
+    def __init__(self, node: int, reason: str, code: str | None = None) -> None:
         self.node = node
         self.reason = reason
+        self.code = code
         super().__init__(f"node {node}: {reason}")
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(node={self.node}, reason={self.reason!r}, code={self.code!r})"
 
 
 class NodeUnavailable(NodeError):
-    """The node could not be reached or did not answer within the deadline."""
+    """The node could not be reached, did not answer in time, or was not asked (known
+    to be down, or no time left)."""
 
 
 class NodeRefused(NodeError):
     """The node answered and refused the request (the reason is the node's)."""
+
+
+class NodeMisbehaved(NodeError):
+    """The node sent something wrong: a share that does not combine or fails its proof,
+    a malformed answer, another node's index. Such a node is quarantined."""
+
+
+class SigningError(IttcError):
+    """Signing through the cluster failed.
+
+    ``nodes`` maps each node index involved to a :class:`NodeError` saying what happened
+    to it (:class:`NodeUnavailable`, :class:`NodeRefused` or :class:`NodeMisbehaved`).
+    """
+
+    def __init__(self, message: str, nodes: Mapping[int, NodeError] | None = None) -> None:
+        self.message = message
+        self.nodes: dict[int, NodeError] = dict(nodes or {})
+        detail = "; ".join(f"node {i}: {e.reason}" for i, e in sorted(self.nodes.items()))
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+
+class CombinerClosed(SigningError):
+    """The client was closed (or is closing): it signs nothing more."""
+
+
+class WireError(IttcError, ValueError):
+    """A protocol message that is malformed: an unknown enum, a wrong length, a missing
+    field. ``reason`` is fit to send back to the peer or log."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class AuditLogError(IttcError):
@@ -147,3 +192,23 @@ class ReshareError(IttcError):
         who = [f"holder {i}" for i in self.holders] + [f"member {j}" for j in self.members]
         blame = f" (at fault: {', '.join(who)})" if who else ""
         super().__init__(f"reshare check {check!r} failed: {reason}{blame}")
+
+
+class CAError(IttcError, ValueError):
+    """A request the CA refuses (bad CSR signature, wrong issuer, malformed input...)."""
+
+
+class OperationRefused(IttcError, TypeError):
+    """The threshold key does not do this (decrypt, export): no one holds the key."""
+
+
+class NodeStartError(IttcError):
+    """A local node process exited or did not become healthy in time."""
+
+
+class StartupError(IttcError):
+    """A node cannot start; the message names the file and the problem."""
+
+
+class ComputeError(IttcError):
+    """A node's compute pool cannot work any more (a worker process died)."""

@@ -549,30 +549,24 @@ class FaultCluster(LocalCluster):
 
 def track_answers(client: Any) -> collections.Counter[int]:
     """Count, per node index, the RPCs a :class:`~ittc.combiner.ClusterClient` got a
-    well-formed answer to (the client's own bookkeeping hook ``_mark_ok``)."""
-    answered: collections.Counter[int] = collections.Counter()
-    mark_ok = client._mark_ok
-
-    def counting(node: Any, elapsed: float) -> None:
-        answered[node.index] += 1
-        mark_ok(node, elapsed)
-
-    client._mark_ok = counting
-    return answered
+    well-formed answer to (through the client's public event hook)."""
+    return _count_events(client, "answered")
 
 
 def track_asks(client: Any) -> collections.Counter[int]:
-    """Count, per node index, the Sign RPCs a :class:`~ittc.combiner.ClusterClient` sent
-    (wraps the client's ``_ask``)."""
-    asked: collections.Counter[int] = collections.Counter()
-    ask = client._ask
+    """Count, per node index, the Sign RPCs a :class:`~ittc.combiner.ClusterClient` sent."""
+    return _count_events(client, "asked")
 
-    async def counting(node: Any, *args: Any) -> Any:
-        asked[node.index] += 1
-        return await ask(node, *args)
 
-    client._ask = counting
-    return asked
+def _count_events(client: Any, kind: str) -> collections.Counter[int]:
+    counts: collections.Counter[int] = collections.Counter()
+
+    def listener(event: Any) -> None:
+        if event.kind == kind:
+            counts[event.node] += 1
+
+    client.add_listener(listener)
+    return counts
 
 
 def open_fds(pid: int | str = "self") -> int:

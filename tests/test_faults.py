@@ -122,7 +122,7 @@ def test_two_nodes_killed_while_computing_a_batch(honest):
                 ]
                 await asyncio.sleep(0.03)
             assert await until(
-                lambda: client._nodes[1].inflight and client._nodes[2].inflight, 5.0
+                lambda: client.pool.state(1).inflight and client.pool.state(2).inflight, 5.0
             ), "the slow nodes were never asked"
             await asyncio.sleep(0.1)
             killed_at = time.monotonic()
@@ -163,7 +163,7 @@ def test_fewer_than_k_left_mid_batch_is_a_typed_error(honest):
                     for m in batch[wave * 10 : (wave + 1) * 10]
                 ]
                 await asyncio.sleep(0.03)
-            assert await until(lambda: all(client._nodes[i].inflight for i in (1, 2, 3)), 5.0)
+            assert await until(lambda: all(client.pool.state(i).inflight for i in (1, 2, 3)), 5.0)
             started = time.monotonic()
             for index in (1, 2, 3):
                 nodes.kill(index)
@@ -187,7 +187,7 @@ async def _rounds_without_leaks(
     """Rounds of sequential and concurrent signing; checks that tasks and file
     descriptors come back to where they were after every round. Returns latencies."""
     tasks_before = len(asyncio.all_tasks())
-    channels = {index: node.channel for index, node in client._nodes.items()}
+    channels = dict(client.channels)
     fds: list[int] = []
     latencies: list[float] = []
     for r in range(rounds):
@@ -203,12 +203,12 @@ async def _rounds_without_leaks(
             check(nodes, message, sig)
         latencies.append(time.monotonic() - started)
         await asyncio.sleep(0.05)  # cancelled RPCs finish unwinding
-        assert not client._tasks, "batch tasks left behind"
+        assert not client.busy, "batch tasks left behind"
         assert len(asyncio.all_tasks()) == tasks_before, "asyncio tasks leaked"
         fds.append(open_fds())
     assert fds[-1] <= fds[0] + 2, f"file descriptors keep growing: {fds}"
     # The same five channels all along: none was replaced, none added.
-    assert {index: node.channel for index, node in client._nodes.items()} == channels
+    assert dict(client.channels) == channels
     return latencies
 
 
@@ -522,7 +522,7 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
     async def scenario() -> None:
         nonlocal chaos
         async with ClusterClient(nodes.cluster, deadline=10.0) as client:
-            chaos = _Chaos(nodes, lambda index: client._nodes[index].inflight)
+            chaos = _Chaos(nodes, lambda index: client.pool.state(index).inflight)
             # Warm up: channels, TLS, first batches, caches.
             warm = messages("warm", 200)
             for message, sig in zip(
@@ -562,7 +562,7 @@ def test_load_while_nodes_crash_and_restart(honest, capsys):
             figures["seconds"] = round(time.monotonic() - started, 1)
             await asyncio.sleep(0.1)
             assert not wrong, f"{len(wrong)} signatures do not verify for their message"
-            assert not client._tasks and not client._pending
+            assert not client.busy
             assert len(asyncio.all_tasks()) == tasks_before
             figures.update(
                 fds=(fds_before, open_fds()),

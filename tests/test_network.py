@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from ittc.combiner import ClusterClient, SignItem, SyncClusterClient
-from ittc.errors import ParameterError, SigningError
+from ittc.errors import CombinerClosed, EncodingError, IttcError, ParameterError, SigningError
 from ittc.scheme.encoding import Scheme
+from tests.cluster import track_answers
 
 pytestmark = pytest.mark.network
 
@@ -121,18 +122,26 @@ def test_three_nodes_killed_typed_error_within_deadline(cluster):
 
 
 def test_node_restarted_is_used_again(cluster):
+    """Node 2 is killed, the client fails over, node 2 comes back.
+
+    Pass: within 10 s of the restart (the client's back-off is at most 5 s, gRPC's
+    reconnection at most 2 s) node 2 answers the client again, and the client records
+    no failure of node 2 after the restart (it waits for the channel to reconnect rather
+    than sending it RPCs that fail at once)."""
     with SyncClusterClient(cluster.cluster) as client:
         cluster.kill(2)
         for i in range(3):
             client.sign(b"while node 2 is down %d" % i)
+        answered = track_answers(client.client)
         cluster.start([2])
-        time.sleep(0.5)  # past the client's first backoff
         before = dict(client.stats.node_failures)
-        answered = set()
-        for i in range(20):
+        started = time.monotonic()
+        i = 0
+        while not answered[2]:
+            assert time.monotonic() - started < 10.0, "node 2 not used again within 10 s"
             client.sign(b"after restart %d" % i)
-        answered = {i for i, node in client._client._nodes.items() if node.latency > 0}
-        assert 2 in answered
+            i += 1
+            time.sleep(0.02)
         assert client.stats.node_failures[2] == before.get(2, 0)
 
 
@@ -162,12 +171,43 @@ def test_slow_node_is_hedged(cluster):
 
 
 def test_client_parameter_errors(cluster):
-    with pytest.raises(ParameterError):
+    """Bad arguments raise typed errors (ValueErrors too) that say what is wrong."""
+    with pytest.raises(EncodingError, match="exactly one of data or digest"):
         SignItem.make(data=b"x", digest=b"y" * 32)
-    with pytest.raises(ParameterError):
+    with pytest.raises(EncodingError, match="no salt"):
         SignItem.make(data=b"x", padding=Scheme.PKCS1V15, salt_length=8)
-    with pytest.raises(ParameterError):
+    for bad in ("PSS", "oaep"):
+        with pytest.raises(EncodingError, match="unsupported padding"):
+            SignItem.make(data=b"x", padding=bad)
+    with pytest.raises(EncodingError, match="salt length must be in 0..512"):
+        SignItem.make(data=b"x", padding="pss", salt_length=-1)
+    with pytest.raises(EncodingError, match="unsupported hash"):
+        SignItem.make(data=b"x", hash_name="md5")
+    with pytest.raises(ParameterError, match="mode must be"):
         ClusterClient(cluster.cluster, mode="some")  # type: ignore[arg-type]
+    for bad_deadline in (0, -5, float("nan"), float("inf")):
+        with pytest.raises(ParameterError, match="deadline must be"):
+            ClusterClient(cluster.cluster, deadline=bad_deadline)
+    with pytest.raises(TypeError, match="unknown option"):
+        ClusterClient(cluster.cluster, deadlin=5.0)  # type: ignore[call-arg]
+    for error in (EncodingError, ParameterError):
+        assert issubclass(error, ValueError) and issubclass(error, IttcError)
+
+
+def test_use_after_close_is_a_typed_error(cluster):
+    client = SyncClusterClient(cluster.cluster)
+    client.sign(b"before close")
+    client.close()
+    with pytest.raises(CombinerClosed, match="client closed"):
+        client.sign(b"after close")
+
+    async def scenario() -> None:
+        async with ClusterClient(cluster.cluster) as aclient:
+            await aclient.sign(b"before close")
+        with pytest.raises(CombinerClosed, match="client closed"):
+            await aclient.sign(b"after close")
+
+    asyncio.run(scenario())
 
 
 def test_cli_sign_then_openssl_verifies(cluster, tmp_path):

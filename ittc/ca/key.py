@@ -27,26 +27,20 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from ittc.combiner import SignItem, SyncClusterClient
+from ittc.combiner import SyncClusterClient
 from ittc.config import ClusterFile
-from ittc.errors import IttcError, ParameterError
-from ittc.scheme.encoding import MAX_SALT_BYTES, Scheme, hash_spec
+from ittc.errors import OperationRefused, ParameterError, UnsupportedHash
+from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, SignItem, hash_spec
 
 __all__ = ["OperationRefused", "ThresholdRSAPrivateKey", "sign_item_for"]
 
 
-class OperationRefused(IttcError, TypeError):
-    """The threshold key does not do this (decrypt, export)."""
-
-
 def _hash_name(algorithm: hashes.HashAlgorithm) -> str:
+    """The cluster's name for ``algorithm``; ``cryptography``'s own error for others."""
     name = algorithm.name
-    try:
-        return hash_spec(name).name
-    except IttcError:
-        raise ParameterError(
-            f"the cluster signs with SHA-256, SHA-384 or SHA-512, not {name}"
-        ) from None
+    if name not in HASHES:
+        raise UnsupportedHash(f"the cluster signs with SHA-256, SHA-384 or SHA-512, not {name}")
+    return name
 
 
 def sign_item_for(

@@ -21,30 +21,21 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ittc.errors import InvalidSignature, IttcError, ParameterError
+from ittc.errors import CAError, InvalidSignature, ParameterError
+from ittc.scheme.encoding import HASHES
 
 __all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "signing_padding"]
 
 Padding = Literal["pkcs1v15", "pss"]
 Profile = Literal["server", "client", "ca"]
 _Hash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
-_HASHES: dict[str, type[_Hash]] = {
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
 _BACKDATE = datetime.timedelta(minutes=5)
 
 
-class CAError(IttcError, ValueError):
-    """A request the CA refuses (bad CSR signature, wrong issuer, malformed input...)."""
-
-
 def _hash(name: str) -> _Hash:
-    try:
-        return _HASHES[name]()
-    except KeyError:
-        raise ParameterError(f"hash must be one of {sorted(_HASHES)}") from None
+    if name not in HASHES:
+        raise ParameterError(f"hash must be one of {sorted(HASHES)}, not {name!r}")
+    return HASHES[name].algorithm()
 
 
 def signing_padding(

@@ -18,6 +18,7 @@ from ittc import ca
 from ittc.ca import ThresholdRSAPrivateKey
 from ittc.cli.command import EXIT_OK, Command
 from ittc.errors import ConfigError, ParameterError
+from ittc.scheme.encoding import HASHES
 from ittc.storage.files import write_file_atomically
 
 __all__ = ["CA"]
@@ -67,7 +68,7 @@ def _common(p: argparse.ArgumentParser, *, ca_cert: bool = True) -> None:
             help="the CA certificate of the cluster's key (PEM)",
         )
     p.add_argument("--out", required=True, type=pathlib.Path, help="where to write the result")
-    p.add_argument("--hash", default="sha256", choices=["sha256", "sha384", "sha512"])
+    p.add_argument("--hash", default="sha256", choices=sorted(HASHES))
 
 
 def _setup(p: argparse.ArgumentParser) -> None:

@@ -10,20 +10,14 @@ import time
 from types import FrameType
 
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command
 from ittc.config import ClusterFile
 from ittc.errors import InvalidSignature
+from ittc.scheme.encoding import HASHES
 
 __all__ = ["CLUSTER", "NODE", "SIGN", "STATUS"]
-
-_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
-    "sha256": hashes.SHA256,
-    "sha384": hashes.SHA384,
-    "sha512": hashes.SHA512,
-}
 
 
 def _err(message: str) -> None:
@@ -121,7 +115,7 @@ def _setup_sign(p: argparse.ArgumentParser) -> None:
         help="file to sign ('-' for standard input)",
     )
     p.add_argument("--out", required=True, type=pathlib.Path, help="where to write the signature")
-    p.add_argument("--hash", default="sha256", choices=sorted(_HASHES))
+    p.add_argument("--hash", default="sha256", choices=sorted(HASHES))
     p.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
     p.add_argument(
         "--salt-length",
@@ -140,7 +134,7 @@ def _verify(
     hash_name: str,
     salt_length: int | None,
 ) -> None:
-    algorithm = _HASHES[hash_name]()
+    algorithm = HASHES[hash_name].algorithm()
     padder: padding.AsymmetricPadding = (
         padding.PKCS1v15()
         if pad == "pkcs1v15"

@@ -1,5 +1,25 @@
-"""The combiner: the embedder's client that signs through the cluster's nodes."""
+"""The combiner: the embedder's client that signs through the cluster's nodes.
 
-from ittc.combiner.client import ClientStats, ClusterClient, SignItem, SyncClusterClient
+Parts: :mod:`~ittc.combiner.options` (the options both clients take),
+:mod:`~ittc.combiner.pool` (which node to ask and when; pure, clock injected),
+:mod:`~ittc.combiner.batcher` (concurrent calls share RPCs),
+:mod:`~ittc.combiner.round` (one batch: gather, combine, find liars, retry),
+:mod:`~ittc.combiner.transport` (one mTLS channel and one RPC per node),
+:mod:`~ittc.combiner.combining` (combines and proof checks off the event loop),
+:mod:`~ittc.combiner.client` (the two clients).
+"""
 
-__all__ = ["ClientStats", "ClusterClient", "SignItem", "SyncClusterClient"]
+from ittc.combiner.client import ClusterClient, SyncClusterClient
+from ittc.combiner.options import ClientOptions
+from ittc.combiner.pool import NodeEvent
+from ittc.combiner.round import ClientStats
+from ittc.scheme.encoding import SignItem
+
+__all__ = [
+    "ClientOptions",
+    "ClientStats",
+    "ClusterClient",
+    "NodeEvent",
+    "SignItem",
+    "SyncClusterClient",
+]

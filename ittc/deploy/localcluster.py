@@ -24,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc.config import ClusterFile
-from ittc.errors import IttcError
+from ittc.errors import IttcError, NodeStartError
 from ittc.wire import tls
 
 __all__ = ["LocalCluster", "NodeStartError", "free_loopback_ports"]
@@ -42,10 +42,6 @@ def free_loopback_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-class NodeStartError(IttcError):
-    """A node process exited or did not become healthy in time."""
 
 
 @dataclass

@@ -35,13 +35,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ittc.errors import IttcError
+from ittc.errors import ComputeError, IttcError
 from ittc.scheme import ct
 from ittc.scheme.ct import release_gil
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
-from ittc.scheme.proofs import L1
-from ittc_node.faults import ShareBytes
+from ittc.wire.codec import ShareBytes, share_to_wire
 
 __all__ = [
     "Compute",
@@ -54,32 +53,11 @@ __all__ = [
 
 log = logging.getLogger("ittc_node.compute")
 
-_C_BYTES = L1 // 8
-
-
-class ComputeError(Exception):
-    """The compute pool cannot work any more (a worker process died)."""
-
 
 def sign_chunk(share: KeyShare, xs: Sequence[int], with_proofs: bool) -> list[ShareBytes]:
-    """Shares of ``xs`` as wire bytes: value at the modulus length, c at 32 bytes, z minimal."""
-    size = share.params.size_bytes
-    out: list[ShareBytes] = []
-    append = out.append
-    for x in xs:
-        s = share.signature_share(x, proof=with_proofs)
-        if s.proof is None:
-            append((s.value.to_bytes(size, "big"), b"", b""))
-        else:
-            z = s.proof.z
-            append(
-                (
-                    s.value.to_bytes(size, "big"),
-                    s.proof.c.to_bytes(_C_BYTES, "big"),
-                    z.to_bytes((z.bit_length() + 7) // 8 or 1, "big"),
-                )
-            )
-    return out
+    """Shares of ``xs`` as wire bytes (:func:`ittc.wire.codec.share_to_wire`)."""
+    params = share.params
+    return [share_to_wire(share.signature_share(x, proof=with_proofs), params) for x in xs]
 
 
 class _NonceKeeper:

@@ -33,15 +33,21 @@ from grpc_health.v1.health import aio as health_aio
 import ittc
 from ittc import storage
 from ittc.config import NodeConfig
-from ittc.errors import AuditLogError, BackendError, ConfigError, IttcError
+from ittc.errors import (
+    AuditLogError,
+    BackendError,
+    ComputeError,
+    ConfigError,
+    IttcError,
+    StartupError,
+)
 from ittc.scheme import ct
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
-from ittc.scheme.proofs import L1, nonce_bits
 from ittc.storage import pki
-from ittc.wire import tls
+from ittc.wire import codec, tls
 from ittc_node.audit import AuditLog, utc_iso
-from ittc_node.compute import ComputeError, make_compute
+from ittc_node.compute import make_compute
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
 from ittc_node.replay import ReplayCache
 from ittc_node.service import SignerService
@@ -56,10 +62,6 @@ MAX_CONCURRENT_RPCS = 512
 #: Longest graceful shutdown: in-flight requests get this long to finish.
 MAX_GRACE_SECONDS = 10.0
 EXIT_OK, EXIT_FAILED, EXIT_STARTUP = 0, 1, 2
-
-
-class StartupError(IttcError):
-    """The node cannot start; the message names the file and the problem."""
 
 
 # -- startup -------------------------------------------------------------------------
@@ -141,9 +143,7 @@ def load_share(config: NodeConfig) -> KeyShare:
 
 def _check_limits(config: NodeConfig, params: PublicParams) -> None:
     """A full batch's answer must fit in one message, or the node could never send it."""
-    z_bytes = (nonce_bits(params) + 1 + 7) // 8
-    per_share = params.size_bytes + L1 // 8 + z_bytes + 16
-    needed = config.limits.max_batch * per_share + 1024
+    needed = codec.sign_response_bound(params, config.limits.max_batch)
     if needed > config.limits.max_message_bytes:
         limits = config.limits
         raise StartupError(

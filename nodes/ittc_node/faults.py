@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 from ittc.errors import ConfigError
 from ittc.scheme.encoding import Scheme
+from ittc.wire.codec import ShareBytes
 
-__all__ = ["ENABLE_VALUE", "ENABLE_VAR", "FAULT_VAR", "Faults", "ShareBytes", "environment"]
+__all__ = ["ENABLE_VALUE", "ENABLE_VAR", "FAULT_VAR", "Faults", "environment"]
 
 ENABLE_VAR = "ITTC_TEST_FAULTS_ENABLE"
 ENABLE_VALUE = "I-UNDERSTAND-THIS-BREAKS-SECURITY"
@@ -44,10 +45,6 @@ def environment(spec: str) -> dict[str, str]:
     """The environment variables that make a node process run with fault ``spec``."""
     return {ENABLE_VAR: ENABLE_VALUE, FAULT_VAR: spec}
 
-
-#: One computed share as it goes on the wire: (value, proof c, proof z); c, z empty
-#: without a proof.
-ShareBytes = tuple[bytes, bytes, bytes]
 
 #: The message ``replay-old`` keeps answering for.
 _OLD_DIGEST = hashlib.sha256(b"ittc test fault: an old message").digest()

@@ -27,13 +27,13 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped, 
 
 import ittc
 from ittc.config import Limits, NodeConfig
-from ittc.errors import AuditLogError, EncodingError
-from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, encode
+from ittc.errors import AuditLogError, ComputeError, EncodingError, WireError
+from ittc.scheme.encoding import MAX_SALT_BYTES, encode
 from ittc.scheme.params import PublicParams
-from ittc.wire import tls
+from ittc.wire import codec, tls
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc_node.audit import AuditLog, utc_iso
-from ittc_node.compute import Compute, ComputeError
+from ittc_node.compute import Compute
 from ittc_node.faults import Faults
 from ittc_node.refusals import RefusalLimiter
 from ittc_node.replay import ReplayCache
@@ -43,8 +43,6 @@ __all__ = ["Refusal", "SignerService", "parse_message", "validate_sign_request"]
 log = logging.getLogger("ittc_node.service")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-_PADDINGS = {pb.PADDING_PKCS1V15: Scheme.PKCS1V15, pb.PADDING_PSS: Scheme.PSS}
-_HASHES = {pb.HASH_SHA256: "sha256", pb.HASH_SHA384: "sha384", pb.HASH_SHA512: "sha512"}
 #: Wire strings shown in audit lines are cut to this length (a refused request's fields
 #: are the caller's, unchecked).
 _SHOWN_CHARS = 128
@@ -68,13 +66,6 @@ class _Caller:
     peer: str
 
 
-def _enum_name(enum: Any, value: int) -> str:
-    try:
-        return str(enum.Name(value))
-    except ValueError:
-        return str(value)
-
-
 def _items_summary(items: Any) -> list[dict[str, Any]]:
     """What the audit line records about the items (the caller slices them to a bound:
     only those become Python objects, however many the request holds)."""
@@ -82,8 +73,8 @@ def _items_summary(items: Any) -> list[dict[str, Any]]:
     for item in items:
         out.append(
             {
-                "padding": _enum_name(pb.Padding, item.padding),
-                "hash": _enum_name(pb.Hash, item.hash),
+                "padding": codec.wire_name(pb.Padding, item.padding),
+                "hash": codec.wire_name(pb.Hash, item.hash),
                 "digest": bytes(item.digest[:64]).hex(),
                 "salt": bytes(item.salt[:MAX_SALT_BYTES]).hex(),
             }
@@ -169,32 +160,11 @@ def validate_sign_request(
     xs = []
     for position, item in enumerate(request.items):
         where = f"items[{position}]"
-        scheme = _PADDINGS.get(item.padding)
-        if scheme is None:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{where}: unknown padding {_enum_name(pb.Padding, item.padding)}",
-            )
-        hash_name = _HASHES.get(item.hash)
-        if hash_name is None:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{where}: unknown hash {_enum_name(pb.Hash, item.hash)}",
-            )
-        size = HASHES[hash_name].digest_size
-        if len(item.digest) != size:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{where}: a {hash_name} digest is {size} bytes, not {len(item.digest)}",
-            )
-        if scheme is Scheme.PKCS1V15 and item.salt:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: PKCS#1 v1.5 takes no salt")
-        if len(item.salt) > MAX_SALT_BYTES:
-            raise Refusal(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"{where}: PSS salt longer than {MAX_SALT_BYTES} bytes",
-            )
-        signed = faults.item(scheme, hash_name, bytes(item.digest), bytes(item.salt))
+        try:
+            wanted = codec.item_from_wire(item)
+        except WireError as exc:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {exc.reason}") from None
+        signed = faults.item(wanted.padding, wanted.hash_name, wanted.digest, wanted.salt)
         try:
             xs.append(encode(*signed[:3], bits, signed[3]))
         except EncodingError as exc:

@@ -1,0 +1,140 @@
+"""The combiner's side of the wire: one mutual-TLS channel per node, and one RPC.
+
+:class:`NodeLink` sends a batch of items to one node and returns its shares, checked for
+shape by the codec, with the node index taken from the channel (the node it dialled and
+whose certificate it checked), never from the answer. Every failure is a typed
+:class:`~ittc.errors.NodeError`: :class:`~ittc.errors.NodeUnavailable` (unreachable, no
+answer in time), :class:`~ittc.errors.NodeRefused` (the node said no, with its gRPC
+status) or :class:`~ittc.errors.NodeMisbehaved` (a malformed or mislabelled answer).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ittc.config import ClusterFile, NodeEntry
+from ittc.errors import NodeError, NodeMisbehaved, NodeRefused, NodeUnavailable, WireError
+from ittc.scheme.encoding import SignItem
+from ittc.scheme.params import PublicParams
+from ittc.scheme.proofs import SignatureShare
+from ittc.wire import codec, tls
+from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc as pb_grpc
+
+__all__ = ["NodeLink", "open_links"]
+
+#: gRPC codes that say the node could not be reached or did not answer, rather than
+#: that it answered no.
+_UNAVAILABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+}
+
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 10000),
+    ("grpc.keepalive_timeout_ms", 5000),
+]
+
+
+def _rpc_error(index: int, exc: grpc.aio.AioRpcError) -> NodeError:
+    code = exc.code()
+    reason = f"{code.name}: {exc.details()}"
+    kind = NodeUnavailable if code in _UNAVAILABLE else NodeRefused
+    return kind(index, reason, code.name)
+
+
+class NodeLink:
+    """The channel to one node."""
+
+    def __init__(
+        self,
+        entry: NodeEntry,
+        params: PublicParams,
+        credentials: grpc.ChannelCredentials,
+        clock: Callable[[], float],
+    ) -> None:
+        self.entry = entry
+        self.index = entry.index
+        self.params = params
+        self.clock = clock
+        options = tls.channel_options(entry.tls_name, codec.MAX_CLIENT_MESSAGE_BYTES)
+        self.channel = grpc.aio.secure_channel(
+            entry.address, credentials, options=options + _CHANNEL_OPTIONS
+        )
+        self._stub = pb_grpc.SignerStub(self.channel)  # type: ignore[no-untyped-call]
+
+    def connecting(self) -> bool:
+        """The channel is waiting to reconnect after a failed attempt (gRPC's own
+        back-off): an RPC now would fail at once, so ask another node first."""
+        state = self.channel.get_state(try_to_connect=True)
+        return bool(state == grpc.ChannelConnectivity.TRANSIENT_FAILURE)
+
+    async def sign(
+        self, items: Sequence[SignItem], *, with_proofs: bool, timeout: float
+    ) -> list[SignatureShare]:
+        """This node's shares of ``items`` (in order), or a :class:`NodeError`."""
+        request = pb.SignRequest(
+            request_id=secrets.token_urlsafe(18),
+            timestamp_ms=int(self.clock() * 1000),
+            key_id=self.params.key_id,
+            with_proofs=with_proofs,
+            items=[codec.item_to_wire(item) for item in items],
+        )
+        try:
+            response: pb.SignResponse = await self._stub.Sign(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _rpc_error(self.index, exc) from None
+        if response.index != self.index:
+            raise NodeMisbehaved(self.index, f"answered as node {response.index}")
+        if response.key_id != self.params.key_id:
+            raise NodeMisbehaved(self.index, "answered for another key")
+        try:
+            return codec.shares_from_wire(
+                response.shares,
+                index=self.index,
+                params=self.params,
+                count=len(items),
+                with_proofs=with_proofs,
+            )
+        except WireError as exc:
+            raise NodeMisbehaved(self.index, exc.reason) from None
+
+    async def health(self, timeout: float) -> str:
+        """The node's ``grpc.health.v1`` status name, or why it could not be asked."""
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return f"UNREACHABLE ({exc.code().name})"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    async def info(self, timeout: float) -> pb.NodeInfo | str:
+        """The node's self-description, or why it could not be asked."""
+        try:
+            info: pb.NodeInfo = await self._stub.GetInfo(pb.GetInfoRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+        return info
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def open_links(
+    cluster: ClusterFile, cert: Path, key: Path, clock: Callable[[], float]
+) -> dict[int, NodeLink]:
+    """One link per node of ``cluster``, presenting the client identity ``cert``/``key``."""
+    credentials = tls.channel_credentials(cert, key, cluster.ca)
+    return {
+        entry.index: NodeLink(entry, cluster.params, credentials, clock) for entry in cluster.nodes
+    }

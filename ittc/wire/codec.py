@@ -1,0 +1,169 @@
+"""The one translation between the scheme's values and ``ittc.v1`` messages.
+
+Client and node both go through here, so each enum mapping, each byte length and each
+size bound exists once. Decoding checks every length and enum before anything is built
+from it and raises :class:`~ittc.errors.WireError` with a reason fit to send back or log;
+it never does arithmetic with the values (the scheme layer range-checks them).
+
+Share encoding on the wire: ``value`` is ``x_i`` big-endian at the modulus length; with a
+proof, ``proof_c`` is the challenge at :data:`CHALLENGE_BYTES` and ``proof_z`` the
+response, minimal big-endian, at most :func:`response_bytes` long.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ittc.errors import WireError
+from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, SignItem
+from ittc.scheme.params import PublicParams
+from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits
+from ittc.wire.v1 import signer_pb2 as pb
+
+__all__ = [
+    "CHALLENGE_BYTES",
+    "MAX_CLIENT_MESSAGE_BYTES",
+    "ShareBytes",
+    "hash_from_wire",
+    "hash_to_wire",
+    "item_from_wire",
+    "item_to_wire",
+    "padding_from_wire",
+    "padding_to_wire",
+    "response_bytes",
+    "share_to_wire",
+    "shares_from_wire",
+    "sign_response_bound",
+    "wire_name",
+]
+
+#: ``(scheme, wire enum)``: the paddings the protocol knows.
+_PADDINGS: tuple[tuple[Scheme, pb.Padding], ...] = (
+    (Scheme.PKCS1V15, pb.PADDING_PKCS1V15),
+    (Scheme.PSS, pb.PADDING_PSS),
+)
+#: ``(hash name, wire enum)``: every hash of :data:`ittc.scheme.encoding.HASHES`.
+_HASHES: tuple[tuple[str, pb.Hash], ...] = (
+    ("sha256", pb.HASH_SHA256),
+    ("sha384", pb.HASH_SHA384),
+    ("sha512", pb.HASH_SHA512),
+)
+assert {name for name, _ in _HASHES} == set(HASHES), "wire hash table out of date"
+
+_PADDING_TO_WIRE = dict(_PADDINGS)
+_PADDING_FROM_WIRE: dict[int, Scheme] = {wire: scheme for scheme, wire in _PADDINGS}
+_HASH_TO_WIRE = dict(_HASHES)
+_HASH_FROM_WIRE: dict[int, str] = {wire: name for name, wire in _HASHES}
+
+#: Bytes of a proof's challenge ``c`` on the wire.
+CHALLENGE_BYTES = L1 // 8
+#: Largest message a combiner sends or accepts.
+MAX_CLIENT_MESSAGE_BYTES = 4 << 20
+#: Per-share overhead of protobuf framing (tags and lengths), generously.
+_SHARE_FRAMING = 16
+#: Framing of a SignResponse around its shares (index, key id, epoch...).
+_RESPONSE_FRAMING = 1024
+
+#: One share as it goes on the wire: (value, proof c, proof z); c, z empty without a proof.
+ShareBytes = tuple[bytes, bytes, bytes]
+
+
+def wire_name(enum: object, value: int) -> str:
+    """The protocol's name of an enum value, or the bare number for unknown ones."""
+    try:
+        return str(enum.Name(value))  # type: ignore[attr-defined]
+    except ValueError:
+        return str(value)
+
+
+def padding_to_wire(scheme: Scheme) -> pb.Padding:
+    return _PADDING_TO_WIRE[scheme]
+
+
+def padding_from_wire(value: int) -> Scheme:
+    try:
+        return _PADDING_FROM_WIRE[value]
+    except KeyError:
+        raise WireError(f"unknown padding {wire_name(pb.Padding, value)}") from None
+
+
+def hash_to_wire(name: str) -> pb.Hash:
+    return _HASH_TO_WIRE[name]
+
+
+def hash_from_wire(value: int) -> str:
+    try:
+        return _HASH_FROM_WIRE[value]
+    except KeyError:
+        raise WireError(f"unknown hash {wire_name(pb.Hash, value)}") from None
+
+
+def item_to_wire(item: SignItem) -> pb.SignItem:
+    return pb.SignItem(
+        padding=padding_to_wire(item.padding),
+        hash=hash_to_wire(item.hash_name),
+        digest=item.digest,
+        salt=item.salt,
+    )
+
+
+def item_from_wire(message: pb.SignItem) -> SignItem:
+    """A :class:`SignItem` from the wire, every field checked (cheapest first)."""
+    scheme = padding_from_wire(message.padding)
+    hash_name = hash_from_wire(message.hash)
+    size = HASHES[hash_name].digest_size
+    if len(message.digest) != size:
+        raise WireError(f"a {hash_name} digest is {size} bytes, not {len(message.digest)}")
+    if scheme is Scheme.PKCS1V15 and message.salt:
+        raise WireError("PKCS#1 v1.5 takes no salt")
+    if len(message.salt) > MAX_SALT_BYTES:
+        raise WireError(f"PSS salt longer than {MAX_SALT_BYTES} bytes")
+    return SignItem(scheme, hash_name, bytes(message.digest), bytes(message.salt))
+
+
+def response_bytes(params: PublicParams) -> int:
+    """The longest ``proof_z`` an honest node sends: ``z < 2^(nonce_bits + 1)``."""
+    return (nonce_bits(params) + 1 + 7) // 8
+
+
+def sign_response_bound(params: PublicParams, max_batch: int) -> int:
+    """An upper bound on the size of a SignResponse for ``max_batch`` shares with proofs."""
+    per_share = params.size_bytes + CHALLENGE_BYTES + response_bytes(params) + _SHARE_FRAMING
+    return max_batch * per_share + _RESPONSE_FRAMING
+
+
+def share_to_wire(share: SignatureShare, params: PublicParams) -> ShareBytes:
+    """``(value, c, z)`` bytes of one share: value at the modulus length, c fixed, z minimal."""
+    value = share.value.to_bytes(params.size_bytes, "big")
+    if share.proof is None:
+        return value, b"", b""
+    z = share.proof.z
+    return (
+        value,
+        share.proof.c.to_bytes(CHALLENGE_BYTES, "big"),
+        z.to_bytes((z.bit_length() + 7) // 8 or 1, "big"),
+    )
+
+
+def shares_from_wire(
+    shares: Sequence[pb.Share], *, index: int, params: PublicParams, count: int, with_proofs: bool
+) -> list[SignatureShare]:
+    """Node ``index``'s shares, checked for shape (count and lengths) before any is built.
+
+    ``index`` is the node the transport authenticated, never a field of the answer.
+    """
+    if len(shares) != count:
+        raise WireError(f"returned {len(shares)} shares for {count} items")
+    size, z_max = params.size_bytes, response_bytes(params)
+    out = []
+    for share in shares:
+        if len(share.value) != size:
+            raise WireError("share of the wrong length")
+        proof = None
+        if with_proofs:
+            if not 0 < len(share.proof_c) <= CHALLENGE_BYTES or not 0 < len(share.proof_z) <= z_max:
+                raise WireError("proof missing or of the wrong size")
+            c, z = int.from_bytes(share.proof_c, "big"), int.from_bytes(share.proof_z, "big")
+            proof = Proof(c, z)
+        out.append(SignatureShare(index, int.from_bytes(share.value, "big"), proof))
+    return out
