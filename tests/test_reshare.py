@@ -366,7 +366,9 @@ def test_an_out_of_range_mask_names_its_sender(mask):
         "out of range",
         "a bool",
         "too few commitments",
+        "commitments not a tuple",
         "commitment not a unit",
+        "U a string",
     ],
 )
 def test_a_bad_contribution_is_caught_by_the_public_checks(kind, how):
@@ -383,7 +385,9 @@ def test_a_bad_contribution_is_caught_by_the_public_checks(kind, how):
         "out of range": dict(masked=run.plan.bounds.contribution_bound),
         "a bool": dict(masked=True),
         "too few commitments": dict(coefficients=c.coefficients[:-1]),
+        "commitments not a tuple": dict(coefficients=None),
         "commitment not a unit": dict(coefficients=(N,) + c.coefficients[1:]),
+        "U a string": dict(constant=str(c.constant)),
     }[how]
     run.contributions[2] = dataclasses.replace(c, **changed)
     with pytest.raises(ReshareError) as err:

@@ -88,8 +88,9 @@ class KeyShare:
     def dangerously_export_secret(self) -> int:
         """The raw share ``s_i``.
 
-        For the encrypted share-file writer and for handing the share to the node's own
-        worker processes; nothing else should ever call this.
+        For the encrypted share-file writer, for handing the share to the node's own
+        worker processes, and for the node's own part in a reshare
+        (:class:`ittc.scheme.reshare.Holder`); nothing else should ever call this.
         """
         return int(self._secret)
 

@@ -167,9 +167,10 @@ def _check_contribution_ranges(plan: ResharePlan, contribution: Contribution) ->
         )
     coefficients = contribution.coefficients
     if not isinstance(coefficients, tuple) or len(coefficients) != plan.k - 1:
+        count = len(coefficients) if isinstance(coefficients, tuple) else "malformed"
         raise ReshareError(
             "contribution",
-            f"holder {i} sent {len(coefficients)} commitments, not k'-1 = {plan.k - 1}",
+            f"holder {i} sent {count} commitments, not k'-1 = {plan.k - 1}",
             holders=(i,),
         )
     if not all(_is_unit(plan.old, x) for x in (contribution.constant, *coefficients)):
