@@ -5,12 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench lint clean
+.PHONY: demo test check unit install bench lint clean
 
 $(STAMP): pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,check]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,10 +26,20 @@ test: $(STAMP)
 	$(PY) -m pytest
 	$(PY) -m pytest -q --ct-backend gmpy2 $(SCHEME_TESTS)
 
-lint: $(STAMP)
-	$(PY) -m pip install --quiet mypy ruff
-	$(VENV)/bin/ruff check ittc nodes tests benchmarks
+# The fast unit run: no test that starts a server or a node process.
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not network"
+
+# The habits, checked by tools (CI runs this before the tests): lint, format, strict
+# types, and the import contract of the layers (setup.cfg [importlinter]).
+CODE := ittc nodes tests benchmarks proto
+check: $(STAMP)
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+lint: check
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,12 +1,16 @@
-"""Shared fixtures: the known-answer test key, loaded once, and helpers."""
+"""Shared fixtures (the known-answer test key, live clusters) and the network guard."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import grpc
 import pytest
 
 from ittc.scheme import ct, dealer
@@ -31,6 +35,68 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     ct.use_backend(config.getoption("--ct-backend"))
+    _install_network_guard()
+
+
+# -- the network guard --------------------------------------------------------------------
+# `-m "not network"` must be a fast unit run, so every test that starts a gRPC server or a
+# node process (itself, or through a fixture it sets up) carries the `network` marker.
+# Instead of trusting that, the guard fails any unmarked test that starts one.
+
+_running: dict[str, Any] = {"item": None}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _running["item"] = item
+
+
+def pytest_runtest_teardown(item, nextitem):
+    _running["item"] = item  # module and session fixtures may be torn down here
+
+
+def _check_network(what: str) -> None:
+    item = _running["item"]
+    if item is not None and item.get_closest_marker("network") is None:
+        raise RuntimeError(
+            f"{item.nodeid} starts {what} but is not marked `network`: add "
+            "@pytest.mark.network (or pytestmark) so `-m 'not network'` stays a unit run"
+        )
+
+
+def _starts_nodes(args: Sequence[str]) -> bool:
+    argv = [str(a) for a in args]
+    if "ittc_node" in argv:
+        return True
+    if "ittc" in argv and "-m" in argv:
+        rest = argv[argv.index("ittc") + 1 :]
+        return bool(rest) and rest[0] in ("node", "cluster", "demo", "sign", "status", "ca")
+    return False
+
+
+def _install_network_guard() -> None:
+    if getattr(grpc, "_ittc_guarded", False):
+        return
+    grpc._ittc_guarded = True  # type: ignore[attr-defined]
+    real_server, real_aio_server = grpc.server, grpc.aio.server
+    real_popen_init = subprocess.Popen.__init__
+
+    def server(*args: Any, **kwargs: Any) -> Any:
+        _check_network("a gRPC server")
+        return real_server(*args, **kwargs)
+
+    def aio_server(*args: Any, **kwargs: Any) -> Any:
+        _check_network("a gRPC server")
+        return real_aio_server(*args, **kwargs)
+
+    def popen_init(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        if not isinstance(args, str | bytes) and _starts_nodes(args):
+            _check_network("node processes or talks to them")
+        real_popen_init(self, args, *rest, **kwargs)
+
+    grpc.server = server
+    grpc.aio.server = aio_server
+    subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
 
 
 def pytest_report_header(config):

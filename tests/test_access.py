@@ -192,6 +192,7 @@ def tls_probe(cluster: LocalCluster, index: int, presented: Presented) -> str:
     return "served" if len(header) == 9 else "closed"
 
 
+@pytest.mark.network
 def test_control_a_certificate_made_the_same_way_but_valid_signs(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
@@ -206,6 +207,7 @@ def test_control_a_certificate_made_the_same_way_but_valid_signs(
 
 
 @pytest.mark.parametrize("case", list(HANDSHAKE_FAILURES))
+@pytest.mark.network
 def test_refused_at_the_handshake(nodes: LocalCluster, tmp_path: pathlib.Path, case: str) -> None:
     log_before = nodes.audit_log(1).read_bytes()
     presented = HANDSHAKE_FAILURES[case](nodes, tmp_path)
@@ -268,6 +270,7 @@ AUDITED_REFUSALS: dict[str, tuple[dict[str, Any], grpc.StatusCode, str | None]] 
 
 
 @pytest.mark.parametrize("case", list(AUDITED_REFUSALS))
+@pytest.mark.network
 def test_refused_and_audited(nodes: LocalCluster, tmp_path: pathlib.Path, case: str) -> None:
     fields, code, identity = AUDITED_REFUSALS[case]
     cert, key = issue_client_cert(tmp_path, "client", issuer=cluster_ca(nodes.root), **fields)
@@ -316,6 +319,7 @@ def _set_allowed(cluster: LocalCluster, index: int, names: list[str]) -> None:
     toml.write_text(text)
 
 
+@pytest.mark.network
 def test_removed_client_is_refused_after_restart(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:

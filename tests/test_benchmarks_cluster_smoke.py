@@ -112,6 +112,7 @@ def run(tmp_path_factory):
     return json.loads(jsons[0].read_text()), jsons[0], out, plot
 
 
+@pytest.mark.network
 def test_machine_facts_and_config(run):
     doc, *_ = run
     assert doc["schema"] == bench.SCHEMA
@@ -123,6 +124,7 @@ def test_machine_facts_and_config(run):
     assert cluster["bits"] == 1024 and cluster["n"] == 5 and cluster["k"] == 3
 
 
+@pytest.mark.network
 def test_every_point_complete_and_sane(run):
     doc, *_ = run
     points = doc["points"]
@@ -178,6 +180,7 @@ def test_every_point_complete_and_sane(run):
             assert p["errors"] == {} and stats["blamed"] == {}, p["label"]
 
 
+@pytest.mark.network
 def test_lone_signature_and_liar(run):
     doc, *_ = run
     lone = doc["points"][0]
@@ -192,6 +195,7 @@ def test_lone_signature_and_liar(run):
     assert liar["warmup_s"] >= liar["warmup_until_blamed_s"]
 
 
+@pytest.mark.network
 def test_targets_and_report(run):
     doc, json_path, out, plot = run
     targets = {t["id"]: t for t in doc["targets"]}

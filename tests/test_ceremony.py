@@ -395,6 +395,7 @@ def _call(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> byt
         return result
 
 
+@pytest.mark.network
 def test_mtls_handshake_and_peer_identity(made: Made, node1_server: Server) -> None:
     client = made.out / "client"
     creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")
@@ -408,6 +409,7 @@ def _refused(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> 
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+@pytest.mark.network
 def test_mtls_refuses_client_of_another_ca(
     made: Made, node1_server: Server, tmp_path: pathlib.Path
 ) -> None:
@@ -422,6 +424,7 @@ def test_mtls_refuses_client_of_another_ca(
     assert node1_server.seen == []
 
 
+@pytest.mark.network
 def test_mtls_refuses_no_client_cert_and_server_cert_as_client(
     made: Made, node1_server: Server
 ) -> None:
@@ -438,6 +441,7 @@ def test_mtls_refuses_no_client_cert_and_server_cert_as_client(
     assert node1_server.seen == []
 
 
+@pytest.mark.network
 def test_mtls_checks_the_node_name_not_the_address(made: Made, node1_server: Server) -> None:
     client = made.out / "client"
     creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")

@@ -332,6 +332,7 @@ HOSTILE: dict[str, Hostile] = {
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
+@pytest.mark.network
 def test_hostile_request(target: Target, case: str) -> None:
     hostile = HOSTILE[case]
     data = hostile.make(target.params)
@@ -360,6 +361,7 @@ def test_hostile_request(target: Target, case: str) -> None:
     target.assert_healthy_and_signing()
 
 
+@pytest.mark.network
 def test_hostile_audit_records_are_bounded_and_chained(target: Target) -> None:
     """The refusals above left a log that still verifies, one line per request, with the
     caller's strings cut to size (no line injection through a request_id)."""
@@ -384,6 +386,7 @@ def test_hostile_audit_records_are_bounded_and_chained(target: Target) -> None:
     assert all(b"\n" not in line for line in lines)
 
 
+@pytest.mark.network
 def test_unknown_fields_change_nothing(target: Target) -> None:
     """Control: a good request with unknown fields appended is served exactly as without
     them (forward compatibility), and the extra bytes cannot smuggle in another item."""
@@ -410,6 +413,7 @@ def empty_items(p: PublicParams, size: int) -> bytes:
     return header + field(5, b"") * ((size - len(header)) // 2)
 
 
+@pytest.mark.network
 def test_a_caller_not_allowed_is_refused_unparsed_and_rate_limited(
     target: Target, embedded: Any, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -519,6 +523,7 @@ def node_audit(node: EmbeddedNode, request_id: str) -> list[str]:
     return [r["outcome"] for r in records if r.get("request_id") == request_id]
 
 
+@pytest.mark.network
 def test_a_used_id_is_refused_whatever_else_changes(target: Target, embedded: Any) -> None:
     clock = FakeClock()
     node = embedded(clock)
@@ -543,6 +548,7 @@ def test_a_used_id_is_refused_whatever_else_changes(target: Target, embedded: An
     assert node_audit(node, rid) == ["signed"] + ["refused"] * 4
 
 
+@pytest.mark.network
 def test_an_id_is_spent_only_once_the_request_is_valid(
     target: Target, embedded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -587,6 +593,7 @@ def test_an_id_is_spent_only_once_the_request_is_valid(
     assert node_audit(node, late.request_id) == ["refused", "refused"]
 
 
+@pytest.mark.network
 def test_clock_skew_inside_the_window_is_accepted(target: Target, embedded: Any) -> None:
     clock = FakeClock()
     node = embedded(clock, freshness_seconds=60)
@@ -601,6 +608,7 @@ def test_clock_skew_inside_the_window_is_accepted(target: Target, embedded: Any)
         assert outcome(node, request) == Code.FAILED_PRECONDITION, skew
 
 
+@pytest.mark.network
 def test_an_id_is_remembered_up_to_and_including_the_window_edge(
     target: Target, embedded: Any
 ) -> None:
@@ -640,6 +648,7 @@ def test_an_id_is_remembered_up_to_and_including_the_window_edge(
     assert outcome(node, again) == Code.OK
 
 
+@pytest.mark.network
 def test_a_clock_stepped_back_forgets_nothing(target: Target, embedded: Any) -> None:
     clock = FakeClock()
     node = embedded(clock, freshness_seconds=60)
@@ -660,6 +669,7 @@ def test_a_clock_stepped_back_forgets_nothing(target: Target, embedded: Any) -> 
     assert outcome(node, second) == Code.FAILED_PRECONDITION
 
 
+@pytest.mark.network
 def test_a_restart_does_not_reopen_replays(target: Target, embedded: Any) -> None:
     """The replay memory is lost in a restart. Requests dated before the restart are
     refused (test_node), and so are those an earlier run signed while they were dated in
@@ -1129,6 +1139,7 @@ def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -
 # -- 4. fuzzing a live node ----------------------------------------------------------------
 
 
+@pytest.mark.network
 def test_fuzz_live_node(target: Target, tmp_path: pathlib.Path) -> None:
     """The same generators against the real node 1 over mutual TLS: every answer as the
     model says, exactly one audit line per request with the same outcome and reason, and

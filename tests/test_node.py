@@ -122,6 +122,7 @@ def health(cluster: LocalCluster, index: int) -> str:
 # -- signing ---------------------------------------------------------------------------
 
 
+@pytest.mark.network
 def test_get_info(nodes: LocalCluster) -> None:
     info = nodes.stub(2).GetInfo(pb.GetInfoRequest(), timeout=TIMEOUT)
     p = nodes.params
@@ -131,6 +132,7 @@ def test_get_info(nodes: LocalCluster) -> None:
     assert info.software_version
 
 
+@pytest.mark.network
 def test_nodes_say_which_exponentiation_backend_they_use(nodes: LocalCluster) -> None:
     """Nodes 1-3 run the default (auto: libcrypto on this machine), in their log and in
     their audit log's start record; node 5 (gmpy2) is checked with its workers below."""
@@ -140,6 +142,7 @@ def test_nodes_say_which_exponentiation_backend_they_use(nodes: LocalCluster) ->
         assert start and start[-1]["backend"] == "openssl"
 
 
+@pytest.mark.network
 def test_a_node_asked_for_a_missing_backend_refuses_to_start(
     nodes: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,6 +163,7 @@ def test_a_node_asked_for_a_missing_backend_refuses_to_start(
     assert auto.index == 4 and ct.backend() == "gmpy2"
 
 
+@pytest.mark.network
 def test_sign_batch_combines_to_standard_signatures(nodes: LocalCluster) -> None:
     p = nodes.params
     items = [
@@ -182,6 +186,7 @@ def test_sign_batch_combines_to_standard_signatures(nodes: LocalCluster) -> None
         verify_signature(p, item, combine(p, x, shares))
 
 
+@pytest.mark.network
 def test_proofs_verify(nodes: LocalCluster) -> None:
     p = nodes.params
     items = [pkcs1_item(b"proof me"), pss_item(b"and me")]
@@ -286,6 +291,7 @@ REFUSALS: dict[str, tuple[Callable[[Any], pb.SignRequest], grpc.StatusCode, str]
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
+@pytest.mark.network
 def test_sign_refusals(nodes: LocalCluster, case: str) -> None:
     make, code, words = REFUSALS[case]
     request = make(nodes.params)
@@ -298,6 +304,7 @@ def test_sign_refusals(nodes: LocalCluster, case: str) -> None:
     assert health(nodes, 1) == "SERVING"
 
 
+@pytest.mark.network
 def test_reused_request_id_is_refused(nodes: LocalCluster) -> None:
     request = sign_request(nodes.params, [pkcs1_item(b"once")])
     nodes.stub(2).Sign(request, timeout=TIMEOUT)
@@ -307,6 +314,7 @@ def test_reused_request_id_is_refused(nodes: LocalCluster) -> None:
     assert [r["outcome"] for r in mine] == ["signed", "refused"]
 
 
+@pytest.mark.network
 def test_identity_outside_allowed_clients_is_refused_and_audited(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
@@ -337,6 +345,7 @@ def test_identity_outside_allowed_clients_is_refused_and_audited(
     assert nodes.health_as(1, cert, key) == "SERVING"
 
 
+@pytest.mark.network
 def test_node_certificate_is_not_a_client(nodes: LocalCluster, tmp_path: pathlib.Path) -> None:
     # A node's own certificate is for serverAuth only: TLS refuses it as a client...
     before = nodes.audit_log(1).read_bytes()
@@ -355,6 +364,7 @@ def test_node_certificate_is_not_a_client(nodes: LocalCluster, tmp_path: pathlib
     assert (last["client"], last["outcome"]) == ("ittc-node-2", "refused")
 
 
+@pytest.mark.network
 def test_client_from_another_ca_fails_the_handshake(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
@@ -484,6 +494,7 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
 
 
 @pytest.mark.parametrize("case", list(STARTUP_FAILURES))
+@pytest.mark.network
 def test_node_refuses_to_start(startup_failures: dict[str, Any], case: str) -> None:
     code, stderr, culprit, folder = startup_failures[case]
     assert code == 2, stderr
@@ -517,6 +528,7 @@ def _wait_health(cluster: LocalCluster, index: int, status: str) -> None:
     raise AssertionError(f"node {index} never became {status}: {cluster.log(index)}")
 
 
+@pytest.mark.network
 def test_health_sigterm_audit_chain_and_restart(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
@@ -553,6 +565,7 @@ def test_health_sigterm_audit_chain_and_restart(
     assert records[3]["prev"] == hashlib.sha256(third).hexdigest()  # the chain continues
 
 
+@pytest.mark.network
 def test_audit_log_edits_and_deletions_are_detected(
     nodes: LocalCluster, tmp_path: pathlib.Path
 ) -> None:
@@ -590,6 +603,7 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"gave up waiting: {what}")
 
 
+@pytest.mark.network
 def test_worker_processes_sign_correctly(nodes: LocalCluster) -> None:
     nodes.start([5])
     try:
@@ -700,6 +714,7 @@ def ask_code(
     return grpc.StatusCode.OK
 
 
+@pytest.mark.network
 def test_freshness_window_edges_with_injected_clock(nodes: LocalCluster, embedded: Any) -> None:
     now = [1_900_000_000.0]
     _, stub, config, _ = embedded(lambda: now[0])
@@ -728,6 +743,7 @@ def test_freshness_window_edges_with_injected_clock(nodes: LocalCluster, embedde
     assert ask(int(now[0] * 1000), rid) == grpc.StatusCode.OK
 
 
+@pytest.mark.network
 def test_pending_message_size_and_deadline_limits(
     nodes: LocalCluster, embedded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -776,6 +792,7 @@ LIES = [
 
 
 @pytest.mark.parametrize("fault", LIES)
+@pytest.mark.network
 def test_test_faults_lie_as_documented(nodes: LocalCluster, embedded: Any, fault: str) -> None:
     """A fault that did not really lie would let the combiner's fault tests pass vacuously."""
     p = nodes.params
@@ -814,6 +831,7 @@ def test_test_faults_lie_as_documented(nodes: LocalCluster, embedded: Any, fault
         verify_share(p, encode(Scheme.PKCS1V15, "sha256", flipped, p.bits), shares[0])
 
 
+@pytest.mark.network
 def test_audit_failure_stops_signing_and_health(
     nodes: LocalCluster, embedded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

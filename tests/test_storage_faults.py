@@ -302,6 +302,7 @@ def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any
 
 
 @pytest.mark.parametrize("case", list(STARTUP_REFUSALS))
+@pytest.mark.network
 def test_node_refuses_to_start_and_changes_nothing(
     startup_refusals: dict[str, Any], case: str
 ) -> None:
@@ -317,6 +318,7 @@ def test_node_refuses_to_start_and_changes_nothing(
     assert all(str(culprit.parent / name) in after for name in WATCHED if name != "passphrase")
 
 
+@pytest.mark.network
 def test_a_good_restart_only_appends(env: Env) -> None:
     """The control for the cases above: node 4 itself, unbroken, starts on its real log,
     signs and stops; its share file is untouched and the old log is a prefix of the new."""
@@ -401,6 +403,7 @@ class _DiskFault:
 
 
 @pytest.mark.parametrize("kind", ["short write", "fsync fails", "short write, cut fails"])
+@pytest.mark.network
 def test_a_failed_audit_write_is_cut_back_and_a_restart_recovers(
     env: Env, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -470,6 +473,7 @@ def _tiny_disk(where: pathlib.Path, size: int) -> Iterator[pathlib.Path]:
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
+@pytest.mark.network
 def test_a_full_disk_leaves_no_torn_line_and_fix_then_restart_works(
     env: Env, tmp_path: pathlib.Path
 ) -> None:
@@ -537,6 +541,7 @@ CLI_BREAKS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], int]] = {
 }
 
 
+@pytest.mark.network
 def test_cli_audit_verify_intact(env: Env, tmp_path: pathlib.Path) -> None:
     path = tmp_path / "audit.log"
     path.write_bytes(env.real_log)
@@ -546,6 +551,7 @@ def test_cli_audit_verify_intact(env: Env, tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("case", list(CLI_BREAKS))
+@pytest.mark.network
 def test_cli_audit_verify_names_the_bad_line(env: Env, tmp_path: pathlib.Path, case: str) -> None:
     change, bad_line = CLI_BREAKS[case]
     path = tmp_path / "audit.log"
@@ -563,6 +569,7 @@ def test_cli_audit_verify_missing_file(tmp_path: pathlib.Path) -> None:
     assert result.returncode != 0 and "nope.log" in result.stderr
 
 
+@pytest.mark.network
 def test_tail_cuts_need_the_head_recorded_elsewhere(env: Env, tmp_path: pathlib.Path) -> None:
     """What the chain cannot show (docs/security.md): lines cut off the end, or the last
     line edited, still verify; only a head hash recorded elsewhere catches them."""

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ittc import __version__
 from ittc.cli import audit, ca, demo, keys, network
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
 from ittc.errors import IttcError
+from ittc.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 

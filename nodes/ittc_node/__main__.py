@@ -11,7 +11,7 @@ import argparse
 import pathlib
 import sys
 
-import ittc
+from ittc.version import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Run one ittc node daemon (one key share, one site).",
     )
     parser.add_argument("--config", required=True, type=pathlib.Path, help="the node's node.toml")
-    parser.add_argument("--version", action="version", version=f"ittc-node {ittc.__version__}")
+    parser.add_argument("--version", action="version", version=f"ittc-node {__version__}")
     args = parser.parse_args(argv)
     from ittc_node.daemon import run  # imported late: --help stays fast
 

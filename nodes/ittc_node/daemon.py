@@ -30,7 +30,6 @@ from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-import ittc
 from ittc import storage
 from ittc.config import NodeConfig
 from ittc.errors import (
@@ -45,6 +44,7 @@ from ittc.scheme import ct
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.storage import pki
+from ittc.version import __version__
 from ittc.wire import codec, tls
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import make_compute
@@ -303,7 +303,7 @@ async def serve(
                 "type": "start",
                 "node": config.index,
                 "key_id": params.key_id,
-                "software_version": ittc.__version__,
+                "software_version": __version__,
                 "listen": config.listen,
                 "workers": config.workers,
                 "backend": ct.backend(),

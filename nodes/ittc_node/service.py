@@ -25,11 +25,11 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped, unused-ignore]
 
-import ittc
 from ittc.config import Limits, NodeConfig
 from ittc.errors import AuditLogError, ComputeError, EncodingError, WireError
 from ittc.scheme.encoding import MAX_SALT_BYTES, encode
 from ittc.scheme.params import PublicParams
+from ittc.version import __version__
 from ittc.wire import codec, tls
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc_node.audit import AuditLog, utc_iso
@@ -389,7 +389,7 @@ class SignerService:
             k=p.k,
             modulus_bits=p.bits,
             proofs_sound=p.proofs_sound,
-            software_version=ittc.__version__,
+            software_version=__version__,
             ready=self.serving,
             max_batch=self.limits.max_batch,
             freshness_window_ms=self._window_ms,
