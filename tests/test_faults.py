@@ -661,3 +661,31 @@ def test_liars_on_a_split_key_found_by_subsets(split_nodes, faults):
     for mode in ("exact", "all"):
         client = asyncio.run(scenario(mode))
         _check_blame(client, liars, "on-failure", mode)
+
+
+# -- 3c. a liar that dodges blame when asked to prove -------------------------------------
+
+
+@pytest.mark.parametrize("key", ["honest", "split_nodes"])
+@pytest.mark.parametrize("how", ["refuse", "stall", "honest"])
+def test_a_liar_that_dodges_the_proof_is_named_without_waiting(request, key, how):
+    """Node 3 sends random shares, and when asked to prove one it refuses, stalls until
+    the deadline, or answers with its honest, proven share (``dodge:<how>``). The
+    client has the README's ``deadline=5.0`` and the default 5 s node timeout.
+
+    Pass: every signature verifies and takes under 1.5 s (the stalling liar is left out
+    after a grace period, not waited for until the node timeout); node 3 is blamed and
+    no other node ever is."""
+    nodes = request.getfixturevalue(key)
+    nodes.set_faults({3: f"dodge:{how}"})
+
+    async def scenario() -> ClusterClient:
+        async with ClusterClient(nodes.cluster, deadline=5.0) as client:
+            for message in messages(f"dodge {how}", 12):
+                started = time.monotonic()
+                check(nodes, message, await client.sign(message))
+                assert time.monotonic() - started < 1.5, "waited for the dodging liar"
+        return client
+
+    client = asyncio.run(scenario())
+    assert set(client.stats.blamed) == {3}, dict(client.stats.blamed)

@@ -18,6 +18,9 @@ Faults (a lying node still answers with its own index unless told ``wrong-index`
 ``bad-proof``      honest shares, but every proof's ``z`` is off by one
 ``slow:<ms>``      answer ``<ms>`` milliseconds late
 ``refuse``         refuse every Sign with UNAVAILABLE
+``dodge:<how>``    a liar that dodges blame: random shares when no proof is asked for;
+                   when one is, ``refuse`` (FAILED_PRECONDITION), ``stall`` (no answer
+                   until the caller's deadline) or ``honest`` (the true share, proven)
 ``hold-start:<path>``  stay NOT_SERVING until ``<path>`` exists (lets a test watch startup)
 """
 
@@ -63,6 +66,8 @@ class Faults:
     bad_proof: bool = False
     refuse: bool = False
     slow_ms: int = 0
+    #: ``refuse``, ``stall`` or ``honest``: how a ``dodge`` liar answers a request for proof.
+    dodge: str = ""
     hold_start: pathlib.Path | None = None
     #: ``ITTC_TEST_FAULT`` was set without the enabling variable (and is ignored).
     ignored: str = ""
@@ -75,6 +80,8 @@ class Faults:
         names = [name for name in sorted(_FLAGS) if getattr(self, name.replace("-", "_"))]
         if self.slow_ms:
             names.append(f"slow:{self.slow_ms}")
+        if self.dodge:
+            names.append(f"dodge:{self.dodge}")
         if self.hold_start is not None:
             names.append(f"hold-start:{self.hold_start}")
         return ",".join(names)
@@ -84,6 +91,7 @@ class Faults:
         """Faults from ``ITTC_TEST_FAULT``'s syntax; unknown names are a config error."""
         flags: set[str] = set()
         slow_ms = 0
+        dodge = ""
         hold: pathlib.Path | None = None
         for raw in text.split(","):
             name = raw.strip()
@@ -93,6 +101,8 @@ class Faults:
                 flags.add(name)
             elif name.startswith("slow:") and name[5:].isdigit() and int(name[5:]) <= 600_000:
                 slow_ms = int(name[5:])
+            elif name in ("dodge:refuse", "dodge:stall", "dodge:honest"):
+                dodge = name.removeprefix("dodge:")
             elif name.startswith("hold-start:") and len(name) > len("hold-start:"):
                 hold = pathlib.Path(name[len("hold-start:") :])
             else:
@@ -105,6 +115,7 @@ class Faults:
             bad_proof="bad-proof" in flags,
             refuse="refuse" in flags,
             slow_ms=slow_ms,
+            dodge=dodge,
             hold_start=hold,
         )
 
@@ -131,14 +142,18 @@ class Faults:
             return scheme, hash_name, bytes([digest[0] ^ 1]) + digest[1:], salt
         return scheme, hash_name, digest, salt
 
-    def shares(self, shares: list[ShareBytes], modulus: int) -> list[ShareBytes]:
-        """The shares the node sends (altered for ``random-share`` and ``bad-proof``)."""
-        if not (self.random_share or self.bad_proof):
+    def shares(
+        self, shares: list[ShareBytes], modulus: int, with_proofs: bool = False
+    ) -> list[ShareBytes]:
+        """The shares the node sends (altered for ``random-share``, ``bad-proof`` and a
+        ``dodge`` liar's unproven answers)."""
+        random = self.random_share or (bool(self.dodge) and not with_proofs)
+        if not (random or self.bad_proof):
             return shares
         size = (modulus.bit_length() + 7) // 8
         out = []
         for value, c, z in shares:
-            if self.random_share:
+            if random:
                 value = (secrets.randbelow(modulus - 2) + 2).to_bytes(size, "big")
             if self.bad_proof and z:
                 bumped = int.from_bytes(z, "big") + 1

@@ -431,6 +431,11 @@ class SignerService:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
         if self.faults.refuse:
             await refuse(grpc.StatusCode.UNAVAILABLE, "refused (test fault)")
+        if self.faults.dodge == "refuse" and request.with_proofs:
+            await refuse(grpc.StatusCode.FAILED_PRECONDITION, "will not prove (test fault)")
+        if self.faults.dodge == "stall" and request.with_proofs:
+            await asyncio.sleep(context.time_remaining() or self.limits.max_deadline_seconds)
+            await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "stalled (test fault)")
         now = self.clock()
         try:
             xs = self._validate(request, now)
@@ -456,7 +461,7 @@ class SignerService:
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the node
             log.error("Sign %s: internal error: %s", request.request_id, type(exc).__name__)
             await refuse(grpc.StatusCode.INTERNAL, "internal error")
-        shares = self.faults.shares(shares, self.params.modulus)
+        shares = self.faults.shares(shares, self.params.modulus, request.with_proofs)
         if self.faults.slow_ms:
             await asyncio.sleep(self.faults.slow_ms / 1000)
 
