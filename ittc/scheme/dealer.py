@@ -1,6 +1,6 @@
 """The dealer: makes a key (or takes an existing one) and splits it into ``n`` shares.
 
-Two paths, as DESIGN.md section 5 fixes them:
+Two paths (docs/design.md, section 1):
 
 * :func:`generate` — safe primes, ``d = e^{-1} mod m`` with ``m = p'q'``, Shamir over
   ``Z_m`` (Shoup). Share proofs are sound.
