@@ -66,6 +66,7 @@ __all__ = [
     "pkcs1_item",
     "pss_item",
     "raw_method",
+    "reissue_cert",
     "rss_bytes",
     "sign_request",
     "track_answers",
@@ -389,6 +390,31 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             found.append(int(stat_file.parent.name))
     return found
+
+
+def reissue_cert(
+    path: pathlib.Path,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    *,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> pathlib.Path:
+    """Rewrite the certificate at ``path`` with other validity dates: same subject, key
+    and extensions, signed again by ``issuer`` (the CA itself for the CA's certificate)."""
+    cert = pki.load_cert(path)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or cert.not_valid_before_utc)
+        .not_valid_after(not_after or cert.not_valid_after_utc)
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    pki.write_cert(path, builder.sign(issuer[1], hashes.SHA256()), overwrite=True)
+    return path
 
 
 def copy_node(root: pathlib.Path, index: int, name: str) -> pathlib.Path:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import re
@@ -44,12 +46,15 @@ from ittc.scheme import ct
 from ittc.scheme.combine import combine
 from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.proofs import Proof, SignatureShare, verify_share
+from ittc.storage import pki
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
     PASSPHRASE,
+    FakeClock,
     LocalCluster,
+    cluster_ca,
     copy_node,
     fault_env,
     foreign_client,
@@ -59,6 +64,7 @@ from tests.cluster import (
     make_cluster,
     pkcs1_item,
     pss_item,
+    reissue_cert,
     sign_request,
     write_private,
 )
@@ -417,7 +423,31 @@ def _break_config(folder: pathlib.Path) -> pathlib.Path:
     return folder / "node.toml"
 
 
+def _dated(days_before: float, days_after: float) -> dict[str, datetime.datetime]:
+    now = datetime.datetime.now(datetime.UTC)
+    return {
+        "not_before": now + datetime.timedelta(days=days_before),
+        "not_after": now + datetime.timedelta(days=days_after),
+    }
+
+
+def _break_cert_expired(folder: pathlib.Path) -> pathlib.Path:
+    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent), **_dated(-30, -1))
+
+
+def _break_cert_not_yet_valid(folder: pathlib.Path) -> pathlib.Path:
+    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent), **_dated(1, 30))
+
+
+def _break_ca_expired(folder: pathlib.Path) -> pathlib.Path:
+    return reissue_cert(folder / "ca.pem", cluster_ca(folder.parent), **_dated(-30, -0.01))
+
+
 STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] = {
+    "node certificate expired": (_break_cert_expired, "the certificate expired on"),
+    "node certificate not valid yet": (_break_cert_not_yet_valid, "is not valid before"),
+    "CA certificate expired": (_break_ca_expired, "the certificate expired on"),
+    "no allowed clients": (_break_config, "access.allowed_clients: is empty"),
     "wrong passphrase": (_break_wrong_passphrase, "passphrase does not open"),
     "tampered share file": (_break_tampered_share, "altered"),
     "share file mode 0644": (_break_share_mode, "chmod 600"),
@@ -472,6 +502,8 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
             text = text.replace("[node]\n", '[node]\nbackend = "fast"\n')
         elif case == "no passphrase and no terminal":
             text = re.sub(r"(?m)^passphrase_file = .*$", "", text)
+        elif case == "no allowed clients":
+            text = re.sub(r"(?m)^allowed_clients = .*$", "allowed_clients = []", text)
         toml.write_text(text)
         before = sorted(p.name for p in folder.iterdir())
         procs[case] = (
@@ -855,6 +887,101 @@ def test_audit_failure_stops_signing_and_health(
     assert status == health_pb2.HealthCheckResponse.NOT_SERVING
     records = audit_lines(config.audit_log)
     assert [r["outcome"] for r in records if r["type"] == "request"] == ["signed"]
+
+
+def test_certificate_expiry_warned_then_not_serving(
+    nodes: LocalCluster,
+    embedded: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node whose clock says its certificate expires in ten days warns at start and then
+    once a day; when it has expired, health turns NOT_SERVING and Sign is refused (no
+    client could connect any more: the node must not look healthy)."""
+    from ittc_node import certwatch
+
+    monkeypatch.setattr(certwatch, "CHECK_SECONDS", 0.05)
+    cert = pki.load_cert(nodes.node_dir(3) / "tls.pem")
+    expires = cert.not_valid_after_utc.timestamp()
+    clock = FakeClock(expires - 10 * 86400)
+    caplog.set_level(logging.WARNING, logger="ittc_node")
+    _, stub, config, channel = embedded(clock)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "expires on" in r.getMessage()]
+
+    def status() -> int:
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(  # type: ignore[no-any-return]
+                health_pb2.HealthCheckRequest(service="ittc.v1.Signer"), timeout=TIMEOUT
+            )
+            .status
+        )
+
+    assert len(warnings()) == 1 and "(in 10 days 0 hours)" in warnings()[0]
+    assert str(config.tls_cert) in warnings()[0]
+    time.sleep(0.3)
+    assert len(warnings()) == 1  # not again the same day
+    clock.advance(86400)
+    for _ in range(200):
+        if len(warnings()) == 2:
+            break
+        time.sleep(0.02)
+    assert "(in 9 days 0 hours)" in warnings()[-1]
+    assert ask_code(stub, nodes.params, clock.ms) == grpc.StatusCode.OK
+    assert status() == health_pb2.HealthCheckResponse.SERVING
+
+    clock.set(expires + 1)
+    for _ in range(200):
+        if status() == health_pb2.HealthCheckResponse.NOT_SERVING:
+            break
+        time.sleep(0.02)
+    assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert ask_code(stub, nodes.params, clock.ms) == grpc.StatusCode.UNAVAILABLE
+    assert any("the certificate expired on" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("entry", ["ittc node", "python -m ittc_node"])
+@pytest.mark.parametrize("kind", ["binary", "directory", "missing"])
+def test_a_config_that_is_not_a_toml_file_is_one_clear_line(
+    tmp_path: pathlib.Path, entry: str, kind: str
+) -> None:
+    """Both entry points (systemd runs the second, and restarts it on a crash): one line
+    naming the file and the problem, exit 2, never a traceback."""
+    path = tmp_path / "node.toml"
+    if kind == "binary":
+        path.write_bytes(bytes(range(128, 256)) * 4)  # not UTF-8
+    elif kind == "directory":
+        path.mkdir()
+    command = ["-m", "ittc", "node"] if entry == "ittc node" else ["-m", "ittc_node"]
+    done = subprocess.run(
+        [sys.executable, *command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    problem = {
+        "binary": "not a TOML file (not UTF-8 text)",
+        "directory": "is a directory, not a TOML file",
+        "missing": "no such file",
+    }[kind]
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"ittc-node: error: {path}: {problem}"]
+
+
+def test_a_cluster_file_that_is_not_text_is_one_clear_line(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "cluster.toml"
+    path.write_bytes(b"\xff\xfe" * 100)
+    done = subprocess.run(
+        [sys.executable, "-m", "ittc", "info", "--cluster", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"ittc: error: {path}: not a TOML file (not UTF-8 text)"]
 
 
 # -- units -----------------------------------------------------------------------------

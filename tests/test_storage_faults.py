@@ -558,15 +558,31 @@ def test_cli_audit_verify_names_the_bad_line(env: Env, tmp_path: pathlib.Path, c
     path.write_bytes(b"".join(change(lines_of(env.real_log))))
     assert path.read_bytes() != env.real_log
     result = audit_verify(path)
-    assert result.returncode != 0
+    assert result.returncode == 3  # evidence of tampering or damage: not a usage error (2)
     assert result.stdout == ""
     message = result.stderr.strip()
     assert message.startswith(f"ittc: error: {path}: line {bad_line}: "), message
 
 
-def test_cli_audit_verify_missing_file(tmp_path: pathlib.Path) -> None:
-    result = audit_verify(tmp_path / "nope.log")
-    assert result.returncode != 0 and "nope.log" in result.stderr
+@pytest.mark.parametrize("kind", ["missing", "a directory"])
+def test_cli_audit_verify_a_file_it_cannot_read_is_a_usage_error(
+    tmp_path: pathlib.Path, kind: str
+) -> None:
+    path = tmp_path / "audit.log"
+    if kind == "a directory":
+        path.mkdir()
+    result = audit_verify(path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"ittc: error: {path}: cannot read: ")
+
+
+def test_cli_audit_verify_says_an_empty_log_is_empty(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    result = audit_verify(path)
+    assert result.returncode == 1
+    assert result.stdout.strip() == f"{path}: empty: no records, nothing to verify"
+    assert "intact" not in result.stdout
 
 
 @pytest.mark.network

@@ -95,6 +95,12 @@ class NodeConfig:
         if backend not in BACKENDS:
             raise node.fail("backend", f"{backend!r} is not one of " + ", ".join(BACKENDS))
         clients = access.strings("allowed_clients")
+        if not clients:
+            raise access.fail(
+                "allowed_clients",
+                "is empty: the node would serve nobody; list the common names of the client "
+                "certificates allowed to sign",
+            )
         for name in clients:
             if not IDENTITY.match(name):
                 raise access.fail("allowed_clients", f"{name!r} is not a valid identity")

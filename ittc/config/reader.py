@@ -89,8 +89,14 @@ def load_toml(path: pathlib.Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a TOML file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def check_format(reader: Reader, expected: str) -> None:

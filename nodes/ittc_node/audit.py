@@ -67,6 +67,10 @@ def _dumps(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+class AuditChainBroken(AuditLogError):
+    """The log fails verification: evidence that it was altered or damaged."""
+
+
 class _Broken(Exception):
     """Where a log's chain fails: the 1-based line number and what is wrong with it."""
 
@@ -152,9 +156,10 @@ def _walk_chain(fh: BinaryIO) -> _Walked:
 def verify_audit_log(path: str | os.PathLike[str]) -> int:
     """Check the whole hash chain; return the number of lines.
 
-    Raises :class:`AuditLogError` naming the first bad line (1-based): a line that is not
-    JSON, does not end in a newline, or whose ``prev`` is not the hash of the line
-    before it (an edited, inserted or deleted line).
+    Raises :class:`AuditChainBroken` naming the first bad line (1-based): a line that is
+    not JSON, does not end in a newline, or whose ``prev`` is not the hash of the line
+    before it (an edited, inserted or deleted line); :class:`AuditLogError` if the file
+    cannot be read at all.
     """
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below
@@ -164,9 +169,11 @@ def verify_audit_log(path: str | os.PathLike[str]) -> int:
         try:
             return _walk_chain(fh).lines
         except _Broken as broken:
-            raise AuditLogError(
+            raise AuditChainBroken(
                 f"{os.fspath(path)}: line {broken.number}: {broken.problem}"
             ) from None
+        except OSError as exc:
+            raise AuditLogError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
 
 
 def audit_log_head(path: str | os.PathLike[str]) -> str:

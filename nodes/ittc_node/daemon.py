@@ -9,7 +9,8 @@ nothing written or changed on disk.
 :func:`serve` runs the gRPC server for an already-loaded share; tests embed it with an
 injected clock. Health (``grpc.health.v1``, services ``""`` and ``ittc.v1.Signer``) is
 NOT_SERVING until the node is ready, SERVING while it can sign, and NOT_SERVING again
-when the audit log or the compute pool fails and during shutdown.
+when the audit log or the compute pool fails, when its certificate expires, and during
+shutdown. A node whose certificate (or the CA's) is not valid now does not start.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
@@ -46,6 +48,7 @@ from ittc.scheme.params import PublicParams
 from ittc.storage import pki
 from ittc.version import __version__
 from ittc.wire import codec, tls
+from ittc_node import certwatch
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import make_compute
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
@@ -153,18 +156,27 @@ def _check_limits(config: NodeConfig, params: PublicParams) -> None:
         )
 
 
-def _server_credentials(config: NodeConfig) -> grpc.ServerCredentials:
-    """mTLS credentials, after checking the key file's mode and that it fits the cert."""
+def _server_credentials(
+    config: NodeConfig, now: float
+) -> tuple[grpc.ServerCredentials, list[tuple[pathlib.Path, x509.Certificate]]]:
+    """mTLS credentials, after checking the key file's mode, that it fits the certificate,
+    and that the certificate and the CA's are valid now (a warning is logged if one
+    expires soon); and those two certificates, to watch while the node runs."""
     try:
         key = pki.load_private_key(config.tls_key)  # refuses a key others can read
         cert = pki.load_cert(config.tls_cert)
-        pki.load_cert(config.tls_ca)
+        ca_cert = pki.load_cert(config.tls_ca)
         if cert.public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
             raise StartupError(
                 f"{config.tls_cert}: is not the certificate of the key {config.tls_key}"
             )
-        return tls.server_credentials(config.tls_cert, config.tls_key, config.tls_ca)
-    except ConfigError as exc:
+        certificates = [(config.tls_cert, cert), (config.tls_ca, ca_cert)]
+        for path, certificate in certificates:
+            warning = certwatch.check_certificate(path, certificate, now)
+            if warning is not None:
+                log.warning("%s", warning)
+        return tls.server_credentials(config.tls_cert, config.tls_key, config.tls_ca), certificates
+    except (ConfigError, certwatch.CertificateError) as exc:
         raise StartupError(str(exc)) from None
 
 
@@ -230,7 +242,7 @@ async def serve(
             faults.describe(),
         )
 
-    creds = _server_credentials(config)
+    creds, certificates = _server_credentials(config, clock())
     audit = AuditLog.open(config.audit_log, params.key_id)
     compute = None
     server = None
@@ -319,7 +331,14 @@ async def serve(
         raise
 
     service.ready = True
-    summaries = asyncio.get_running_loop().create_task(service.summarize_refusals(stop))
+    loop = asyncio.get_running_loop()
+    summaries = loop.create_task(service.summarize_refusals(stop))
+
+    def certificate_invalid(reason: str) -> None:
+        service.certificate_problem = reason
+        failed(reason)
+
+    watcher = loop.create_task(certwatch.watch(certificates, clock, stop, certificate_invalid))
     await health.set(True)
     log.info(
         "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
@@ -341,6 +360,7 @@ async def serve(
         await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
         await compute.close()
         await summaries
+        await watcher
         await service.write_refusal_summaries(final=True)
         with contextlib.suppress(AuditLogError):
             await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
@@ -359,6 +379,12 @@ def _configure_logging() -> None:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     root.propagate = False
+
+
+def _os_error(exc: OSError) -> str:
+    if exc.filename is not None:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror or exc}"
+    return exc.strerror or str(exc)
 
 
 def _fail(message: str) -> int:
@@ -380,19 +406,26 @@ def run(config_path: pathlib.Path | str) -> int:
     _configure_logging()
     config_path = pathlib.Path(config_path)
     try:
-        Faults.from_env()  # a malformed fault list is a startup error, not a surprise later
+        try:
+            Faults.from_env()  # a malformed fault list is a startup error, not a surprise
+        except ValueError as exc:
+            raise StartupError(f"${FAULT_VAR}: {exc}") from None
         config = NodeConfig.load(config_path)
         share = load_share(config)
-    except (StartupError, ConfigError) as exc:
+    except IttcError as exc:  # every startup error names the file and the problem
         return _fail(str(exc))
+    except OSError as exc:
+        return _fail(_os_error(exc))
     except KeyboardInterrupt:
         return _fail("interrupted")
     try:
         asyncio.run(_main(config, share))
-    except (StartupError, AuditLogError) as exc:
-        return _fail(str(exc))
     except ComputeError as exc:
         return _fail(f"{config.path}: {exc}")
+    except IttcError as exc:  # StartupError, AuditLogError: before serving anything
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(_os_error(exc))
     except KeyboardInterrupt:
         return EXIT_OK
     except Exception:

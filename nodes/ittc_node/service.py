@@ -201,6 +201,8 @@ class SignerService:
         self.clock = clock
         self.refusals = refusals if refusals is not None else RefusalLimiter()
         self.ready = False
+        #: Set when the node's certificate (or the CA's) stops being valid while it runs.
+        self.certificate_problem: str | None = None
         self._allowed = frozenset(config.allowed_clients)
         self._window_ms = int(self.limits.freshness_seconds * 1000)
         # The replay cache lives in memory and a restart empties it, so a request made
@@ -397,7 +399,12 @@ class SignerService:
 
     @property
     def serving(self) -> bool:
-        return self.ready and self.audit.healthy and self.compute.failure is None
+        return (
+            self.ready
+            and self.audit.healthy
+            and self.compute.failure is None
+            and self.certificate_problem is None
+        )
 
     # -- Sign --------------------------------------------------------------------------
 
@@ -427,6 +434,8 @@ class SignerService:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node is starting")
         if not self.audit.healthy:
             await refuse(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
+        if self.certificate_problem is not None:
+            await refuse(grpc.StatusCode.UNAVAILABLE, "the node's certificate is not valid now")
         if self.compute.failure is not None:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
         if self.faults.refuse:
