@@ -430,8 +430,10 @@ def copy_node(root: pathlib.Path, index: int, name: str) -> pathlib.Path:
 class FakeClock:
     """A clock for ``serve(clock=...)`` that moves only when told to (seconds)."""
 
-    def __init__(self, now: float = 1_900_000_000.0) -> None:
-        self.now = now
+    def __init__(self, now: float | None = None) -> None:
+        # Whole seconds near the real time: the node checks its TLS certificate (made for
+        # the real time) against this clock too.
+        self.now = float(int(time.time())) if now is None else now
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
