@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ittc.errors import CAError, InvalidSignature, ParameterError
 from ittc.scheme.encoding import HASHES
+from ittc.storage.pki import key_usage
 
 __all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "signing_padding"]
 
@@ -104,17 +105,7 @@ def selfsign(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage("digital_signature", "key_cert_sign", "crl_sign"),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -131,17 +122,8 @@ def selfsign(
 def _key_usage_for(public: object, profile: Profile) -> x509.KeyUsage:
     ca = profile == "ca"
     encipher = isinstance(public, rsa.RSAPublicKey) and not ca
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usages = ["digital_signature"] + (["key_encipherment"] if encipher else [])
+    return key_usage(*usages, *(["key_cert_sign", "crl_sign"] if ca else []))
 
 
 def issue(

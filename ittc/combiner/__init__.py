@@ -3,7 +3,8 @@
 Parts: :mod:`~ittc.combiner.options` (the options both clients take),
 :mod:`~ittc.combiner.pool` (which node to ask and when; pure, clock injected),
 :mod:`~ittc.combiner.batcher` (concurrent calls share RPCs),
-:mod:`~ittc.combiner.round` (one batch: gather, combine, find liars, retry),
+:mod:`~ittc.combiner.round` (one batch: gather, combine, retry),
+:mod:`~ittc.combiner.repair` (who lied, when a signature fails its check),
 :mod:`~ittc.combiner.transport` (one mTLS channel and one RPC per node),
 :mod:`~ittc.combiner.combining` (combines and proof checks off the event loop),
 :mod:`~ittc.combiner.client` (the two clients).

@@ -39,6 +39,7 @@ from ittc.combiner.batcher import Pending
 from ittc.combiner.combining import Combiner, Outcome
 from ittc.combiner.options import Settings
 from ittc.combiner.pool import NodePool
+from ittc.combiner.repair import find_liars, repair_by_subsets
 from ittc.combiner.transport import NodeLink
 from ittc.errors import (
     IttcError,
@@ -108,7 +109,7 @@ class SigningRound:
     def _timeout(self) -> float:
         return max(min(self.ctx.settings.node_timeout, self.end - time.monotonic()), 0.001)
 
-    async def _ask(
+    async def ask(
         self, index: int, items: Sequence[Pending], with_proofs: bool
     ) -> list[SignatureShare]:
         ctx = self.ctx
@@ -175,7 +176,7 @@ class SigningRound:
 
         def launch(index: int) -> None:
             asked.add(index)
-            running[asyncio.ensure_future(self._ask(index, items, with_proofs))] = index
+            running[asyncio.ensure_future(self.ask(index, items, with_proofs))] = index
 
         def ranked() -> list[int]:
             # Nodes whose channel is between reconnection attempts come last.
@@ -253,18 +254,18 @@ class SigningRound:
             else:
                 wrong.append(j)
             liars.update((i, r) for i, r in outcome.bad.items() if i in answers)
-        self._clear(outcomes)
+        self.clear(outcomes)
         if not wrong:
             return results
 
         suspects: dict[int, NodeError] = {}
         if not liars and ctx.params.proofs_sound and not always:
             first_wrong = wrong[0]
-            liars, suspects = await self._find_liars(
-                items[first_wrong], {i: answers[i][first_wrong] for i in order}
+            liars, suspects = await find_liars(
+                self, items[first_wrong], {i: answers[i][first_wrong] for i in order}
             )
         elif not liars and not ctx.params.proofs_sound:
-            repaired, liars = await self._repair_by_subsets(items, wrong, answers, exclude)
+            repaired, liars = await repair_by_subsets(self, items, wrong, answers, exclude)
             for j, signature in repaired.items():
                 results[positions[j]] = signature
             wrong = [j for j in wrong if j not in repaired]
@@ -282,7 +283,7 @@ class SigningRound:
             results.update((positions[j], error) for j in wrong)
         return results
 
-    def _clear(self, outcomes: Sequence[Outcome]) -> None:
+    def clear(self, outcomes: Sequence[Outcome]) -> None:
         used = {i for o in outcomes if isinstance(o, CombineResult) for i in o.used}
         for index in used:
             self.ctx.pool.cleared(index)
@@ -295,150 +296,3 @@ class SigningRound:
                 index, NodeUnavailable(index, "not asked: no time left or known to be down")
             )
         return SigningError(message, reasons)
-
-    async def _find_liars(
-        self, item: Pending, shares: dict[int, SignatureShare]
-    ) -> tuple[dict[int, str], dict[int, NodeError]]:
-        """The nodes whose shares of ``item`` did not combine prove them (sound proofs)."""
-        ctx = self.ctx
-        ctx.stats.proof_rounds += 1
-        started = time.monotonic()
-        tasks = {asyncio.ensure_future(self._ask(i, [item], True)): i for i in shares}
-        pending = set(tasks)
-        liars: dict[int, str] = {}
-        suspects: dict[int, NodeError] = {}
-        to_verify: list[SignatureShare] = []
-        grace_end: float | None = None
-        try:
-            while pending:
-                stop = self.end if grace_end is None else min(self.end, grace_end)
-                timeout = stop - time.monotonic()
-                if timeout <= 0:
-                    break
-                done, pending = await asyncio.wait(
-                    pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    break
-                for task in done:
-                    index = tasks[task]
-                    exc = task.exception()
-                    if isinstance(exc, NodeMisbehaved):
-                        liars[index] = exc.reason
-                    elif isinstance(exc, NodeError):
-                        suspects[index] = type(exc)(
-                            index, f"did not prove its share: {exc.reason}", exc.code
-                        )
-                    elif exc is None:
-                        proven = task.result()[0]
-                        if proven.value != shares[index].value:
-                            liars[index] = "sent two different shares for one message"
-                        else:
-                            to_verify.append(proven)
-                if grace_end is None:
-                    elapsed = time.monotonic() - started
-                    grace_end = time.monotonic() + max(ctx.pool.hedge_delay(), elapsed)
-        finally:
-            for task in pending:
-                task.cancel()
-        for task in pending:
-            index = tasks[task]
-            suspects[index] = NodeUnavailable(index, "did not prove its share in time")
-        bad_proofs = await ctx.combiner.verify(item.x, to_verify) if to_verify else {}
-        liars.update(bad_proofs)
-        proven_ok = {s.index for s in to_verify} - bad_proofs.keys()
-        for index in proven_ok:
-            ctx.pool.cleared(index)
-        # Correct shares always combine: if every share but one is proven correct, the
-        # one left is why they did not.
-        unresolved = set(shares) - proven_ok - liars.keys()
-        if not liars and len(unresolved) == 1 and len(proven_ok) == len(shares) - 1:
-            (index,) = unresolved
-            suspects.pop(index, None)
-            liars[index] = "its share broke the signature (every other share proven correct)"
-        return liars, suspects
-
-    async def _repair_by_subsets(
-        self, items: Sequence[Pending], wrong: list[int], answers: Answers, exclude: frozenset[int]
-    ) -> tuple[dict[int, bytes], dict[int, str]]:
-        """Split keys: more shares of the failed items from every reachable node, and a
-        robust combine over all of them. Returns signatures by item and the liars."""
-        ctx, k = self.ctx, self.k
-        ctx.stats.proof_rounds += 1
-        failed = [items[j] for j in wrong]
-        earlier = {i: [shares[j] for j in wrong] for i, shares in answers.items()}
-        targets = [
-            i
-            for i in ctx.pool.indices
-            if i not in exclude and (i in answers or (ctx.pool.usable(i) and i not in self.named))
-        ]
-        started = time.monotonic()
-        tasks = {asyncio.ensure_future(self._ask(i, failed, False)): i for i in targets}
-        pending = set(tasks)
-        collected: Answers = {}
-        signed: dict[int, bytes] = {}
-        liars: dict[int, str] = {}
-        open_slots = list(range(len(failed)))
-        graced = False
-        try:
-            while open_slots:
-                if pending and len(earlier.keys() | collected.keys()) < k + 1 and not graced:
-                    done, pending = await asyncio.wait(
-                        pending,
-                        timeout=max(self.end - time.monotonic(), 0.001),
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    self._take(tasks, done, collected)
-                    if not done:
-                        break
-                    continue
-                if pending and not graced:
-                    graced = True
-                    grace = max(ctx.pool.hedge_delay(), time.monotonic() - started)
-                    done, pending = await asyncio.wait(
-                        pending, timeout=min(grace, max(self.end - time.monotonic(), 0.001))
-                    )
-                    self._take(tasks, done, collected)
-                jobs = []
-                for slot in open_slots:
-                    shares = [s[slot] for s in earlier.values()]
-                    shares += [
-                        s[slot]
-                        for i, s in collected.items()
-                        if i not in earlier or s[slot].value != earlier[i][slot].value
-                    ]
-                    jobs.append((failed[slot].x, shares))
-                outcomes = await ctx.combiner.combine(jobs, use_proofs=False, deadline=self.end)
-                retry = []
-                for slot, outcome in zip(open_slots, outcomes, strict=True):
-                    liars.update(outcome.bad)
-                    if isinstance(outcome, CombineResult):
-                        signed[wrong[slot]] = outcome.signature
-                    else:
-                        retry.append(slot)
-                self._clear(outcomes)
-                open_slots = retry
-                if not retry or not pending or time.monotonic() >= self.end:
-                    break
-                done, pending = await asyncio.wait(
-                    pending,
-                    timeout=max(self.end - time.monotonic(), 0.001),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                self._take(tasks, done, collected)
-            for task in pending:  # every item signed: stragglers are not needed
-                ctx.pool.slow(tasks[task])
-        finally:
-            for task in pending:
-                task.cancel()
-        return signed, {i: r for i, r in liars.items() if i in earlier or i in collected}
-
-    @staticmethod
-    def _take(
-        tasks: Mapping[asyncio.Task[list[SignatureShare]], int],
-        done: set[asyncio.Task[list[SignatureShare]]],
-        collected: Answers,
-    ) -> None:
-        for task in done:
-            if task.exception() is None:
-                collected[tasks[task]] = task.result()

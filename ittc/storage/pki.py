@@ -28,6 +28,7 @@ from ittc.errors import ConfigError
 from ittc.storage.files import write_file_atomically
 
 __all__ = [
+    "key_usage",
     "issue_client_cert",
     "issue_server_cert",
     "load_cert",
@@ -60,6 +61,27 @@ def _check_days(days: int) -> None:
         raise ValueError("certificate lifetime must be at least one day")
 
 
+_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def key_usage(*allowed: str) -> x509.KeyUsage:
+    """A KeyUsage extension with exactly the named usages (``"key_cert_sign"``...)."""
+    unknown = set(allowed) - set(_USAGES)
+    if unknown:
+        raise ValueError(f"unknown key usages {sorted(unknown)}")
+    return x509.KeyUsage(**{name: name in allowed for name in _USAGES})
+
+
 def make_ca(
     common_name: str = "ittc cluster CA", days: int = 3650
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -78,17 +100,7 @@ def make_ca(
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage("key_cert_sign", "crl_sign"),
             critical=True,
         )
         .add_extension(ski, critical=False)
@@ -144,17 +156,7 @@ def _issue(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage("digital_signature"),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
