@@ -11,7 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.network
 def test_flood_benchmark_runs_and_reports_both_phases() -> None:
     done = subprocess.run(
         [

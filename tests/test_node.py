@@ -889,6 +889,7 @@ def test_audit_failure_stops_signing_and_health(
     assert [r["outcome"] for r in records if r["type"] == "request"] == ["signed"]
 
 
+@pytest.mark.network
 def test_certificate_expiry_warned_then_not_serving(
     nodes: LocalCluster,
     embedded: Any,
@@ -942,6 +943,7 @@ def test_certificate_expiry_warned_then_not_serving(
     assert any("the certificate expired on" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.network
 @pytest.mark.parametrize("entry", ["ittc node", "python -m ittc_node"])
 @pytest.mark.parametrize("kind", ["binary", "directory", "missing"])
 def test_a_config_that_is_not_a_toml_file_is_one_clear_line(
