@@ -49,9 +49,28 @@ class NotEnoughShares(IttcError):
         self.needed = needed
         self.valid = valid
         self.bad = dict(bad or {})
+        super().__init__(self._with_detail(f"need {needed} valid shares, have {valid}"))
+
+    def _with_detail(self, message: str) -> str:
         detail = "; ".join(f"node {i}: {r}" for i, r in sorted(self.bad.items()))
-        msg = f"need {needed} valid shares, have {valid}"
-        super().__init__(f"{msg} ({detail})" if detail else msg)
+        return f"{message} ({detail})" if detail else message
+
+
+class SearchStopped(NotEnoughShares):
+    """A robust combine was stopped (deadline or cancellation) before it found ``k``
+    shares that make a signature. Not proof that fewer than ``k`` shares are good: some
+    ``k``-subsets were not tried; ``tried`` says how many were.
+    """
+
+    def __init__(self, needed: int, tried: int, bad: Mapping[int, str] | None = None) -> None:
+        super().__init__(needed, 0, bad)
+        self.tried = tried
+        self.args = (
+            self._with_detail(
+                f"stopped before finding {needed} shares that combine to a signature "
+                f"({tried} subsets of {needed} tried, not all)"
+            ),
+        )
 
 
 class CombineError(IttcError):

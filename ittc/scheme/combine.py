@@ -6,21 +6,31 @@
 before any signature leaves this module.
 
 :func:`combine` takes exactly ``k`` shares. :func:`combine_robust` takes any number,
-some possibly wrong, finds a valid signature and names the wrong shares: first cheaply
-(combine and check; other ``k``-subsets), and with proofs when the key has sound ones.
+some possibly wrong, returns a valid signature whenever ``k`` of them make one, and names
+the wrong shares: with proofs when the key has sound ones, otherwise by finding one
+``k``-subset that combines and checking every other share against it alone.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 from typing import Literal
 
 import gmpy2
 
-from ittc.errors import CombineError, IttcError, NotEnoughShares, ParameterError
+from ittc.errors import (
+    CombineError,
+    IttcError,
+    NotEnoughShares,
+    ParameterError,
+    SearchStopped,
+)
 from ittc.scheme.ct import mpz, powmod_public
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
@@ -29,14 +39,15 @@ from ittc.scheme.proofs import SignatureShare, check_share, verify_share
 __all__ = [
     "CombineError",
     "CombineResult",
-    "MAX_SUBSETS",
     "combine",
     "combine_robust",
+    "interpolation_coefficients",
     "lagrange_coefficients",
 ]
 
-#: How many ``k``-subsets a robust combine tries before giving up.
-MAX_SUBSETS = 2000
+Method = Literal["optimistic", "proofs", "subsets"]
+
+_WRONG = "share does not combine with the others to a valid signature"
 
 
 @dataclass(frozen=True)
@@ -44,11 +55,22 @@ class CombineResult:
     signature: bytes
     #: The node indices whose shares made the signature.
     used: tuple[int, ...]
-    #: Node index -> why its share was excluded.
+    #: Node index -> why its share was excluded. Never an honest node (see combine_robust).
     bad: dict[int, str] = field(default_factory=dict)
-    method: Literal["optimistic", "proofs", "subsets"] = "optimistic"
-    #: Without proofs, colluding liars can leave it open which of these shares lied.
+    #: ``"optimistic"``: the first ``k`` shares made the signature and every other share
+    #: was checked against them alone; ``"proofs"``: shares were proven (sound proofs);
+    #: ``"subsets"``: other ``k``-subsets were combined, to find one that signs or to
+    #: rule out colluding liars before naming anyone.
+    method: Method = "optimistic"
+    #: Nodes that may have lied but that the shares cannot convict: colluding liars whose
+    #: errors cancel, the honest nodes they make look wrong, and (if the search was
+    #: stopped) every suspect not yet settled.
     ambiguous: tuple[int, ...] = ()
+    #: How many ``k``-subsets were combined.
+    subsets: int = 1
+    #: False when a deadline or ``should_stop`` cut the search for colluding liars
+    #: short: the signature is valid, but suspects are in ``ambiguous``, not ``bad``.
+    complete: bool = True
 
 
 @lru_cache(maxsize=4096)
@@ -70,6 +92,26 @@ def lagrange_coefficients(indices: tuple[int, ...], delta: int) -> tuple[int, ..
     return tuple(out)
 
 
+@lru_cache(maxsize=4096)
+def interpolation_coefficients(indices: tuple[int, ...], at: int) -> tuple[int, tuple[int, ...]]:
+    """``(D, c)``: the smallest ``D > 0`` and integers ``c_i`` with
+    ``D·f(at) = Σ c_i·f(i)`` for every polynomial ``f`` of degree below ``len(indices)``.
+
+    ``c_i = D·Π_{i' ≠ i} (at - i') / (i - i')``; ``D`` divides ``Δ`` when every index is
+    in ``1..n`` (Shoup, Lemma 1), and is often 1 (always, for consecutive indices).
+    """
+    fractions = []
+    for i in indices:
+        num, den = 1, 1
+        for ip in indices:
+            if ip != i:
+                num *= at - ip
+                den *= i - ip
+        fractions.append(Fraction(num, den))
+    scale = math.lcm(*(f.denominator for f in fractions))
+    return scale, tuple(int(f * scale) for f in fractions)
+
+
 @lru_cache(maxsize=64)
 def _bezout(e_prime: int, e: int) -> tuple[int, int]:
     g, a, b = gmpy2.gcdext(e_prime, e)
@@ -78,13 +120,13 @@ def _bezout(e_prime: int, e: int) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _combine_unchecked(params: PublicParams, x: mpz, shares: Sequence[SignatureShare]) -> mpz:
+def _w_to_the_a(params: PublicParams, shares: Sequence[SignatureShare]) -> mpz:
+    """``w^a`` for ``w = Π x_j^{2λ_j}`` (the part of ``y`` that depends on the shares)."""
     N = params.N
-    indices = tuple(s.index for s in shares)
-    lambdas = lagrange_coefficients(indices, params.delta)
-    a, b = _bezout(params.combine_exponent, params.e)
-    # w = Π x_j^{2 λ_j} with small exponents; positive and negative powers apart so one
-    # modular inverse serves them all. Then y = w^a · x^b.
+    lambdas = lagrange_coefficients(tuple(s.index for s in shares), params.delta)
+    a, _ = _bezout(params.combine_exponent, params.e)
+    # Small exponents; positive and negative powers apart so one modular inverse serves
+    # them all.
     num, den = mpz(1), mpz(1)
     for share, lam in zip(shares, lambdas, strict=True):
         if lam > 0:
@@ -92,8 +134,12 @@ def _combine_unchecked(params: PublicParams, x: mpz, shares: Sequence[SignatureS
         elif lam < 0:
             den = den * powmod_public(mpz(share.value), -2 * lam, N) % N
     top, bottom = (num, den) if a > 0 else (den, num)
-    w_a = powmod_public(top * gmpy2.invert(bottom, N) % N, abs(a), N)
-    return w_a * powmod_public(x, b, N) % N
+    return powmod_public(top * gmpy2.invert(bottom, N) % N, abs(a), N)
+
+
+def _combine_unchecked(params: PublicParams, x: mpz, shares: Sequence[SignatureShare]) -> mpz:
+    _, b = _bezout(params.combine_exponent, params.e)
+    return _w_to_the_a(params, shares) * powmod_public(x, b, params.N) % params.N
 
 
 def _is_signature(params: PublicParams, y: mpz, x: mpz) -> bool:
@@ -136,43 +182,225 @@ def combine(
     return _to_bytes(params, y)
 
 
-class _SubsetOracle:
-    """Memoized "do these k shares combine to a valid signature?"."""
-
-    def __init__(self, params: PublicParams, xm: mpz, shares: dict[int, SignatureShare]) -> None:
-        self.params, self.xm, self.shares = params, xm, shares
-        self.results: dict[tuple[int, ...], mpz | None] = {}
-
-    def __call__(self, subset: tuple[int, ...]) -> mpz | None:
-        if subset not in self.results:
-            if len(self.results) >= MAX_SUBSETS:
-                raise _TooManySubsets
-            y = _combine_unchecked(self.params, self.xm, [self.shares[i] for i in subset])
-            self.results[subset] = y if _is_signature(self.params, y, self.xm) else None
-        return self.results[subset]
+# -- the robust combiner --------------------------------------------------------------------
 
 
-class _TooManySubsets(Exception):
+class _Stopped(Exception):
     pass
 
 
-def _consistent(oracle: _SubsetOracle, members: tuple[int, ...], k: int) -> bool:
-    return all(oracle(sub) is not None for sub in itertools.combinations(members, k))
+class _Search:
+    """The shares of one message, and the two questions asked of them.
 
-
-def _largest_consistent_sets(
-    oracle: _SubsetOracle, indices: list[int], k: int
-) -> list[tuple[int, ...]]:
-    """The largest sets of shares every ``k`` of which combine to a valid signature.
-
-    Honest shares always form such a set. Colluding liars whose errors cancel can form
-    one too; when two sets of the same size exist, the data cannot tell who lied.
+    ``signs(subset)``: do these ``k`` shares combine to a valid signature? (memoized)
+    ``on_polynomial(ref, j)``: is share ``j`` the value that the ``k`` shares ``ref``
+    interpolate at ``j``? Both are exact checks on the shares given; nothing here trusts
+    a share.
     """
-    for size in range(len(indices), k - 1, -1):
-        found = [t for t in itertools.combinations(indices, size) if _consistent(oracle, t, k)]
-        if found:
-            return found
-    return []
+
+    def __init__(
+        self,
+        params: PublicParams,
+        xm: mpz,
+        shares: dict[int, SignatureShare],
+        stop: Callable[[], bool],
+    ) -> None:
+        self.params, self.xm, self.stop = params, xm, stop
+        self.shares = shares
+        self.values = {i: mpz(s.value) for i, s in shares.items()}
+        self.x_b = powmod_public(xm, _bezout(params.combine_exponent, params.e)[1], params.N)
+        self.valid: dict[tuple[int, ...], mpz] = {}
+        self.invalid: set[tuple[int, ...]] = set()
+
+    @property
+    def tried(self) -> int:
+        return len(self.valid) + len(self.invalid)
+
+    def signs(self, subset: tuple[int, ...]) -> mpz | None:
+        if subset in self.valid:
+            return self.valid[subset]
+        if subset in self.invalid:
+            return None
+        if self.valid or self.invalid:  # the first subset is always tried
+            if self.stop():
+                raise _Stopped
+        params = self.params
+        w_a = _w_to_the_a(params, [self.shares[i] for i in subset])
+        y = w_a * self.x_b % params.N
+        if _is_signature(params, y, self.xm):
+            self.valid[subset] = y
+            return y
+        self.invalid.add(subset)
+        return None
+
+    def on_polynomial(self, ref: tuple[int, ...], j: int) -> bool:
+        left, right, _ = self._relation(ref, j)
+        return bool(left == right)
+
+    def deviation(self, ref: tuple[int, ...], j: int) -> tuple[mpz, int]:
+        """``(u^{2D}, D)`` for share ``j = (its value on ref's polynomial)·u``."""
+        left, right, scale = self._relation(ref, j)
+        return left * gmpy2.invert(right, self.params.N) % self.params.N, scale
+
+    def _relation(self, ref: tuple[int, ...], j: int) -> tuple[mpz, mpz, int]:
+        # x_j^{2D} == Π x_i^{2c_i}, with the negative powers moved to the left. Squared
+        # like the combination: a share off by a sign changes no signature and is not
+        # wrong here either (Shoup's proofs cannot see the sign).
+        scale, coefficients = interpolation_coefficients(ref, j)
+        N, values = self.params.N, self.values
+        left = powmod_public(values[j], 2 * scale, N)
+        right = mpz(1)
+        for i, c in zip(ref, coefficients, strict=True):
+            if c > 0:
+                right = right * powmod_public(values[i], 2 * c, N) % N
+            elif c < 0:
+                left = left * powmod_public(values[i], -2 * c, N) % N
+        return left, right, scale
+
+    def consistent_with(self, ref: tuple[int, ...]) -> frozenset[int]:
+        """Every share on the polynomial through the ``k`` shares ``ref``."""
+        members = set(ref)
+        for j in self.shares:
+            if j not in members:
+                if self.stop():
+                    raise _Stopped
+                if self.on_polynomial(ref, j):
+                    members.add(j)
+        return frozenset(members)
+
+
+def _colex(ranked: Sequence[int], k: int) -> Iterator[tuple[int, ...]]:
+    """Every ``k``-subset of ``ranked`` once, those made of the best-ranked shares first.
+
+    Subsets come in order of the rank of their worst member (colex order): level ``r``
+    holds the ``C(k+r-1, r)`` subsets that skip ``r`` of the first ``k+r-1`` shares. If
+    the first ``k+f`` shares hold ``f`` wrong ones, a subset of right ones comes within
+    the first ``C(k+f, f)``: ``k+1`` subsets for one liar.
+    """
+    for r in range(len(ranked) - k + 1):
+        head, last = ranked[: k + r - 1], ranked[k + r - 1]
+        for skip in itertools.combinations(range(len(head) - 1, -1, -1), r):
+            skipped = set(skip)
+            yield tuple(sorted([s for p, s in enumerate(head) if p not in skipped] + [last]))
+
+
+def _other_signers(
+    search: _Search,
+    plan: Literal["none", "pair", "all"],
+    signer: tuple[int, ...],
+    good: frozenset[int],
+    suspects: list[int],
+    k: int,
+) -> Iterator[tuple[int, ...]]:
+    """``k``-subsets that could sign for a second consistent set beside ``good``.
+
+    Two consistent sets (each on one polynomial of degree ``k-1`` with the right value
+    at 0) share at most ``k-2`` shares, so any other one holds ``k``-subsets with at
+    least two suspects and at most ``k-2`` members of ``good``: all of them, or (two
+    suspects) those a meet-in-the-middle search finds, or none when the scheme's bound on
+    wrong shares rules a second set out and looking would cost more than ``m²``
+    combinations (see :func:`_plan`).
+    """
+    if plan == "pair":
+        yield from _pair_signers(search, signer, good, suspects[0], suspects[1], k)
+    elif plan == "all":
+        members = sorted(good)
+        for b in range(2, min(k, len(suspects)) + 1):
+            for picked in itertools.combinations(suspects, b):
+                for rest in itertools.combinations(members, k - b):
+                    yield tuple(sorted(picked + rest))
+
+
+#: The two-suspect search holds ``2^(g/2)`` group elements for ``g`` consistent shares.
+_PAIR_MAX_GOOD = 32
+
+
+def _plan(suspects: int, good: int, k: int) -> Literal["none", "pair", "all"]:
+    """How to look for a second consistent set (costs in small exponentiations).
+
+    Every ``k``-subset with two or more suspects: ``k`` each. Two suspects, meeting in
+    the middle: about ``2^(g/2+1)``. None: a second set would hold at most
+    ``suspects + k - 2`` shares, leaving ``k`` or more outside it, which cannot be while
+    at most ``k-1`` shares are wrong (the scheme's bound on compromised nodes; the set
+    found needs only ``suspects <= k-1``); then looking is skipped unless it costs at
+    most ``m²`` combinations, so that colluders beyond the bound (who hold the key) are
+    still caught where that is cheap.
+    """
+    if suspects < 2:
+        return "none"
+    m = suspects + good
+    every = k * sum(
+        math.comb(suspects, b) * math.comb(good, k - b) for b in range(2, min(k, suspects) + 1)
+    )
+    pair = 1 << ((good + 1) // 2 + 1) if suspects == 2 and good <= _PAIR_MAX_GOOD else every
+    plan: Literal["pair", "all"] = "pair" if pair < every else "all"
+    ruled_out = suspects <= k - 1 and suspects + k - 2 < m - (k - 1)
+    if ruled_out and min(pair, every) > k * m * m:
+        return "none"
+    return plan
+
+
+def _pair_signers(
+    search: _Search, signer: tuple[int, ...], good: frozenset[int], t1: int, t2: int, k: int
+) -> Iterator[tuple[int, ...]]:
+    """The subsets ``{t1, t2} ∪ Z`` (``Z`` in ``good``, ``|Z| = k-2``) that may sign.
+
+    Let ``u1, u2`` be the errors of ``t1, t2`` against the polynomial of ``good``. The
+    subset signs iff ``u1^{λ1}·u2^{λ2} = 1`` with its Lagrange coefficients at 0, i.e.
+    (clearing common factors) iff ``u1^{t2·A} = u2^{t1·B}``, ``A = Π_Z (g - t2)``,
+    ``B = Π_Z (g - t1)``. Split ``good`` into halves ``G1, G2`` and raise both sides to
+    ``Π_{G1∖Z}(g - t1)·Π_{G2∖Z}(g - t2)``: the left side then depends on ``Z ∩ G1`` only
+    and the right on ``Z ∩ G2`` only, so a table of one half's values meets the other's.
+    Every match is combined before it counts.
+    """
+    N = search.params.N
+    d1, s1 = search.deviation(signer, t1)
+    d2, s2 = search.deviation(signer, t2)
+    members = sorted(good)
+    half = members[: len(members) // 2], members[len(members) // 2 :]
+    m1 = math.prod(g - t1 for g in half[0])
+    m2 = math.prod(g - t2 for g in half[1])
+    # Both deviations to u^{2·s1·s2}, then to the fixed parts of each side's exponent.
+    left_base = _signed_power(d1, s2 * t2 * m2, N)
+    right_base = _signed_power(d2, s1 * t1 * m1, N)
+    table: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+    for z1, value in _subset_powers(search, left_base, half[0], t2, t1, k - 2):
+        table.setdefault((value, len(z1)), []).append(z1)
+    for z2, value in _subset_powers(search, right_base, half[1], t1, t2, k - 2):
+        for z1 in table.get((value, k - 2 - len(z2)), ()):
+            yield tuple(sorted((t1, t2) + z1 + z2))
+
+
+def _signed_power(base: mpz, exponent: int, N: mpz) -> mpz:
+    value = powmod_public(base, abs(exponent), N)
+    return gmpy2.invert(value, N) if exponent < 0 else value
+
+
+def _subset_powers(
+    search: _Search, base: mpz, items: list[int], t_in: int, t_out: int, most: int
+) -> Iterator[tuple[tuple[int, ...], int]]:
+    """``(Z, base^{Π_{g∈Z}(g - t_in)·Π_{g∉Z}(g - t_out)})`` for every ``Z ⊆ items`` of at
+    most ``most`` members, one small exponentiation per step of a depth-first walk."""
+    N = search.params.N
+
+    def walk(
+        pos: int, value: mpz, negative: bool, chosen: tuple[int, ...]
+    ) -> Iterator[tuple[tuple[int, ...], int]]:
+        if pos == len(items):
+            if search.stop():
+                raise _Stopped
+            yield chosen, int(gmpy2.invert(value, N) if negative else value)
+            return
+        g = items[pos]
+        if len(chosen) < most:
+            f = g - t_in
+            yield from walk(
+                pos + 1, powmod_public(value, abs(f), N), negative ^ (f < 0), chosen + (g,)
+            )
+        f = g - t_out
+        yield from walk(pos + 1, powmod_public(value, abs(f), N), negative ^ (f < 0), chosen)
+
+    yield from walk(0, base, False, ())
 
 
 def combine_robust(
@@ -181,19 +409,54 @@ def combine_robust(
     shares: Sequence[SignatureShare],
     *,
     use_proofs: bool | None = None,
+    deadline: float | None = None,
+    blame_deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CombineResult:
     """A valid signature from any number of shares, some of which may be wrong.
 
-    Shares that fail range checks, conflict with another share from the same node, fail
-    their proof, or are left out of the largest set of mutually consistent shares are
-    named in ``result.bad``. Without proofs, colluding liars can make who lied
-    ambiguous (never the signature): those shares are named in ``result.ambiguous``.
-    ``use_proofs``: ``None`` verifies proofs when every share carries one and the key's
-    proofs are sound; ``True`` demands them; ``False`` ignores them.
+    Returns a valid signature whenever ``k`` of the shares make one, and never a wrong
+    one; raises :class:`NotEnoughShares` when none do, and :class:`SearchStopped` (a
+    subclass) when ``deadline`` (compared with ``clock()``, monotonic seconds by default)
+    passed or ``should_stop()`` said so before any ``k`` shares were found to sign.
 
-    Raises :class:`NotEnoughShares` when no ``k`` shares make a valid signature; never
-    returns a wrong one.
+    ``use_proofs``: ``None`` verifies proofs when every share carries one and the key's
+    proofs are sound, and otherwise uses any proofs only as a hint of which shares to try
+    first; ``True`` demands sound proofs; ``False`` ignores proofs.
+
+    **Blame.** ``result.bad`` names shares that fail range checks, conflict with another
+    share from the same node, fail a sound proof, or are wrong: not on the polynomial
+    through ``k`` shares that sign, while no other such polynomial passes through ``k``
+    of the shares. It never names an honest node while at least ``k`` of the shares
+    given are honest (and, for the shortcut below, at most ``k-1`` are wrong), provided
+    no liar can make a unit of small order other than -1 (which takes the factorization
+    of ``N``). A share off by a sign is not wrong: no signature changes.
+    Without sound proofs, colluding liars can make a second consistent set (errors that
+    cancel at 0); the data then cannot tell which set is honest, and every node in one
+    set but not the other is in ``result.ambiguous``, not ``bad``.
+
+    **Cost**, in combinations of ``k`` shares (each ``k`` small exponentiations; a check
+    of one share against ``k`` others costs the same):
+
+    * first subset: the ``k`` lowest indices (or, once that fails, shares whose proofs
+      verify first). With ``f`` wrong shares among the first ``k+f`` tried, a good
+      subset is found within ``C(k+f, f)`` subsets (``k+1`` for one liar); with proofs
+      as hints and liars that cannot forge them, at once. With ``n-k`` liars and no
+      useful hint, one good subset among ``C(n, k)``: up to ``C(n, k)`` subsets.
+    * naming: ``n-k`` checks, one per other share, each against the subset found.
+    * ruling out colluders before naming ``s ≥ 2`` suspects: nothing when any second
+      consistent set would need ``k`` or more wrong shares (``s + k - 2 < n - k + 1``,
+      ``s ≤ k-1``); otherwise up to ``Σ_{b≥2} C(s, b)·C(n-s, k-b)`` subsets (all the
+      ``k``-subsets with at least two suspects). Polynomial for a fixed number of
+      liars, exponential for ``n-k`` liars (colluding or not) and ``k ≈ n/2``.
+
+    With sound proofs: ``n`` proof verifications, exact blame, no search.
+    ``deadline``/``should_stop`` bound the search; if they cut the colluder check short
+    the signature is still returned, with ``complete=False`` and the suspects in
+    ``ambiguous``.
     """
+    stopped = _stopper(deadline, clock, should_stop)
     xm = mpz(x)
     # One gcd for x and all shares together; per-value gcds only if that finds a non-unit.
     product = xm
@@ -221,8 +484,13 @@ def combine_robust(
     for index in bad:
         candidates.pop(index, None)
 
+    hints = use_proofs is not False
     if use_proofs is None:
-        use_proofs = params.proofs_sound and all(s.proof is not None for s in candidates.values())
+        use_proofs = (
+            params.proofs_sound
+            and bool(candidates)
+            and all(s.proof is not None for s in candidates.values())
+        )
     if use_proofs:
         for index, share in list(candidates.items()):
             try:
@@ -230,53 +498,129 @@ def combine_robust(
             except IttcError as exc:
                 bad[index] = getattr(exc, "reason", str(exc))
                 del candidates[index]
-
     if len(candidates) < k:
         raise NotEnoughShares(k, len(candidates), bad)
 
-    oracle = _SubsetOracle(params, xm, candidates)
-    first = tuple(sorted(candidates)[:k])
-    y = oracle(first)
-    if y is not None and (use_proofs or len(candidates) == k):
-        return CombineResult(
-            _to_bytes(params, y), first, bad, "proofs" if use_proofs else "optimistic"
-        )
-
-    indices = sorted(candidates)
+    search = _Search(params, xm, candidates, stopped)
+    ranked = sorted(candidates)
+    first = tuple(ranked[:k])
     try:
-        largest = _largest_consistent_sets(oracle, indices, k)
-    except _TooManySubsets:
-        largest = _greedy_consistent_set(oracle, indices, k)
-    if not largest:
+        y = search.signs(first)
+        if y is not None and (use_proofs or len(candidates) == k):
+            return CombineResult(
+                _to_bytes(params, y), first, bad, "proofs" if use_proofs else "optimistic"
+            )
+        if (
+            y is None
+            and hints
+            and not use_proofs
+            and any(s.proof is not None for s in candidates.values())
+        ):
+            ranked = _ranked_by_proofs(params, x, candidates, stopped)
+        signer = first if y is not None else _find_signer(search, ranked, k)
+    except _Stopped:
+        raise SearchStopped(k, search.tried, bad) from None
+    if signer is None:
         # Which of the candidates lied is unknown: ``bad`` names only proven culprits.
         raise NotEnoughShares(k, 0, bad)
-    union = set().union(*largest)
-    for index in indices:
-        if index not in union:
-            bad[index] = "share does not combine with the others to a valid signature"
-    common = set(largest[0]).intersection(*largest[1:])
-    ambiguous = tuple(sorted(union - common))
-    good = largest[0][:k]
-    y = oracle(good)
-    assert y is not None
-    method: Literal["optimistic", "proofs", "subsets"] = (
-        "optimistic" if good == first else "subsets"
+
+    y = search.valid[signer]
+    search.stop = _stopper(
+        blame_deadline if blame_deadline is not None else deadline, clock, should_stop
     )
-    return CombineResult(_to_bytes(params, y), good, bad, method, ambiguous)
+    first_only = search.tried == 1
+    sets, complete, searched = _consistent_sets(search, signer, k)
+    union = frozenset().union(*sets)
+    common = frozenset(candidates).intersection(*sets)
+    ambiguous = set(union - common)
+    if complete:
+        for index in sorted(set(candidates) - union):
+            bad[index] = _WRONG
+    else:
+        ambiguous |= set(candidates) - common
+    method: Method = "optimistic" if first_only and not searched else "subsets"
+    return CombineResult(
+        _to_bytes(params, y), signer, bad, method, tuple(sorted(ambiguous)), search.tried, complete
+    )
 
 
-def _greedy_consistent_set(
-    oracle: _SubsetOracle, indices: list[int], k: int
-) -> list[tuple[int, ...]]:
-    """For very many shares: grow one valid subset by every share that fits with it."""
+def _consistent_sets(
+    search: _Search, signer: tuple[int, ...], k: int
+) -> tuple[list[frozenset[int]], bool, bool]:
+    """The consistent sets (each the shares on one polynomial through ``k`` shares that
+    sign), whether the list is complete, and whether other subsets had to be searched.
+
+    Starts from the set through ``signer`` and looks for others beside the largest one
+    known: a larger one found becomes the reference (fewer suspects, a cheaper search),
+    so colluders who make the first subset tried sign cost no more than those who don't.
+    """
     try:
-        for subset in itertools.combinations(indices, k):
-            if oracle(subset) is not None:
-                members = list(subset)
-                for j in indices:
-                    if j not in members and oracle(tuple(sorted(members[1:k] + [j]))) is not None:
-                        members.append(j)
-                return [tuple(sorted(members))]
-    except _TooManySubsets:
-        pass
-    return []
+        reference = search.consistent_with(signer)
+    except _Stopped:
+        return [frozenset(signer)], False, False
+    sets = [reference]
+    searched = False
+    try:
+        while True:
+            suspects = sorted(set(search.shares) - reference)
+            plan = _plan(len(suspects), len(reference), k)
+            searched = searched or plan != "none"
+            for subset in _other_signers(search, plan, signer, reference, suspects, k):
+                if any(known.issuperset(subset) for known in sets):
+                    continue
+                if search.signs(subset) is not None:
+                    found = search.consistent_with(subset)
+                    sets.append(found)
+                    if len(found) > len(reference):
+                        reference, signer = found, subset
+                        break
+            else:
+                return sets, True, searched
+    except _Stopped:
+        return sets, False, True
+
+
+def _stopper(
+    deadline: float | None, clock: Callable[[], float], should_stop: Callable[[], bool] | None
+) -> Callable[[], bool]:
+    if deadline is None and should_stop is None:
+        return _never
+    return lambda: (
+        (deadline is not None and clock() >= deadline)
+        or (should_stop is not None and should_stop())
+    )
+
+
+def _never() -> bool:
+    return False
+
+
+def _ranked_by_proofs(
+    params: PublicParams, x: int, candidates: dict[int, SignatureShare], stopped: Callable[[], bool]
+) -> list[int]:
+    """Indices with verifying proofs first, then without proofs, then failing ones.
+
+    A hint only: for keys whose proofs are not sound a liar can forge one, and nothing
+    is trusted or blamed on the strength of a proof here.
+    """
+
+    def rank(index: int) -> int:
+        share = candidates[index]
+        if share.proof is None:
+            return 1
+        if stopped():
+            raise _Stopped
+        try:
+            verify_share(params, x, share)
+        except IttcError:
+            return 2
+        return 0
+
+    return sorted(candidates, key=lambda i: (rank(i), i))
+
+
+def _find_signer(search: _Search, ranked: list[int], k: int) -> tuple[int, ...] | None:
+    for subset in _colex(ranked, k):
+        if search.signs(subset) is not None:
+            return subset
+    return None
