@@ -32,8 +32,7 @@ from ittc.scheme.combine import combine, combine_robust
 from ittc.scheme.proofs import SignatureShare
 from tests import liars as L
 
-SIZES = [(5, 2), (5, 3), (9, 3), (9, 5), (12, 3), (12, 6), (16, 3), (16, 8), (20, 3),
-         (20, 10)]
+SIZES = [(5, 2), (5, 3), (9, 3), (9, 5), (12, 3), (12, 6), (16, 3), (16, 8), (20, 3), (20, 10)]
 KINDS = ["split", "safe"]
 #: Sizes where the brute-force oracle takes at most a few seconds.
 ORACLE_SIZES = [(n, k) for n, k in SIZES if math.comb(n, k) <= 1200]
@@ -55,14 +54,16 @@ def signed(kind: str, n: int, k: int, shares, liars=(), *, text: str = "m", **op
     made it."""
     dealt = L.key(kind, n, k)
     msg = L.message(dealt, text)
-    result = combine_robust(dealt.params, msg.x, shares(msg) if callable(shares) else shares,
-                            **options)
+    result = combine_robust(
+        dealt.params, msg.x, shares(msg) if callable(shares) else shares, **options
+    )
     assert L.verifies(dealt.params, msg, result.signature)
     assert result.signature == combine(dealt.params, msg.x, msg.shares[:k])
     return result
 
 
 # -- no liar, one liar ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("n", "k"), SIZES)
@@ -80,8 +81,9 @@ def test_honest_shares_sign_and_nobody_is_named(kind, n, k):
 def test_one_liar_is_named_after_at_most_k_plus_1_subsets(kind, n, k, where):
     liar = 1 if where == "among the first k" else n
     dealt = L.key(kind, n, k)
-    result = signed(kind, n, k, lambda msg: L.independent(msg, [liar], dealt.params.modulus),
-                    use_proofs=False)
+    result = signed(
+        kind, n, k, lambda msg: L.independent(msg, [liar], dealt.params.modulus), use_proofs=False
+    )
     assert result.bad == {liar: "share does not combine with the others to a valid signature"}
     assert result.ambiguous == () and result.complete
     assert liar not in result.used
@@ -116,14 +118,22 @@ def test_a_share_off_by_its_sign_changes_nothing_and_is_not_named(kind):
     dealt = L.key(kind, n, k)
     N = dealt.params.modulus
     for liars in ([2], [1, 2, 3, 4]):
-        result = signed(kind, n, k, lambda msg, liars=liars: [
-            dataclasses.replace(s, value=N - s.value) if s.index in liars else s
-            for s in msg.shares], use_proofs=False)
+        result = signed(
+            kind,
+            n,
+            k,
+            lambda msg, liars=liars: [
+                dataclasses.replace(s, value=N - s.value) if s.index in liars else s
+                for s in msg.shares
+            ],
+            use_proofs=False,
+        )
         assert result.bad == {} and result.ambiguous == () and result.method == "optimistic"
     if dealt.params.proofs_sound:
         msg = L.message(dealt, "signed with proofs", proofs=True)
-        flipped = [dataclasses.replace(s, value=N - s.value) if s.index == 2 else s
-                   for s in msg.shares]
+        flipped = [
+            dataclasses.replace(s, value=N - s.value) if s.index == 2 else s for s in msg.shares
+        ]
         result = combine_robust(dealt.params, msg.x, flipped)
         assert result.method == "proofs" and result.bad == {}
         assert L.verifies(dealt.params, msg, result.signature)
@@ -141,8 +151,9 @@ def test_n_minus_k_independent_liars_are_all_named(kind, n, k):
         kind = "split512"  # the big search (see the module docstring)
     dealt = L.key(kind, n, k)
     liars = set(random.Random(n * 100 + k).sample(range(1, n + 1), n - k))
-    result = signed(kind, n, k, lambda msg: L.independent(msg, liars, dealt.params.modulus,
-                                                          seed=n * k))
+    result = signed(
+        kind, n, k, lambda msg: L.independent(msg, liars, dealt.params.modulus, seed=n * k)
+    )
     assert set(result.bad) == liars and result.ambiguous == () and result.complete
     assert set(result.used).isdisjoint(liars)
 
@@ -192,6 +203,7 @@ def test_few_liars_among_many_nodes_cost_few_subsets():
 
 # -- colluding liars -------------------------------------------------------------------
 
+
 def colluders(case: str, kind: str, n: int, k: int):
     """(liars, shares maker) for a colluding case."""
     dealt = L.key(kind, n, k)
@@ -200,8 +212,7 @@ def colluders(case: str, kind: str, n: int, k: int):
         # Their errors cancel in one k-subset of late nodes (so the first subsets
         # tried do not sign): a second consistent set beside the honest one.
         subset = (1, 2) + tuple(range(n - k + 3, n + 1))
-        return {1, 2}, lambda msg: L.cancelling_pair(msg, subset, (1, 2), dealt.params.delta,
-                                                     N, h)
+        return {1, 2}, lambda msg: L.cancelling_pair(msg, subset, (1, 2), dealt.params.delta, N, h)
     if case == "n-k frame the others":
         # n-k liars on one wrong polynomial through k-2 honest nodes: the last two honest
         # nodes look wrong next to n-2 consistent shares.
@@ -284,8 +295,9 @@ def test_method_is_subsets_after_a_search_even_if_the_first_subset_signed():
     dealt = L.key("split", n, k)
     msg = L.message(dealt, "method")
     subset = (6, 7, 1, 2, 3)
-    shares = L.cancelling_pair(msg, tuple(sorted(subset)), (6, 7), dealt.params.delta,
-                               dealt.params.modulus, 3)
+    shares = L.cancelling_pair(
+        msg, tuple(sorted(subset)), (6, 7), dealt.params.delta, dealt.params.modulus, 3
+    )
     result = combine_robust(dealt.params, msg.x, shares, use_proofs=False)
     assert result.used == (1, 2, 3, 4, 5)
     assert result.method == "subsets" and result.subsets > 1
@@ -293,6 +305,7 @@ def test_method_is_subsets_after_a_search_even_if_the_first_subset_signed():
 
 
 # -- stopping: a deadline or a cancellation --------------------------------------------
+
 
 class Ticks:
     """A clock that moves one second per reading."""
@@ -341,8 +354,13 @@ def test_stopped_anywhere_never_a_wrong_signature_or_an_honest_node_named(case):
     for limit in itertools.count():
         calls = iter(range(limit + 1))
         try:
-            result = combine_robust(dealt.params, msg.x, shares, use_proofs=False,
-                                    should_stop=lambda calls=calls: next(calls, None) is None)
+            result = combine_robust(
+                dealt.params,
+                msg.x,
+                shares,
+                use_proofs=False,
+                should_stop=lambda calls=calls: next(calls, None) is None,
+            )
         except SearchStopped:
             continue
         assert L.verifies(dealt.params, msg, result.signature)
@@ -363,14 +381,16 @@ def test_a_blame_deadline_returns_the_signature_early():
     msg = L.message(dealt, "blame deadline")
     liars = set(range(9, 17))
     shares = L.independent(msg, liars, dealt.params.modulus)
-    result = combine_robust(dealt.params, msg.x, shares, use_proofs=False, blame_deadline=0,
-                            clock=lambda: 1.0)
+    result = combine_robust(
+        dealt.params, msg.x, shares, use_proofs=False, blame_deadline=0, clock=lambda: 1.0
+    )
     assert L.verifies(dealt.params, msg, result.signature)
     assert not result.complete and result.bad == {} and set(result.ambiguous) == liars
     assert result.subsets == 1
 
 
 # -- what is refused --------------------------------------------------------------------
+
 
 def test_fewer_than_k_good_shares_is_a_typed_error_after_a_full_search():
     n, k = 9, 5

@@ -16,8 +16,7 @@ from ittc.errors import NotEnoughShares
 from ittc.scheme.combine import combine_robust
 from tests import liars as L
 
-LIES = ["random unit", "another node's share", "another message", "random value",
-        "minus itself"]
+LIES = ["random unit", "another node's share", "another message", "random value", "minus itself"]
 
 
 @st.composite
@@ -69,8 +68,7 @@ def test_k_honest_shares_and_independent_liars_sign_and_name_exactly_the_liars(c
 
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from(["safe", "split"]), st.integers(0, 4), st.integers(0, 2**32))
-def test_never_a_signature_from_fewer_than_k_honest_shares_unless_k_combine(kind, honest,
-                                                                            seed):
+def test_never_a_signature_from_fewer_than_k_honest_shares_unless_k_combine(kind, honest, seed):
     """With fewer than ``k`` honest shares and independent liars, no ``k`` shares
     combine: a typed error, never a wrong signature."""
     n, k = 9, 5
@@ -78,8 +76,12 @@ def test_never_a_signature_from_fewer_than_k_honest_shares_unless_k_combine(kind
     msg = L.message(dealt, f"too few {seed}")
     liars = range(honest + 1, n + 1)
     try:
-        combine_robust(dealt.params, msg.x, L.independent(msg, liars, dealt.params.modulus,
-                                                          seed), use_proofs=False)
+        combine_robust(
+            dealt.params,
+            msg.x,
+            L.independent(msg, liars, dealt.params.modulus, seed),
+            use_proofs=False,
+        )
     except NotEnoughShares as exc:
         assert exc.needed == k
     else:
