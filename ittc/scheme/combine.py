@@ -419,42 +419,47 @@ def combine_robust(
     Returns a valid signature whenever ``k`` of the shares make one, and never a wrong
     one; raises :class:`NotEnoughShares` when none do, and :class:`SearchStopped` (a
     subclass) when ``deadline`` (compared with ``clock()``, monotonic seconds by default)
-    passed or ``should_stop()`` said so before any ``k`` shares were found to sign.
+    passed or ``should_stop()`` said so before any ``k`` shares were found to sign (the
+    first ``k`` are always tried). ``blame_deadline`` (default: ``deadline``) bounds the
+    work after a signature is in hand; cut short, it leaves the signature valid,
+    ``complete=False`` and every unsettled suspect in ``ambiguous``.
 
     ``use_proofs``: ``None`` verifies proofs when every share carries one and the key's
     proofs are sound, and otherwise uses any proofs only as a hint of which shares to try
     first; ``True`` demands sound proofs; ``False`` ignores proofs.
 
     **Blame.** ``result.bad`` names shares that fail range checks, conflict with another
-    share from the same node, fail a sound proof, or are wrong: not on the polynomial
-    through ``k`` shares that sign, while no other such polynomial passes through ``k``
-    of the shares. It never names an honest node while at least ``k`` of the shares
-    given are honest (and, for the shortcut below, at most ``k-1`` are wrong), provided
-    no liar can make a unit of small order other than -1 (which takes the factorization
-    of ``N``). A share off by a sign is not wrong: no signature changes.
-    Without sound proofs, colluding liars can make a second consistent set (errors that
-    cancel at 0); the data then cannot tell which set is honest, and every node in one
-    set but not the other is in ``result.ambiguous``, not ``bad``.
+    share from the same node, fail a sound proof, or are off the polynomial through ``k``
+    shares that sign while no other consistent set (shares every ``k`` of which sign)
+    holds them. Colluding liars can make such a second set, with up to ``k-2`` honest
+    nodes; the data cannot tell which set is honest, and every node in some consistent
+    set but not in all is in ``result.ambiguous``, not ``bad``. ``bad`` never names an
+    honest node while at least ``k`` of the shares are honest and at most ``k-1`` wrong,
+    provided no liar can make a unit of small order other than -1 (that takes the
+    factorization of ``N``). A share off by its sign is not wrong: it changes no
+    signature, and Shoup's proofs accept it too.
 
-    **Cost**, in combinations of ``k`` shares (each ``k`` small exponentiations; a check
-    of one share against ``k`` others costs the same):
+    **Cost**, for ``m`` shares, in combinations of ``k`` (each ``k`` small
+    exponentiations; a check of one share against ``k`` others costs the same):
 
-    * first subset: the ``k`` lowest indices (or, once that fails, shares whose proofs
-      verify first). With ``f`` wrong shares among the first ``k+f`` tried, a good
-      subset is found within ``C(k+f, f)`` subsets (``k+1`` for one liar); with proofs
-      as hints and liars that cannot forge them, at once. With ``n-k`` liars and no
-      useful hint, one good subset among ``C(n, k)``: up to ``C(n, k)`` subsets.
-    * naming: ``n-k`` checks, one per other share, each against the subset found.
-    * ruling out colluders before naming ``s ≥ 2`` suspects: nothing when any second
-      consistent set would need ``k`` or more wrong shares (``s + k - 2 < n - k + 1``,
-      ``s ≤ k-1``); otherwise up to ``Σ_{b≥2} C(s, b)·C(n-s, k-b)`` subsets (all the
-      ``k``-subsets with at least two suspects). Polynomial for a fixed number of
-      liars, exponential for ``n-k`` liars (colluding or not) and ``k ≈ n/2``.
+    * a subset that signs: the first ``k``; then subsets of the best-ranked shares first
+      (shares whose proofs verify, once the first ``k`` failed). ``f`` liars among the
+      first ``k+f`` ranked cost at most ``C(k+f, f)`` subsets (``k+1`` for one liar);
+      ``m-k`` liars and no useful hint, up to ``C(m, k)``.
+    * naming: ``m-k`` checks, each share against that subset.
+    * ruling out a second consistent set, if there are ``s ≥ 2`` suspects: skipped when
+      it would leave ``k`` or more shares outside it (impossible for the honest set
+      within the threat model) unless looking costs at most ``m²`` combinations; for two
+      suspects, a meet-in-the-middle search of ``2^(g/2+1)`` small exponentiations over
+      the ``g ≤ 32`` consistent shares; otherwise every ``k``-subset with two or more
+      suspects, ``Σ_{b≥2} C(s, b)·C(m-s, k-b)``. The largest consistent set found is
+      the reference, so colluders who make the first subset sign gain nothing.
 
-    With sound proofs: ``n`` proof verifications, exact blame, no search.
-    ``deadline``/``should_stop`` bound the search; if they cut the colluder check short
-    the signature is still returned, with ``complete=False`` and the suspects in
-    ``ambiguous``.
+    So a fixed number of independent liars costs time polynomial in ``n`` unless three
+    or more (two at odd ``n > 34``) must be ruled out as colluders at ``k ≈ n/2``; ``n-k``
+    liars (independent or colluding) without proofs cost a search over subsets, up to
+    about ``C(n, k)`` (12,870 at n=16, k=8; 184,756 at n=20, k=10). With sound proofs:
+    ``m`` proof checks, exact blame, no search.
     """
     stopped = _stopper(deadline, clock, should_stop)
     xm = mpz(x)
