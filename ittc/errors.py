@@ -231,3 +231,38 @@ class StartupError(IttcError):
 
 class ComputeError(IttcError):
     """A node's compute pool cannot work any more (a worker process died)."""
+
+
+class EnvelopeError(IttcError):
+    """A signed or sealed reshare message that cannot be used.
+
+    ``site`` is the site the message claims to come from. Whether that site is at fault
+    depends on the check: a signature that does not verify means the message is not
+    that site's (the transport is at fault), never that the site lied.
+    """
+
+    def __init__(self, site: str, reason: str) -> None:
+        self.site = site
+        self.reason = reason
+        super().__init__(f"message from site {site}: {reason}")
+
+
+class Undecryptable(EnvelopeError):
+    """A sealed value, validly signed outside by its sender, that does not open.
+
+    The recipient can complain; the sender then reveals the message's ephemeral key and
+    anyone can tell which of the two is lying (:func:`ittc.lifecycle.envelope.judge`).
+    """
+
+
+class ApprovalError(IttcError):
+    """A reshare plan without enough valid approvals from current sites, or expired.
+
+    ``invalid`` maps site names to why their approval was not counted.
+    """
+
+    def __init__(self, reason: str, invalid: Mapping[str, str] | None = None) -> None:
+        self.reason = reason
+        self.invalid = dict(invalid or {})
+        detail = "; ".join(f"{s}: {r}" for s, r in sorted(self.invalid.items()))
+        super().__init__(f"{reason} ({detail})" if detail else reason)
