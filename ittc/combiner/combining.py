@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -39,8 +40,10 @@ class Combiner:
     def __init__(self, params: PublicParams) -> None:
         self.params = params
         self._pool: ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()
 
     def close(self) -> None:
+        self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -91,10 +94,19 @@ class Combiner:
         return CombineResult(signature, tuple(s.index for s in shares))
 
     def _robust(self, job: Job, use_proofs: bool | None, deadline: float | None) -> Outcome:
+        """A robust combine in a pool thread, stopped at ``deadline`` (monotonic) or when
+        the client closes, so a search never outlives the call that needed it."""
         x, shares = job
         try:
-            return combine_robust(self.params, x, shares, use_proofs=use_proofs)
-        except NotEnoughShares as exc:
+            return combine_robust(
+                self.params,
+                x,
+                shares,
+                use_proofs=use_proofs,
+                deadline=deadline,
+                should_stop=self._stopping.is_set,
+            )
+        except NotEnoughShares as exc:  # SearchStopped included: no signature in time
             return exc
 
     async def verify(self, x: int, shares: Sequence[SignatureShare]) -> dict[int, str]:

@@ -244,6 +244,7 @@ class SigningRound:
         outcomes = await ctx.combiner.combine(
             [(p.x, [answers[i][j] for i in order]) for j, p in enumerate(items)],
             use_proofs=True if always else None,
+            deadline=self.end,
         )
         results: dict[int, bytes | IttcError] = {}
         wrong: list[int] = []
