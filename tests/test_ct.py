@@ -120,7 +120,7 @@ def test_unknown_backend_name_is_refused(restore_backend):
 
 def test_secret_exponent_is_flagged_consttime_and_cleared(lib):
     """The exponent BIGNUM gets BN_FLG_CONSTTIME, goes to the constant-time function, and
-    is zeroed when freed; so is the result."""
+    is zeroed and freed right after it."""
     raw = lib._lib
     calls: dict[str, list] = {"flags": [], "clear": [], "bn": [], "consttime": [], "vartime": []}
 
@@ -149,11 +149,47 @@ def test_secret_exponent_is_flagged_consttime_and_cleared(lib):
         assert calls["flags"] == [(exponent_bn[0], 0x04)]
         ((rr, a, p, m, ctx, mont),) = calls["consttime"]
         assert p == exponent_bn[0] and not calls["vartime"]
-        assert exponent_bn[0] in calls["clear"] and rr in calls["clear"]
+        assert calls["clear"] == [exponent_bn[0]]  # zeroed and freed after the call
 
         calls["flags"].clear()
         lib.powmod_public(mpz(7), exponent, n)
         assert not calls["flags"] and len(calls["vartime"]) == 1
+
+
+def test_each_thread_has_its_own_bn_ctx(lib):
+    """Threads share the Montgomery context, never a BN_CTX or the result's BIGNUM; a
+    thread reuses its own from call to call."""
+    raw = lib._lib
+    seen: list[tuple[str, int, int, int]] = []
+    real = raw.BN_mod_exp_mont_consttime
+
+    def spy(rr, a, p, m, ctx, mont):
+        seen.append((threading.current_thread().name, ctx, rr, mont))
+        return real(rr, a, p, m, ctx, mont)
+
+    n = mpz(2**607 - 1)
+    together = threading.Barrier(3)  # all three alive at once: no address is reused
+    with pytest.MonkeyPatch.context() as monkey:
+        monkey.setattr(raw, "BN_mod_exp_mont_consttime", spy)
+
+        def work():
+            for e in range(3, 9):
+                assert lib.powmod_secret(mpz(5), mpz(e), n) == pow(5, e, int(n))
+            together.wait()
+
+        threads = [threading.Thread(target=work, name=f"t{i}") for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    scratch = {
+        name: {(ctx, rr) for other, ctx, rr, _ in seen if other == name} for name, *_ in seen
+    }
+    assert len(scratch) == 3 and all(len(v) == 1 for v in scratch.values())
+    ctxs = [ctx for v in scratch.values() for ctx, _ in v]
+    results = [rr for v in scratch.values() for _, rr in v]
+    assert len(set(ctxs)) == 3 and len(set(results)) == 3
+    assert len({mont for *_, mont in seen}) == 1
 
 
 def test_montgomery_contexts_are_cached_per_modulus_and_bounded():

@@ -8,16 +8,15 @@ the exponent's bits through timing.
 
 The Montgomery context of each modulus is built once and kept (a small cache keyed by
 the modulus; moduli are public). It is read-only after it is built, so threads share
-it, as OpenSSL's RSA shares its own. Every call makes and frees its own ``BN_CTX`` (about
-a microsecond), so no scratch space passes between threads or outlives the call; ctypes
-releases the GIL for the duration of the foreign call, so threads exponentiate in
-parallel.
+it, as OpenSSL's RSA shares its own. Each thread has its own ``BN_CTX`` and BIGNUMs for
+the base and the result (public values), reused from call to call; ctypes releases the
+GIL for the duration of the foreign call, so threads exponentiate in parallel.
 
-Memory: the BIGNUMs holding a secret exponent, and the results, are freed with
-``BN_clear_free`` (zeroed first); OpenSSL zeroes its table of powers and its ``BN_CTX``
-scratch on free. The exponent reaches OpenSSL through one short-lived Python ``bytes``
-object (``mpz.to_bytes``), which Python frees without zeroing, as it frees every
-temporary of the gmpy2 path.
+Memory: the secret exponent gets a BIGNUM of its own for each call, freed with
+``BN_clear_free`` (zeroed first) as soon as the call returns; OpenSSL zeroes its table of
+powers (where the secret-dependent products live) before freeing it. The exponent
+reaches OpenSSL through one short-lived Python ``bytes`` object (``mpz.to_bytes``),
+which Python frees without zeroing, as it frees every temporary of the gmpy2 path.
 
 Only :mod:`ittc.scheme.ct` uses this module; it decides whether the library may be used
 (a known-answer test against gmpy2 first).
@@ -137,6 +136,39 @@ class _Modulus:
             self._lib.BN_free(self.bn)
 
 
+class _Scratch:
+    """One thread's ``BN_CTX``, base and result BIGNUMs and output buffers, reused.
+
+    Only public values pass through them (the base, the result, the base's Montgomery
+    form in the ``BN_CTX``); the secret exponent gets a BIGNUM of its own, zeroed and
+    freed after each call. Freed (zeroed) when the thread ends.
+    """
+
+    __slots__ = ("ctx", "a", "r", "_buffers", "_lib")
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        self.ctx, self.a, self.r = lib.BN_CTX_new(), lib.BN_new(), lib.BN_new()
+        self._buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}
+        if not (self.ctx and self.a and self.r):
+            raise MemoryError("libcrypto could not allocate")
+
+    def buffer(self, size: int) -> ctypes.Array[ctypes.c_char]:
+        out = self._buffers.get(size)
+        if out is None:
+            out = self._buffers[size] = ctypes.create_string_buffer(size)
+        return out
+
+    def __del__(self) -> None:
+        lib = self._lib
+        if self.ctx:
+            lib.BN_CTX_free(self.ctx)
+        if self.r:
+            lib.BN_clear_free(self.r)
+        if self.a:
+            lib.BN_clear_free(self.a)
+
+
 class LibCrypto:
     """Exponentiations through one opened libcrypto."""
 
@@ -150,6 +182,7 @@ class LibCrypto:
         self.description = f"openssl ({self.version}, {path}, BN_mod_exp_mont_consttime)"
         self._moduli: collections.OrderedDict[mpz, _Modulus] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _modulus(self, modulus: mpz) -> _Modulus:
         """The cached Montgomery context of ``modulus`` (built on first use)."""
@@ -173,36 +206,39 @@ class LibCrypto:
         with self._lock:
             return len(self._moduli)
 
+    def _scratch(self) -> _Scratch:
+        """This thread's own ``BN_CTX`` and BIGNUMs for the public operands."""
+        scratch: _Scratch | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = _Scratch(self._lib)
+        return scratch
+
     def _exp(
         self, function: Callable[..., int], base: mpz, exponent: mpz, modulus: mpz, consttime: bool
     ) -> mpz:
         lib = self._lib
         m = self._modulus(modulus)
+        t = self._scratch()
         if not 0 <= base < modulus:
             base = base % modulus
         size = m.size
-        data = base.to_bytes(size, "big")
         secret = exponent.to_bytes((exponent.bit_length() + 7) // 8, "big")
-        a = lib.BN_bin2bn(data, size, None)
         p = lib.BN_bin2bn(secret, len(secret), None)
         del secret
-        r = lib.BN_new()
-        ctx = lib.BN_CTX_new()
         try:
-            if not (a and p and r and ctx):
+            if not p or not lib.BN_bin2bn(base.to_bytes(size, "big"), size, t.a):
                 raise MemoryError("libcrypto could not allocate")
             if consttime:
                 lib.BN_set_flags(p, _BN_FLG_CONSTTIME)
-            out = ctypes.create_string_buffer(size)
-            if function(r, a, p, m.bn, ctx, m.mont) != 1 or lib.BN_bn2binpad(r, out, size) != size:
+            out = t.buffer(size)
+            if function(t.r, t.a, p, m.bn, t.ctx, m.mont) != 1 or (
+                lib.BN_bn2binpad(t.r, out, size) != size
+            ):
                 lib.ERR_clear_error()
                 raise ArithmeticError("libcrypto exponentiation failed")
             return mpz.from_bytes(out, "big")
         finally:
-            lib.BN_CTX_free(ctx)
-            lib.BN_clear_free(r)
             lib.BN_clear_free(p)
-            lib.BN_free(a)
 
     def powmod_secret(self, base: mpz, exponent: mpz, modulus: mpz) -> mpz:
         """``base^exponent mod modulus``, constant time in the exponent's value.
