@@ -64,6 +64,7 @@ from ittc import storage
 from ittc.combiner import ClientStats, ClusterClient, SignItem
 from ittc.config import ClusterFile, NodeConfig, parse_address
 from ittc.deploy.ceremony import create_cluster
+from ittc.deploy.layout import CeremonyFolder
 from ittc.deploy.localcluster import LocalCluster, free_loopback_ports
 from ittc.errors import InvalidProof
 from ittc.scheme import dealer
@@ -79,9 +80,6 @@ SCHEMA = "ittc.bench.cluster/1"
 REPO = micro.REPO
 DEFAULT_OUT = pathlib.Path("benchmarks") / "results"
 DEFAULT_CACHE = REPO / "benchmarks" / ".clusters"
-#: Share files of cached benchmark clusters are encrypted under this (they protect
-#: nothing: benchmark keys sign nothing but random digests).
-CACHE_PASSPHRASE = b"ittc benchmark cluster: not a secret"
 N_NODES = 5
 DEFAULT_BITS, DEFAULT_K = 2048, 3
 #: The node given a fault in the slow and liar sweeps.
@@ -234,22 +232,11 @@ def _port_free(address: str) -> bool:
     return True
 
 
-def _write_private(path: pathlib.Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def _create(folder: pathlib.Path, dealt: dealer.DealtKey) -> pathlib.Path:
-    pass_file = folder / "passphrase"
-    if not pass_file.exists():
-        _write_private(pass_file, CACHE_PASSPHRASE + b"\n")
     out = folder / "cluster"
     create_cluster(
         out,
         dealt,
-        passphrases=[CACHE_PASSPHRASE],
-        passphrase_file=pass_file,
         addresses=[f"127.0.0.1:{p}" for p in free_loopback_ports(dealt.params.n)],
         kdf=storage.KdfLimits.fast_for_tests(),
     )
@@ -267,18 +254,19 @@ def cached_cluster(
     """
     folder = cache / f"rsa{bits}-{k}of{n}"
     root = folder / "cluster"
-    if (root / "cluster.toml").exists():
+    # (A cache written before site folders, root/cluster.toml, is made anew.)
+    if (root / "combiner" / "cluster.toml").exists():
         cluster = ClusterFile.load(root)
         if all(_port_free(entry.address) for entry in cluster.nodes):
             return root
         progress.line(f"  {folder.name}: a port is taken; rewriting its folder with new ports")
         shares = []
+        sites = CeremonyFolder(root)
         for entry in cluster.nodes:
-            config = NodeConfig.load(root / f"node-{entry.index}" / "node.toml")
+            config = NodeConfig.load(sites.node_config(entry.index))
+            passphrase = storage.read_passphrase_file(sites.passphrase(entry.index))
             shares.append(
-                storage.read_share_file(
-                    config.share_file, cluster.params, entry.index, CACHE_PASSPHRASE
-                )
+                storage.read_share_file(config.share_file, cluster.params, entry.index, passphrase)
             )
         old = folder / "cluster.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -351,7 +339,7 @@ def start_local(
     """Start every node of the cluster folder ``root`` and wait until all are SERVING."""
     cluster = ClusterFile.load(root)
     for entry in cluster.nodes:  # a benchmark cluster's audit log need not grow forever
-        config = NodeConfig.load(root / f"node-{entry.index}" / "node.toml")
+        config = NodeConfig.load(CeremonyFolder(root).node_config(entry.index))
         if config.audit_log.exists() and config.audit_log.stat().st_size > 64 << 20:
             config.audit_log.unlink()
     local = LocalCluster(cluster, log_dir=log_dir)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import pathlib
 import secrets
 import statistics
@@ -40,34 +39,24 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ittc.config import ClusterFile, NodeConfig
 from ittc.deploy.ceremony import create_cluster
+from ittc.deploy.layout import CeremonyFolder
 from ittc.deploy.localcluster import LocalCluster, free_loopback_ports
 from ittc.scheme import dealer
 from ittc.storage import KdfLimits, pki
 from ittc.wire import tls
 from ittc.wire.v1 import signer_pb2 as pb
 
-PASSPHRASE = b"flood benchmark passphrase"
 FLOOD_NAME = "flood-probe"
-
-
-def _write_private(path: pathlib.Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def make_cluster(folder: pathlib.Path, bits: int) -> pathlib.Path:
     """A 2-of-3 cluster folder for a split ``bits``-bit key; the flooder's identity."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     dealt = dealer.split(key, 3, 2)
-    pass_file = folder / "passphrase"
-    _write_private(pass_file, PASSPHRASE + b"\n")
     out = folder / "cluster"
     create_cluster(
         out,
         dealt,
-        passphrases=[PASSPHRASE],
-        passphrase_file=pass_file,
         addresses=[f"127.0.0.1:{p}" for p in free_loopback_ports(3)],
         kdf=KdfLimits.fast_for_tests(),
     )
@@ -177,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         root = make_cluster(folder, args.bits)
         cluster = ClusterFile.load(root)
         entry = cluster.node(1)
-        audit_log = NodeConfig.load(root / "node-1" / "node.toml").audit_log
+        audit_log = NodeConfig.load(CeremonyFolder(root).node_config(1)).audit_log
         assert cluster.client_cert is not None and cluster.client_key is not None
         with LocalCluster(cluster, log_dir=folder / "logs") as local:
             local.start(timeout=120)

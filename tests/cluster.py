@@ -1,6 +1,7 @@
-"""Test helpers: a throwaway cluster folder and its nodes as real local processes.
+"""Test helpers: a throwaway ceremony output and its nodes as real local processes.
 
     root = make_cluster(tmp_path)                  # 3-of-5, 1024-bit TEST key, free ports
+    site_passphrase(root, 2)                       # site 2's own passphrase
     with LocalCluster(root) as nodes:
         nodes.start([1, 2, 3])                     # real `python -m ittc_node` processes
         stub = nodes.stub(1)                       # raw SignerStub over mutual TLS
@@ -36,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc.config import ClusterFile, NodeConfig
 from ittc.deploy.ceremony import create_cluster
+from ittc.deploy.layout import CeremonyFolder
 from ittc.deploy.localcluster import LocalCluster as _BaseLocalCluster
 from ittc.deploy.localcluster import free_loopback_ports
 from ittc.scheme import dealer
@@ -47,7 +49,6 @@ from ittc.wire.v1 import signer_pb2_grpc
 
 __all__ = [
     "CLIENT",
-    "PASSPHRASE",
     "EmbeddedNode",
     "FakeClock",
     "FaultCluster",
@@ -58,6 +59,7 @@ __all__ = [
     "file_state",
     "foreign_client",
     "free_ports",
+    "audit_log_of",
     "group_members",
     "issue_client",
     "issue_client_cert",
@@ -69,13 +71,12 @@ __all__ = [
     "reissue_cert",
     "rss_bytes",
     "sign_request",
+    "site_passphrase",
     "track_answers",
     "track_asks",
     "write_private",
 ]
 
-#: The passphrase of every share file make_cluster writes (and of its passphrase file).
-PASSPHRASE = b"correct horse battery staple"
 #: Client identity the ceremony creates and every node allows.
 CLIENT = "ittc-client"
 
@@ -103,16 +104,16 @@ def make_cluster(
     addresses: Sequence[str] | None = None,
     split_existing_key: bool = False,
 ) -> pathlib.Path:
-    """A cluster folder ``tmp_path/cluster`` for a small TEST key: fast KDF, free ports,
-    a 0600 passphrase file ``tmp_path/passphrase`` named by every node.toml.
+    """The ceremony's output ``tmp_path/cluster`` for a small TEST key: fast KDF, free
+    loopback ports, a random passphrase per site in ``site-<i>/passphrase`` (as the
+    ceremony makes by default; :func:`site_passphrase` reads it).
 
     ``addresses`` (``host:port``, one per node) replaces the loopback ports: each node
-    listens on its own address and its certificate carries that IP.
+    listens on exactly its own address and its certificate carries that IP.
     ``split_existing_key`` shares an ordinary RSA key over the integers instead (no safe
     primes, so share proofs are not sound: the ``ittc split`` path)."""
     tmp_path = pathlib.Path(tmp_path)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    pass_file = write_private(tmp_path / "passphrase", PASSPHRASE + b"\n")
     if split_existing_key:
         numbers = rsa.generate_private_key(public_exponent=65537, key_size=bits).private_numbers()
         dealt = dealer.deal_integer(
@@ -121,17 +122,22 @@ def make_cluster(
     else:
         dealt = dealer.generate(bits, n=n, k=k, insecure_allow_small_modulus_for_tests=True)
     out = tmp_path / "cluster"
-    create_cluster(
-        out,
-        dealt,
-        passphrases=[PASSPHRASE],
-        passphrase_file=pass_file,
-        addresses=(
-            list(addresses) if addresses is not None else [f"127.0.0.1:{p}" for p in free_ports(n)]
-        ),
-        kdf=KdfLimits.fast_for_tests(),
-    )
+    chosen = list(addresses) if addresses is not None else [f"127.0.0.1:{p}" for p in free_ports(n)]
+    create_cluster(out, dealt, addresses=chosen, listen=chosen, kdf=KdfLimits.fast_for_tests())
     return out
+
+
+def site_passphrase(root: pathlib.Path, index: int) -> bytes:
+    """Site ``index``'s own passphrase, from its folder in the ceremony output ``root``."""
+    from ittc import storage
+
+    return storage.read_passphrase_file(CeremonyFolder(root).passphrase(index))
+
+
+def audit_log_of(etc: pathlib.Path) -> pathlib.Path:
+    """Where the node whose config folder is ``etc`` (a site's ``etc/``) keeps its audit
+    log: the site's ``var/``."""
+    return etc.parent / "var" / "audit.log"
 
 
 def fault_env(spec: str) -> dict[str, str]:
@@ -289,14 +295,15 @@ class LocalCluster(_BaseLocalCluster):
 
     def __init__(self, root: str | os.PathLike[str] | ClusterFile, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
-        self.root = self.cluster.root
+        self.root = self.folder.root  # the ceremony's output folder
         self.params = self.cluster.params
         self._channels: list[grpc.Channel] = []
 
     # -- paths ------------------------------------------------------------------------
 
     def node_dir(self, index: int) -> pathlib.Path:
-        return self.root / f"node-{index}"
+        """Node ``index``'s config folder: its site's ``etc/`` (node.toml, share, TLS)."""
+        return self.folder.etc(index)
 
     def config(self, index: int) -> NodeConfig:
         return NodeConfig.load(self.node_dir(index) / "node.toml")
@@ -408,10 +415,14 @@ def reissue_cert(
 
 
 def copy_node(root: pathlib.Path, index: int, name: str) -> pathlib.Path:
-    """A copy of node ``index``'s folder beside it (same depth, so relative paths hold)."""
+    """A copy of site ``index``'s folder as ``root/name`` with an empty ``var/`` (a fresh
+    audit log); returns the copy's config folder (``etc/``, which holds node.toml)."""
+    folder = CeremonyFolder(root)
     target = root / name
-    shutil.copytree(root / f"node-{index}", target)
-    return target
+    shutil.copytree(folder.site(index), target)
+    shutil.rmtree(target / "var")
+    (target / "var").mkdir(mode=0o700)
+    return target / "etc"
 
 
 # -- a node in this process, with its clock injected -------------------------------------
@@ -460,8 +471,12 @@ class EmbeddedNode:
 
         self.config = config
         self.clock = clock
+        assert config.passphrase_file is not None
         self.share = storage.read_share_file(
-            config.share_file, config.load_params(), config.index, PASSPHRASE
+            config.share_file,
+            config.load_params(),
+            config.index,
+            storage.read_passphrase_file(config.passphrase_file),
         )
         self.channel = channel
         self.stub = signer_pb2_grpc.SignerStub(channel)  # type: ignore[no-untyped-call]
@@ -501,7 +516,6 @@ class EmbeddedNode:
         from ittc_node.faults import Faults
 
         folder = copy_node(cluster.root, index, name)
-        (folder / "audit.log").unlink(missing_ok=True)
         base = NodeConfig.load(folder / "node.toml")
         config = dataclasses.replace(
             base,

@@ -211,12 +211,11 @@ class NetLab:
 
     def python_wrapper(self, path: str | os.PathLike[str], python: str = sys.executable) -> str:
         """An executable that runs ``python ARGS`` inside the node namespace named by ARGS'
-        ``--config .../node-<i>/node.toml``: give it to LocalCluster as ``python=``."""
+        ``--config .../site-<i>/etc/node.toml``: give it to LocalCluster as ``python=``."""
         lines = ["#!/bin/sh", 'for arg in "$@"; do config="$arg"; done', 'case "$config" in']
         for index, ns in self.nodes.items():
-            lines.append(
-                f'  */node-{index}/node.toml) exec ip netns exec {ns} {shlex.quote(python)} "$@" ;;'
-            )
+            run = f'exec ip netns exec {ns} {shlex.quote(python)} "$@"'
+            lines.append(f"  */site-{index}/etc/node.toml) {run} ;;")
         lines += ["esac", 'echo "no namespace for $config" >&2', "exit 2", ""]
         target = os.fspath(path)
         with open(target, "w") as fh:

@@ -38,7 +38,6 @@ from ittc.wire.v1 import signer_pb2 as pb
 from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
-    PASSPHRASE,
     LocalCluster,
     cluster_ca,
     issue_client,
@@ -46,6 +45,7 @@ from tests.cluster import (
     make_cluster,
     pkcs1_item,
     sign_request,
+    site_passphrase,
 )
 
 TIMEOUT = 20.0
@@ -73,7 +73,9 @@ def still_signs(cluster: LocalCluster, index: int) -> None:
     from ittc import storage
 
     config = cluster.config(index)
-    share = storage.read_share_file(config.share_file, cluster.params, index, PASSPHRASE)
+    share = storage.read_share_file(
+        config.share_file, cluster.params, index, site_passphrase(cluster.root, index)
+    )
     item = pkcs1_item(b"the allowed client still signs")
     response = cluster.stub(index).Sign(sign_request(cluster.params, [item]), timeout=TIMEOUT)
     x = encode(Scheme.PKCS1V15, "sha256", item.digest, cluster.params.bits)

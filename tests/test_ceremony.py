@@ -13,6 +13,7 @@ import pathlib
 import stat
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc import cli, storage
 from ittc.config import ClusterFile, NodeConfig
-from ittc.deploy.ceremony import create_cluster, describe
+from ittc.deploy import leftovers
+from ittc.deploy.ceremony import README_TITLE, create_cluster, describe, plan_sites
+from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, ParameterError, WrongPassphrase
 from ittc.scheme import dealer
 from ittc.scheme.dealer import DealtKey
@@ -54,7 +57,13 @@ class Made:
     out: pathlib.Path
     dealt: DealtKey
     cluster: ClusterFile
-    passphrase_file: pathlib.Path
+
+    @property
+    def folder(self) -> CeremonyFolder:
+        return CeremonyFolder(self.out)
+
+    def passphrase(self, index: int) -> bytes:
+        return storage.read_passphrase_file(self.folder.passphrase(index))
 
 
 @pytest.fixture(scope="module")
@@ -64,57 +73,38 @@ def dealt() -> DealtKey:
 
 @pytest.fixture(scope="module")
 def made(dealt: DealtKey, tmp_path_factory: pytest.TempPathFactory) -> Made:
-    base = tmp_path_factory.mktemp("ceremony")
-    secrets_dir = base / "secrets"
-    secrets_dir.mkdir()
-    passphrase_file = _write_secret(secrets_dir / "pass.txt", PASSPHRASE + b"\n")
-    out = base / "sites" / "cluster"
-    out.parent.mkdir()
+    out = tmp_path_factory.mktemp("ceremony") / "cluster"
     messages: list[str] = []
-    cluster = create_cluster(
-        out,
-        dealt,
-        passphrases=[PASSPHRASE],
-        passphrase_file=passphrase_file,
-        kdf=FAST,
-        progress=messages.append,
-    )
-    assert messages and "cluster written" in messages[-1]
-    return Made(out, dealt, cluster, passphrase_file)
+    cluster = create_cluster(out, dealt, kdf=FAST, progress=messages.append)
+    assert messages and "ceremony output written" in messages[-1]
+    return Made(out, dealt, cluster)
 
 
 # -- the folder --------------------------------------------------------------------------
 
-PUBLIC_FILES = [
-    "public.pem",
-    "params.json",
-    "cluster.toml",
-    "ca/ca.pem",
-    "ca/README.txt",
-    "client/client.pem",
-    "client/ca.pem",
-]
-NODE_PUBLIC = ["node.toml", "tls.pem", "ca.pem", "params.json"]
-NODE_SECRET = ["share.enc", "tls.key"]
+COMBINER_FILES = ["cluster.toml", "params.json", "public.pem", "ca.pem", "client.pem"]
+SITE_PUBLIC = ["README.txt", "etc/node.toml", "etc/tls.pem", "etc/ca.pem", "etc/params.json"]
+SITE_SECRET = ["passphrase", "etc/share.enc", "etc/tls.key"]
 
 
 def test_layout_and_modes(made: Made) -> None:
     out, n = made.out, made.dealt.params.n
-    expected = set(PUBLIC_FILES) | {"ca/ca.key", "client/client.key"}
-    for i in range(1, n + 1):
-        expected |= {f"node-{i}/{f}" for f in NODE_PUBLIC + NODE_SECRET}
+    public = ["README.txt", "ca/ca.pem", "ca/README.txt"]
+    public += [f"combiner/{f}" for f in COMBINER_FILES]
+    public += [f"site-{i}/{f}" for i in range(1, n + 1) for f in SITE_PUBLIC]
+    secret = ["ca/ca.key", "combiner/client.key"]
+    secret += [f"site-{i}/{f}" for i in range(1, n + 1) for f in SITE_SECRET]
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-    assert written == expected
-    for folder in ["ca", "client", *(f"node-{i}" for i in range(1, n + 1))]:
+    assert written == set(public) | set(secret)
+    folders = ["ca", "combiner"]
+    folders += [f"site-{i}{sub}" for i in range(1, n + 1) for sub in ("", "/etc", "/var")]
+    for folder in folders:
         assert _mode(out / folder) == 0o700, folder
-    for key in [
-        "ca/ca.key",
-        "client/client.key",
-        *(f"node-{i}/{f}" for i in range(1, n + 1) for f in NODE_SECRET),
-    ]:
-        assert _mode(out / key) == 0o600, key
-    for public in PUBLIC_FILES:
-        assert _mode(out / public) & 0o077 == 0o044, public
+    assert all(list(made.folder.var(i).iterdir()) == [] for i in range(1, n + 1))  # empty
+    for path in secret:
+        assert _mode(out / path) == 0o600, path
+    for path in public:
+        assert _mode(out / path) & 0o077 == 0o044, path
     # No leftovers of the temporary build folder beside OUT.
     assert sorted(p.name for p in out.parent.iterdir()) == ["cluster"]
     assert "offline" in (out / "ca" / "README.txt").read_text()
@@ -122,75 +112,166 @@ def test_layout_and_modes(made: Made) -> None:
 
 def test_public_files_match_the_key(made: Made) -> None:
     params = made.dealt.params
-    public = serialization.load_pem_public_key((made.out / "public.pem").read_bytes())
+    combiner = made.folder.combiner
+    public = serialization.load_pem_public_key((combiner / "public.pem").read_bytes())
     assert isinstance(public, rsa.RSAPublicKey)
     assert public.public_numbers() == params.public_key().public_numbers()
-    assert (made.out / "params.json").read_text() == params.to_json()
+    ca_pem = (made.out / "ca" / "ca.pem").read_bytes()
+    assert (combiner / "params.json").read_text() == params.to_json()
+    assert (combiner / "ca.pem").read_bytes() == ca_pem
     for i in range(1, params.n + 1):
-        assert (made.out / f"node-{i}" / "params.json").read_text() == params.to_json()
-        assert (made.out / f"node-{i}" / "ca.pem").read_bytes() == (
-            made.out / "ca" / "ca.pem"
-        ).read_bytes()
+        assert (made.folder.etc(i) / "params.json").read_text() == params.to_json()
+        assert (made.folder.etc(i) / "ca.pem").read_bytes() == ca_pem
 
 
 def test_cluster_and_node_configs_load(made: Made) -> None:
     params = made.dealt.params
-    cluster = ClusterFile.load(made.out)
-    assert cluster == made.cluster
+    combiner = made.folder.combiner
+    cluster = ClusterFile.load(made.out)  # a ceremony folder: its combiner/cluster.toml
+    assert cluster == made.cluster == ClusterFile.load(combiner)
+    assert cluster.path == combiner / "cluster.toml"
     assert cluster.params == params
     assert [(e.index, e.address, e.tls_name) for e in cluster.nodes] == [
         (i, f"127.0.0.1:{7000 + i}", f"ittc-node-{i}") for i in range(1, params.n + 1)
     ]
-    assert cluster.ca == made.out / "ca" / "ca.pem"
-    assert cluster.client_cert == made.out / "client" / "client.pem"
-    assert cluster.client_key == made.out / "client" / "client.key"
-    assert cluster.public_key == made.out / "public.pem"
+    assert (cluster.ca, cluster.client_cert, cluster.client_key, cluster.public_key) == (
+        combiner / "ca.pem",
+        combiner / "client.pem",
+        combiner / "client.key",
+        combiner / "public.pem",
+    )
     for entry in cluster.nodes:
-        folder = made.out / f"node-{entry.index}"
-        config = NodeConfig.load(folder / "node.toml")
+        etc = made.folder.etc(entry.index)
+        config = NodeConfig.load(etc / "node.toml")
         assert config.index == entry.index
-        assert config.listen == entry.address
+        assert config.listen == entry.address  # a local trial: each binds its own address
         assert config.allowed_clients == ("ittc-client",)
         assert config.load_params() == params
         assert (config.share_file, config.tls_cert, config.tls_key, config.tls_ca) == (
-            folder / "share.enc",
-            folder / "tls.pem",
-            folder / "tls.key",
-            folder / "ca.pem",
+            etc / "share.enc",
+            etc / "tls.pem",
+            etc / "tls.key",
+            etc / "ca.pem",
         )
-
-
-def test_passphrase_file_is_named_relative_and_resolves(made: Made) -> None:
-    for i in range(1, made.dealt.params.n + 1):
-        folder = made.out / f"node-{i}"
-        text = (folder / "node.toml").read_text()
-        # OUT is base/sites/cluster, the file base/secrets/pass.txt.
-        assert 'passphrase_file = "../../../secrets/pass.txt"' in text
-        config = NodeConfig.load(folder / "node.toml")
+        assert config.audit_log.resolve() == made.folder.var(entry.index) / "audit.log"
+        assert config.passphrase_credential == "passphrase"
         assert config.passphrase_file is not None
-        assert config.passphrase_file.resolve() == made.passphrase_file.resolve()
+        assert config.passphrase_file.resolve() == made.folder.passphrase(entry.index)
 
 
-def test_shares_decrypt_and_self_test(made: Made) -> None:
+def _named_paths(path: pathlib.Path) -> list[str]:
+    """Every string value in a TOML file that a reader treats as a path."""
+    data = tomllib.loads(path.read_text())
+    found = []
+    for table in ("key", "tls", "audit", "client"):
+        found += [v for k, v in data.get(table, {}).items() if k not in ("passphrase_credential",)]
+    found += [data[k] for k in ("params", "public_key", "ca") if k in data]
+    return [v for v in found if isinstance(v, str)]
+
+
+def test_no_config_names_a_file_outside_its_folder(made: Made) -> None:
+    """Each site folder and the combiner bundle work wherever they are copied, alone."""
+    bundles = [(made.folder.combiner, made.folder.cluster_file)]
+    bundles += [(made.folder.site(i), made.folder.node_config(i)) for i in range(1, 6)]
+    for bundle, config in bundles:
+        paths = _named_paths(config)
+        assert len(paths) >= 4, config
+        for value in paths:
+            assert not os.path.isabs(value), (config, value)
+            target = (config.parent / value).resolve()
+            assert target.is_relative_to(bundle), (config, value)
+            if not value.endswith("audit.log"):
+                assert target.is_file(), (config, value)
+
+
+def test_each_site_has_its_own_passphrase(made: Made) -> None:
     params = made.dealt.params
-    for entry in made.cluster.nodes:
-        config = NodeConfig.load(made.out / f"node-{entry.index}" / "node.toml")
-        assert config.passphrase_file is not None
-        passphrase = storage.read_passphrase_file(config.passphrase_file)
-        share = storage.read_share_file(config.share_file, params, entry.index, passphrase)
+    passphrases = [made.passphrase(i) for i in range(1, params.n + 1)]
+    assert len(set(passphrases)) == params.n
+    assert all(len(p) >= 43 for p in passphrases)  # 256 random bits
+    for i in range(1, params.n + 1):
+        share_file = made.folder.etc(i) / "share.enc"
+        share = storage.read_share_file(share_file, params, i, passphrases[i - 1])
         share.self_test()
-        assert share == made.dealt.shares[entry.index - 1]
-    with pytest.raises(WrongPassphrase):
-        storage.read_share_file(made.out / "node-1" / "share.enc", params, 1, b"not it")
+        assert share == made.dealt.shares[i - 1]
+        for j in range(1, params.n + 1):
+            if j != i:  # site j's passphrase does not open site i's share file
+                with pytest.raises(WrongPassphrase):
+                    storage.read_share_file(share_file, params, i, passphrases[j - 1])
+
+
+def _private_keys(folder: pathlib.Path) -> list[tuple[pathlib.Path, bytes]]:
+    """(file, public key) of every file under ``folder`` that holds a private key."""
+    found = []
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError):
+            continue
+        found.append((path, key.public_key().public_bytes(*SPKI)))
+    return found
+
+
+def _share_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    return [
+        p for p in folder.rglob("*") if p.is_file() and p.read_bytes().startswith(b"ITTC-SHARE")
+    ]
+
+
+SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_bundles_hold_only_their_own_secrets(made: Made) -> None:
+    params = made.dealt.params
+    ca_public = pki.load_cert(made.out / "ca" / "ca.pem").public_key().public_bytes(*SPKI)
+    combiner = made.folder.combiner
+    # The combiner bundle: no share, and one private key, its own client key.
+    assert _share_files(combiner) == []
+    client_public = pki.load_cert(combiner / "client.pem").public_key().public_bytes(*SPKI)
+    assert _private_keys(combiner) == [(combiner / "client.key", client_public)]
+    passphrases = {i: made.passphrase(i) for i in range(1, params.n + 1)}
+    for i in range(1, params.n + 1):
+        site = made.folder.site(i)
+        # One share file, site i's own; one private key, its node's TLS key (not the CA's).
+        [share] = _share_files(site)
+        assert storage.read_share_header(share).index == i
+        node_public = pki.load_cert(made.folder.etc(i) / "tls.pem").public_key()
+        assert _private_keys(site) == [
+            (made.folder.etc(i) / "tls.key", node_public.public_bytes(*SPKI))
+        ]
+        assert ca_public != node_public.public_bytes(*SPKI)
+        # Its own passphrase, and no other site's anywhere in the folder.
+        contents = b"".join(p.read_bytes() for p in site.rglob("*") if p.is_file())
+        for j, other in passphrases.items():
+            assert (other in contents) == (i == j), (i, j)
+    assert _private_keys(made.out / "ca") == [(made.out / "ca" / "ca.key", ca_public)]
 
 
 def test_nothing_secret_in_public_files(made: Made) -> None:
     secrets_ = [format(s.dangerously_export_secret(), "x") for s in made.dealt.shares]
+    passphrases = [made.passphrase(i).decode() for i in range(1, 6)]
     for path in made.out.rglob("*"):
         if path.is_file() and path.suffix in (".pem", ".json", ".toml", ".txt"):
             text = path.read_text().lower()
-            assert PASSPHRASE.decode() not in text, path
+            assert not any(p.lower() in text for p in passphrases), path
             assert not any(s in text for s in secrets_), path
+
+
+def test_readme_says_where_each_part_goes_and_what_to_destroy(made: Made) -> None:
+    text = made.folder.readme.read_text()
+    assert text.startswith(README_TITLE + "\n")
+    assert made.dealt.params.key_id in text
+    for words in ("site-1/ ... site-5/", "combiner/", "ca/ca.key", "offline", "destroy"):
+        assert words in text, words
+    assert f"ittc ceremony finish {made.out}" in text
+    assert "--ca-key-offline" in text
+    for i in range(1, 6):
+        assert f"127.0.0.1:{7000 + i}" in text
+        site = (made.folder.site(i) / "README.txt").read_text()
+        assert f"site {i}" in site and "ittc node --config etc/node.toml" in site
+        assert "systemd-creds encrypt --name=passphrase" in site
 
 
 # -- the PKI -----------------------------------------------------------------------------
@@ -220,7 +301,7 @@ def test_node_certificates(made: Made) -> None:
     ca = pki.load_cert(made.out / "ca" / "ca.pem")
     store = verification.Store([ca])
     for entry in made.cluster.nodes:
-        folder = made.out / f"node-{entry.index}"
+        folder = made.folder.etc(entry.index)
         cert = pki.load_cert(folder / "tls.pem")
         cert.verify_directly_issued_by(ca)
         name = f"ittc-node-{entry.index}"
@@ -246,7 +327,7 @@ def test_node_certificates(made: Made) -> None:
 
 def test_client_certificate(made: Made) -> None:
     ca = pki.load_cert(made.out / "ca" / "ca.pem")
-    cert = pki.load_cert(made.out / "client" / "client.pem")
+    cert = pki.load_cert(made.folder.combiner / "client.pem")
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "ittc-client"
     assert _eku(cert) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     verified = (
@@ -374,7 +455,7 @@ def node1_server(made: Made) -> Iterator[Server]:
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     server.add_generic_rpc_handlers((handler,))
-    folder = made.out / "node-1"
+    folder = made.folder.etc(1)
     port = server.add_secure_port(
         "127.0.0.1:0",
         tls.server_credentials(folder / "tls.pem", folder / "tls.key", folder / "ca.pem"),
@@ -397,7 +478,7 @@ def _call(port: int, credentials: grpc.ChannelCredentials, tls_name: str) -> byt
 
 @pytest.mark.network
 def test_mtls_handshake_and_peer_identity(made: Made, node1_server: Server) -> None:
-    client = made.out / "client"
+    client = made.folder.combiner
     creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")
     assert _call(node1_server.port, creds, "ittc-node-1") == b"ittc-client"
     assert node1_server.seen == ["ittc-client"]
@@ -418,7 +499,7 @@ def test_mtls_refuses_client_of_another_ca(
     pki.write_cert(tmp_path / "c.pem", cert)
     pki.write_private_key(tmp_path / "c.key", key)
     creds = tls.channel_credentials(
-        tmp_path / "c.pem", tmp_path / "c.key", made.out / "client" / "ca.pem"
+        tmp_path / "c.pem", tmp_path / "c.key", made.folder.combiner / "ca.pem"
     )
     _refused(node1_server.port, creds, "ittc-node-1")
     assert node1_server.seen == []
@@ -432,7 +513,7 @@ def test_mtls_refuses_no_client_cert_and_server_cert_as_client(
     _refused(
         node1_server.port, grpc.ssl_channel_credentials(root_certificates=ca_pem), "ittc-node-1"
     )
-    node2 = made.out / "node-2"  # a node's serverAuth-only identity is not a client
+    node2 = made.folder.etc(2)  # a node's serverAuth-only identity is not a client
     _refused(
         node1_server.port,
         tls.channel_credentials(node2 / "tls.pem", node2 / "tls.key", node2 / "ca.pem"),
@@ -443,7 +524,7 @@ def test_mtls_refuses_no_client_cert_and_server_cert_as_client(
 
 @pytest.mark.network
 def test_mtls_checks_the_node_name_not_the_address(made: Made, node1_server: Server) -> None:
-    client = made.out / "client"
+    client = made.folder.combiner
     creds = tls.channel_credentials(client / "client.pem", client / "client.key", client / "ca.pem")
     _refused(node1_server.port, creds, "ittc-node-2")
     assert node1_server.seen == []
@@ -466,32 +547,27 @@ def test_empty_out_folder_is_used(dealt: DealtKey, tmp_path: pathlib.Path) -> No
     out = tmp_path / "out"
     out.mkdir()
     cluster = create_cluster(out, dealt, passphrases=[PASSPHRASE], kdf=FAST)
-    assert cluster.path == out / "cluster.toml"
-    assert NodeConfig.load(out / "node-1" / "node.toml").passphrase_file is None
+    assert cluster.path == out / "combiner" / "cluster.toml"
+    # One passphrase for every site (the caller's choice): each site still gets a copy.
+    for i in (1, 5):
+        assert storage.read_passphrase_file(out / f"site-{i}" / "passphrase") == PASSPHRASE
 
 
 def test_failure_leaves_nothing(dealt: DealtKey, tmp_path: pathlib.Path) -> None:
-    passphrase_file = _write_secret(tmp_path / "pass.txt", b"another passphrase")
-    with pytest.raises(ParameterError, match="passphrase"):
-        create_cluster(
-            tmp_path / "out",
-            dealt,
-            passphrases=[PASSPHRASE],
-            passphrase_file=passphrase_file,
-            kdf=FAST,
-        )
     with pytest.raises(ParameterError, match="addresses"):
-        create_cluster(
-            tmp_path / "out", dealt, passphrases=[PASSPHRASE], addresses=["127.0.0.1:1"], kdf=FAST
-        )
-    assert [p.name for p in tmp_path.iterdir()] == ["pass.txt"]
+        create_cluster(tmp_path / "out", dealt, addresses=["127.0.0.1:1"], kdf=FAST)
+    with pytest.raises(ParameterError, match="listen"):
+        create_cluster(tmp_path / "out", dealt, listen=["a:1", "b:2"], kdf=FAST)
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_addresses_clients_and_per_node_passphrases(
+def test_addresses_listen_clients_and_given_passphrases(
     dealt: DealtKey, tmp_path: pathlib.Path
 ) -> None:
     n = dealt.params.n
     addresses = [f"node{i}.example.org:9000" for i in range(1, n + 1)]
+    addresses[2] = "203.0.113.7:443"  # behind NAT: forwarded to the node's port 9003
+    listen = ["0.0.0.0", "10.0.0.2", "0.0.0.0:9003", "[::]", "[fd00::5]:9000"]
     passphrases = [f"passphrase of node {i}".encode() for i in range(1, n + 1)]
     out = tmp_path / "out"
     cluster = create_cluster(
@@ -499,30 +575,86 @@ def test_addresses_clients_and_per_node_passphrases(
         dealt,
         passphrases=passphrases,
         addresses=addresses,
+        listen=listen,
         client_names=["combiner-a", "combiner-b", "ops"],
         kdf=FAST,
     )
+    folder = CeremonyFolder(out)
     assert [e.address for e in cluster.nodes] == addresses
+    binds = ["0.0.0.0:9000", "10.0.0.2:9000", "0.0.0.0:9003", "[::]:9000", "[fd00::5]:9000"]
     ca = pki.load_cert(out / "ca" / "ca.pem")
-    for i in (2, 5):
-        config = NodeConfig.load(out / f"node-{i}" / "node.toml")
+    for i in range(1, n + 1):
+        config = NodeConfig.load(folder.node_config(i))
+        assert config.listen == binds[i - 1]
         assert config.allowed_clients == ("combiner-a", "combiner-b", "ops")
-        assert config.passphrase_file is None
+        assert storage.read_passphrase_file(folder.passphrase(i)) == passphrases[i - 1]
         share = storage.read_share_file(config.share_file, dealt.params, i, passphrases[i - 1])
         assert share == dealt.shares[i - 1]
         with pytest.raises(WrongPassphrase):
-            storage.read_share_file(config.share_file, dealt.params, i, passphrases[0])
+            storage.read_share_file(config.share_file, dealt.params, i, passphrases[i % n])
+        # The certificate names what combiners dial (and a specific bind address).
         san = _san(pki.load_cert(config.tls_cert))
-        assert f"node{i}.example.org" in san.get_values_for_type(x509.DNSName)
-    first = pki.load_cert(out / "client" / "client.pem")
+        host = addresses[i - 1].rsplit(":", 1)[0]
+        if i == 3:
+            assert ipaddress.ip_address(host) in san.get_values_for_type(x509.IPAddress)
+        else:
+            assert host in san.get_values_for_type(x509.DNSName)
+        if i in (2, 5):
+            bound = ipaddress.ip_address(binds[i - 1].rsplit(":", 1)[0].strip("[]"))
+            assert bound in san.get_values_for_type(x509.IPAddress)
+        # ...and the node.toml says so to the operator at the site.
+        text = folder.node_config(i).read_text()
+        assert f"Combiners dial this node at {addresses[i - 1]}" in text
+    first = pki.load_cert(folder.combiner / "client.pem")
     assert first.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "combiner-a"
     assert sorted(p.name for p in (out / "clients").iterdir()) == ["combiner-b", "ops"]
     for name in ("combiner-b", "ops"):
-        folder = out / "clients" / name
-        assert _mode(folder) == 0o700 and _mode(folder / "client.key") == 0o600
-        cert = pki.load_cert(folder / "client.pem")
+        bundle = folder.client(name)
+        assert _mode(bundle) == 0o700 and _mode(bundle / "client.key") == 0o600
+        cert = pki.load_cert(bundle / "client.pem")
         cert.verify_directly_issued_by(ca)
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
+        own = ClusterFile.load(bundle)  # a complete combiner bundle of its own
+        assert own.client_cert == bundle / "client.pem" and own.params == dealt.params
+    assert "combiner-b, ops" in folder.readme.read_text()
+
+
+@pytest.mark.parametrize(
+    ("addresses", "listen", "expected"),
+    [
+        (None, None, ["127.0.0.1:7001", "127.0.0.1:7002"]),
+        (["a.example:1", "[2001:db8::1]:2"], None, ["0.0.0.0:1", "[::]:2"]),
+        (["a.example:1", "b.example:2"], ["127.0.0.1"], ["127.0.0.1:1", "127.0.0.1:2"]),
+        (["a.example:1", "b.example:2"], ["::1"], ["[::1]:1", "[::1]:2"]),
+        (["a.example:1", "b.example:2"], ["0.0.0.0:7000"], ["0.0.0.0:7000"] * 2),
+        (["a.example:1", "b.example:2"], ["h1", "h2:9"], ["h1:1", "h2:9"]),
+    ],
+)
+def test_plan_sites(
+    addresses: list[str] | None, listen: list[str] | None, expected: list[str]
+) -> None:
+    plans = plan_sites(2, addresses, listen)
+    assert [p.listen for p in plans] == expected
+    assert [p.tls_name for p in plans] == ["ittc-node-1", "ittc-node-2"]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "listen", "words"),
+    [
+        (["a:1"], None, "need 2 node addresses"),
+        (["a:1", "a:1"], None, "distinct"),
+        (["a:1", "b:99999"], None, "out of range"),
+        (["a:1", "fe80::1:7"], None, "brackets"),
+        (["a:1", "b"], None, "not host:port"),
+        (["a:1", "b:2"], ["x", "y", "z"], "one listen address for every node or one per node"),
+        (["a:1", "b:2"], ["fe80::1:7003x"], "neither host:port nor a host"),
+    ],
+)
+def test_plan_sites_refuses(
+    addresses: list[str] | None, listen: list[str] | None, words: str
+) -> None:
+    with pytest.raises(ParameterError, match=words):
+        plan_sites(2, addresses, listen)
 
 
 def test_bad_arguments_are_refused(dealt: DealtKey, tmp_path: pathlib.Path) -> None:
@@ -532,15 +664,9 @@ def test_bad_arguments_are_refused(dealt: DealtKey, tmp_path: pathlib.Path) -> N
     with pytest.raises(ParameterError, match="empty"):
         create_cluster(out, dealt, passphrases=[b""], kdf=FAST)
     with pytest.raises(ParameterError, match="client identity"):
-        create_cluster(out, dealt, passphrases=[PASSPHRASE], client_names=["bad name"], kdf=FAST)
+        create_cluster(out, dealt, client_names=["bad name"], kdf=FAST)
     with pytest.raises(ParameterError, match="distinct"):
-        create_cluster(
-            out,
-            dealt,
-            passphrases=[PASSPHRASE],
-            addresses=["127.0.0.1:7001"] * dealt.params.n,
-            kdf=FAST,
-        )
+        create_cluster(out, dealt, addresses=["127.0.0.1:7001"] * dealt.params.n, kdf=FAST)
     assert not out.exists()
 
 
@@ -548,14 +674,19 @@ def test_split_existing_key(tmp_path: pathlib.Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     split = dealer.split(key, 5, 3)
     out = tmp_path / "split"
-    cluster = create_cluster(out, split, passphrases=[PASSPHRASE], kdf=FAST)
+    cluster = create_cluster(out, split, kdf=FAST, leftovers=[tmp_path / "root.pem"])
     spki = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    assert (out / "public.pem").read_bytes() == key.public_key().public_bytes(*spki)
+    assert (out / "combiner" / "public.pem").read_bytes() == key.public_key().public_bytes(*spki)
     assert cluster.params.sharing == "integer" and not cluster.params.proofs_sound
     assert any("not sound" in w for w in split.warnings)
     assert "NOT sound" in describe(cluster)
-    share = storage.read_share_file(out / "node-4" / "share.enc", cluster.params, 4, PASSPHRASE)
-    share.self_test()
+    passphrase = storage.read_passphrase_file(out / "site-4" / "passphrase")
+    share_file = out / "site-4" / "etc" / "share.enc"
+    storage.read_share_file(share_file, cluster.params, 4, passphrase).self_test()
+    # The key that was split is named among what to destroy.
+    assert (
+        f"ittc ceremony finish --also {tmp_path / 'root.pem'}" in (out / "README.txt").read_text()
+    )
 
 
 def test_describe(made: Made) -> None:
@@ -582,8 +713,7 @@ def _run_cli(*args: str, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_keygen(tmp_path: pathlib.Path) -> None:
-    _write_secret(tmp_path / "pass.txt", PASSPHRASE + b"\n")
+def test_cli_keygen_makes_a_passphrase_per_site_without_a_terminal(tmp_path: pathlib.Path) -> None:
     done = _run_cli(
         "keygen",
         "--insecure-small-key-for-tests",
@@ -593,26 +723,59 @@ def test_cli_keygen(tmp_path: pathlib.Path) -> None:
         "4",
         "--threshold",
         "2",
-        "--passphrase-file",
-        "pass.txt",
         "--kdf",
         "fast-insecure-for-tests",
         "--out",
         "c",
-        cwd=tmp_path,
+        cwd=tmp_path,  # stdin is /dev/null: nothing is asked
     )
     assert done.returncode == 0, done.stderr
     cluster = ClusterFile.load(tmp_path / "c")
     assert (cluster.params.n, cluster.params.k, cluster.params.bits) == (4, 2, 1024)
     assert cluster.params.key_id in done.stdout
-    assert "ittc cluster up" in done.stdout and "ittc sign --cluster" in done.stdout
-    assert PASSPHRASE.decode() not in done.stdout + done.stderr
+    # It ends by saying where each part goes and what to destroy (the folder's README).
+    assert (tmp_path / "c" / "README.txt").read_text() in done.stdout
+    assert "ittc ceremony finish" in done.stdout and "ittc cluster up" in done.stdout
     assert "1024-bit test key" in done.stderr and "test-only KDF" in done.stderr
-    config = NodeConfig.load(tmp_path / "c" / "node-4" / "node.toml")
-    assert config.passphrase_file is not None
-    assert config.passphrase_file.resolve() == (tmp_path / "pass.txt").resolve()
-    share = storage.read_share_file(config.share_file, cluster.params, 4, PASSPHRASE)
-    assert share.index == 4
+    assert "same passphrase" not in done.stderr
+    folder = CeremonyFolder(tmp_path / "c")
+    passphrases = [storage.read_passphrase_file(folder.passphrase(i)) for i in range(1, 5)]
+    assert len(set(passphrases)) == 4
+    for i, passphrase in enumerate(passphrases, 1):
+        assert passphrase.decode() not in done.stdout + done.stderr
+        config = NodeConfig.load(folder.node_config(i))
+        share = storage.read_share_file(config.share_file, cluster.params, i, passphrase)
+        assert share.index == i
+
+
+def test_cli_brings_its_own_passphrases(tmp_path: pathlib.Path) -> None:
+    common = ["keygen", "--insecure-small-key-for-tests", "--bits", "1024", "--nodes", "3"]
+    common += ["--threshold", "2", "--kdf", "fast-insecure-for-tests"]
+    (tmp_path / "mine").mkdir()
+    own = [f"site {i} passphrase".encode() for i in range(1, 4)]
+    for i, passphrase in enumerate(own, 1):
+        _write_secret(tmp_path / "mine" / f"site-{i}", passphrase + b"\n")
+    done = _run_cli(*common, "--passphrase-dir", "mine", "--out", "a", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "same passphrase" not in done.stderr
+    for i, passphrase in enumerate(own, 1):
+        assert (
+            storage.read_passphrase_file(tmp_path / "a" / f"site-{i}" / "passphrase") == passphrase
+        )
+    # The operator's own passphrase files are leftovers too.
+    assert str(tmp_path / "mine" / "site-3") in (tmp_path / "a" / "README.txt").read_text()
+
+    _write_secret(tmp_path / "pass.txt", PASSPHRASE + b"\n")
+    done = _run_cli(*common, "--passphrase-file", "pass.txt", "--out", "b", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "same passphrase" in done.stderr  # one passphrase for every site: said loudly
+    assert PASSPHRASE.decode() not in done.stdout + done.stderr
+
+    done = _run_cli(*common, "--ask-passphrases", "--out", "d", cwd=tmp_path)
+    assert done.returncode == 2 and "not a terminal" in done.stderr
+    done = _run_cli(*common, "--passphrase-dir", "nope", "--out", "d", cwd=tmp_path)
+    assert done.returncode == 2 and "no such folder" in done.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_cli_bad_argument_exits_2_without_traceback(tmp_path: pathlib.Path) -> None:
@@ -650,40 +813,18 @@ def test_cli_errors_are_one_line(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "p"]
 
 
-def test_cli_asks_for_passphrase_only_on_a_terminal(
+def test_cli_asks_for_passphrases_only_on_a_terminal(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    argv = ["keygen", "--out", str(tmp_path / "c"), "--bits", "1024"]
+    argv += ["--insecure-small-key-for-tests", "--ask-passphrases"]
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
-    assert (
-        cli.main(
-            [
-                "keygen",
-                "--out",
-                str(tmp_path / "c"),
-                "--bits",
-                "1024",
-                "--insecure-small-key-for-tests",
-            ]
-        )
-        == 2
-    )
+    assert cli.main(argv) == 2
     assert "not a terminal" in capsys.readouterr().err
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     answers = iter(["first passphrase", "second passphrase"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
-    assert (
-        cli.main(
-            [
-                "keygen",
-                "--out",
-                str(tmp_path / "c"),
-                "--bits",
-                "1024",
-                "--insecure-small-key-for-tests",
-            ]
-        )
-        == 2
-    )
+    assert cli.main(argv) == 2
     assert "do not match" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
 
@@ -724,10 +865,54 @@ def test_cli_split_and_info(tmp_path: pathlib.Path, capsys: pytest.CaptureFixtur
     captured = capsys.readouterr()
     assert "WARNING" in captured.err and "not sound" in captured.err
     assert "Destroy it" in captured.out
-    public = serialization.load_pem_public_key((tmp_path / "c" / "public.pem").read_bytes())
+    public_pem = tmp_path / "c" / "combiner" / "public.pem"
+    public = serialization.load_pem_public_key(public_pem.read_bytes())
     assert isinstance(public, rsa.RSAPublicKey)
     assert public.public_numbers() == key.public_key().public_numbers()
 
     assert cli.main(["info", "--cluster", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "any 2 of 3" in out and "NOT sound" in out
+
+
+def test_the_example_node_config_loads() -> None:
+    example = pathlib.Path(__file__).parent.parent / "nodes" / "examples" / "node.toml"
+    config = NodeConfig.load(example)
+    assert (config.index, config.passphrase_credential) == (3, "passphrase")
+    assert config.audit_log == example.parent.parent / "var" / "audit.log"
+
+
+def test_ceremony_finish_refuses_what_is_not_a_ceremony_folder(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious").write_text("keep me")
+    (tmp_path / "README.txt").write_text("my own notes\n")
+    assert cli.main(["ceremony", "finish", str(tmp_path), "--yes", "--ca-key-offline"]) == 2
+    assert "not a key ceremony's output folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.txt", "precious"]
+
+
+def test_ceremony_finish_asks_and_keeps_the_ca_key(
+    dealt: DealtKey,
+    tmp_path: pathlib.Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "c"
+    create_cluster(out, dealt, kdf=FAST, client_names=["a", "b"])
+    outside = _write_secret(tmp_path / "root.pem", b"the original key")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "no")
+    assert cli.main(["ceremony", "finish", str(out), "--also", str(outside)]) == 2
+    assert (out / "site-1" / "etc" / "share.enc").exists() and outside.exists()
+    with pytest.raises(ConfigError, match="not a regular file"):  # --also takes files only
+        leftovers.plan(out, also=[tmp_path])
+    monkeypatch.setattr("builtins.input", lambda prompt="": "destroy")
+    assert cli.main(["ceremony", "finish", str(out), "--also", str(outside)]) == 0
+    printed = capsys.readouterr().out
+    assert "site 3: its share file and its passphrase" in printed and "Kept:" in printed
+    assert not outside.exists()
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == ["README.txt", "ca", "ca/README.txt", "ca/ca.key", "ca/ca.pem"]
+    assert cli.main(["ceremony", "finish", str(out), "--ca-key-offline", "--yes"]) == 0
+    assert not out.exists()

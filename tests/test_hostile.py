@@ -63,7 +63,6 @@ from ittc.scheme.params import PublicParams
 from ittc.wire.v1 import signer_pb2 as pb
 from tests.cluster import (
     CLIENT,
-    PASSPHRASE,
     EmbeddedNode,
     FakeClock,
     LocalCluster,
@@ -73,6 +72,7 @@ from tests.cluster import (
     pss_item,
     raw_method,
     sign_request,
+    site_passphrase,
 )
 
 TIMEOUT = 20.0
@@ -132,7 +132,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     with LocalCluster(root) as cluster:
         cluster.start([1], timeout=120)
         config = cluster.config(1)
-        share = storage.read_share_file(config.share_file, cluster.params, 1, PASSPHRASE)
+        passphrase = site_passphrase(root, 1)
+        share = storage.read_share_file(config.share_file, cluster.params, 1, passphrase)
         t = Target(cluster, share)
         t.new_audit_records()
         yield t

@@ -41,6 +41,7 @@ from ittc_node.replay import ReplayCache
 
 from ittc import storage
 from ittc.config import NodeConfig
+from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import AuditLogError, InvalidShare
 from ittc.scheme import ct
 from ittc.scheme.combine import combine
@@ -51,9 +52,9 @@ from ittc.wire.v1 import signer_pb2 as pb
 from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
-    PASSPHRASE,
     FakeClock,
     LocalCluster,
+    audit_log_of,
     cluster_ca,
     copy_node,
     fault_env,
@@ -66,6 +67,7 @@ from tests.cluster import (
     pss_item,
     reissue_cert,
     sign_request,
+    site_passphrase,
     write_private,
 )
 
@@ -80,7 +82,7 @@ _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": ha
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     root = make_cluster(tmp_path_factory.mktemp("nodes"))
-    toml = root / "node-5" / "node.toml"
+    toml = CeremonyFolder(root).node_config(5)
     # Node 5: worker processes, on the portable backend (the others: auto, libcrypto here).
     toml.write_text(
         re.sub(r"(?m)^workers = 0$", 'workers = 2\nbackend = "gmpy2"', toml.read_text())
@@ -411,7 +413,7 @@ def _break_audit_log(folder: pathlib.Path) -> pathlib.Path:
 
 
 def _break_audit_chain(folder: pathlib.Path) -> pathlib.Path:
-    return folder / "audit.log"
+    return audit_log_of(folder)
 
 
 def _break_tls_key_mode(folder: pathlib.Path) -> pathlib.Path:
@@ -432,15 +434,15 @@ def _dated(days_before: float, days_after: float) -> dict[str, datetime.datetime
 
 
 def _break_cert_expired(folder: pathlib.Path) -> pathlib.Path:
-    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent), **_dated(-30, -1))
+    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent.parent), **_dated(-30, -1))
 
 
 def _break_cert_not_yet_valid(folder: pathlib.Path) -> pathlib.Path:
-    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent), **_dated(1, 30))
+    return reissue_cert(folder / "tls.pem", cluster_ca(folder.parent.parent), **_dated(1, 30))
 
 
 def _break_ca_expired(folder: pathlib.Path) -> pathlib.Path:
-    return reissue_cert(folder / "ca.pem", cluster_ca(folder.parent), **_dated(-30, -0.01))
+    return reissue_cert(folder / "ca.pem", cluster_ca(folder.parent.parent), **_dated(-30, -0.01))
 
 
 STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] = {
@@ -483,7 +485,6 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
     procs = {}
     for n, (case, (breaker, _)) in enumerate(STARTUP_FAILURES.items()):
         folder = copy_node(nodes.root, 4, f"node-4-broken-{n}")
-        (folder / "audit.log").unlink(missing_ok=True)
         toml = folder / "node.toml"
         culprit = breaker(folder)
         text = toml.read_text()
@@ -535,7 +536,7 @@ def test_node_refuses_to_start(startup_failures: dict[str, Any], case: str) -> N
     assert lines[0].startswith("ittc-node: error: ")
     assert str(culprit) in lines[0] and STARTUP_FAILURES[case][1] in lines[0]
     if "audit log" not in case or "unwritable" in case:
-        assert not (folder / "audit.log").exists()
+        assert not audit_log_of(folder).exists()
 
 
 # -- lifecycle and the audit log -------------------------------------------------------
@@ -585,7 +586,7 @@ def test_health_sigterm_audit_chain_and_restart(
         )
     )
     try:
-        nodes.start([4], env={"ITTC_TEST_NODE_PASSPHRASE": PASSPHRASE.decode()})
+        nodes.start([4], env={"ITTC_TEST_NODE_PASSPHRASE": site_passphrase(nodes.root, 4).decode()})
         _sign_and_check(nodes, 4)
         assert nodes.terminate(4) == 0
     finally:
@@ -676,7 +677,9 @@ class EmbeddedNode:
 
     def __init__(self, config: NodeConfig, clock: Callable[[], float], faults: Faults) -> None:
         params = config.load_params()
-        share = storage.read_share_file(config.share_file, params, config.index, PASSPHRASE)
+        assert config.passphrase_file is not None
+        passphrase = storage.read_passphrase_file(config.passphrase_file)
+        share = storage.read_share_file(config.share_file, params, config.index, passphrase)
         self.share = share
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -714,7 +717,6 @@ def embedded(nodes: LocalCluster, tmp_path: pathlib.Path) -> Iterator[Callable[.
         clock: Callable[[], float], faults: Faults | None = None, **limits: Any
     ) -> tuple[Any, ...]:
         folder = copy_node(nodes.root, 3, f"node-3-embedded-{tmp_path.name}-{next(counter)}")
-        (folder / "audit.log").unlink(missing_ok=True)
         base = NodeConfig.load(folder / "node.toml")
         config = dataclasses.replace(
             base,

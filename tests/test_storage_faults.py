@@ -35,17 +35,19 @@ import grpc
 import pytest
 from ittc_node.audit import AuditLog, audit_log_head, verify_audit_log
 
+from ittc.deploy.layout import CeremonyFolder
 from ittc.deploy.localcluster import NodeStartError
 from tests.cluster import (
-    PASSPHRASE,
     EmbeddedNode,
     LocalCluster,
+    audit_log_of,
     copy_node,
     file_state,
     make_cluster,
     pkcs1_item,
     pss_item,
     sign_request,
+    site_passphrase,
     write_private,
 )
 
@@ -104,7 +106,7 @@ def _flip(path: pathlib.Path, offset: int) -> None:
 
 
 def _own_passphrase(folder: pathlib.Path, content: bytes, mode: int = 0o600) -> pathlib.Path:
-    """Give the copy its own passphrase file (the original is shared by every node)."""
+    """Give the copy a passphrase file of its own, in its config folder."""
     path = write_private(folder / "passphrase", content)
     os.chmod(path, mode)
     toml = folder / "node.toml"
@@ -133,12 +135,14 @@ def _share_of_another_node(folder: pathlib.Path, env: Env) -> Blame:
 
 def _share_of_another_key(folder: pathlib.Path, env: Env) -> Blame:
     share = folder / "share.enc"
-    shutil.copy2(env.other_root / "node-4" / "share.enc", share)
+    shutil.copy2(CeremonyFolder(env.other_root).etc(4) / "share.enc", share)
     return share, "holds a share of key"
 
 
 def _passphrase_with_extra_newline(folder: pathlib.Path, env: Env) -> Blame:
-    _own_passphrase(folder, PASSPHRASE + b"\n\n")  # one newline is forgiven, not two
+    _own_passphrase(
+        folder, site_passphrase(env.cluster.root, 4) + b"\n\n"
+    )  # one newline is forgiven, not two
     return folder / "share.enc", "the passphrase does not open"
 
 
@@ -147,7 +151,7 @@ def _empty_passphrase(folder: pathlib.Path, env: Env) -> Blame:
 
 
 def _passphrase_group_readable(folder: pathlib.Path, env: Env) -> Blame:
-    path = _own_passphrase(folder, PASSPHRASE + b"\n", 0o640)
+    path = _own_passphrase(folder, site_passphrase(env.cluster.root, 4) + b"\n", 0o640)
     return path, "accessible by group or other users (mode 0640); restrict it with: chmod 600"
 
 
@@ -162,34 +166,34 @@ def _tls_key_other_readable(folder: pathlib.Path, env: Env) -> Blame:
 
 
 def _audit_is_a_directory(folder: pathlib.Path, env: Env) -> Blame:
-    (folder / "audit.log").unlink()
-    (folder / "audit.log").mkdir()
-    return folder / "audit.log", "cannot open for appending"
+    (audit_log_of(folder)).unlink()
+    (audit_log_of(folder)).mkdir()
+    return audit_log_of(folder), "cannot open for appending"
 
 
 def _audit_is_a_fifo(folder: pathlib.Path, env: Env) -> Blame:
     # Opening a FIFO for writing waits for a reader: the node must refuse, not hang.
-    (folder / "audit.log").unlink()
-    os.mkfifo(folder / "audit.log", 0o600)
-    return folder / "audit.log", "cannot open for appending"
+    (audit_log_of(folder)).unlink()
+    os.mkfifo(audit_log_of(folder), 0o600)
+    return audit_log_of(folder), "cannot open for appending"
 
 
 def _audit_is_a_symlink(folder: pathlib.Path, env: Env) -> Blame:
     # A link to a log elsewhere (maybe the real one, maybe /etc/passwd): not followed.
     elsewhere = folder.parent / f"{folder.name}-log-elsewhere"
-    (folder / "audit.log").rename(elsewhere)
-    (folder / "audit.log").symlink_to(elsewhere)
-    return folder / "audit.log", "cannot open for appending"
+    (audit_log_of(folder)).rename(elsewhere)
+    (audit_log_of(folder)).symlink_to(elsewhere)
+    return audit_log_of(folder), "cannot open for appending"
 
 
 def _audit_group_writable(folder: pathlib.Path, env: Env) -> Blame:
-    os.chmod(folder / "audit.log", 0o620)
-    return folder / "audit.log", "writable by group or other users (mode 0620)"
+    os.chmod(audit_log_of(folder), 0o620)
+    return audit_log_of(folder), "writable by group or other users (mode 0620)"
 
 
 def _edit_log(change: Callable[[list[bytes]], list[bytes]]) -> Callable[[pathlib.Path, Env], None]:
     def apply(folder: pathlib.Path, env: Env) -> None:
-        path = folder / "audit.log"
+        path = audit_log_of(folder)
         path.write_bytes(b"".join(change(lines_of(path.read_bytes()))))
 
     return apply
@@ -200,7 +204,7 @@ def _audit(
 ) -> Callable[[pathlib.Path, Env], Blame]:
     def breaker(folder: pathlib.Path, env: Env) -> Blame:
         _edit_log(change)(folder, env)
-        return folder / "audit.log", words
+        return audit_log_of(folder), words
 
     return breaker
 
@@ -262,9 +266,11 @@ WATCHED = ("share.enc", "audit.log", "passphrase", "tls.key", "tls.pem", "node.t
 
 
 def _tree(folder: pathlib.Path) -> dict[str, Any]:
-    """Every entry of the folder, the folder itself (its mtime moves if a file is created
-    or removed) and the symlink case's target."""
-    paths = [folder, *sorted(folder.iterdir()), folder.parent / f"{folder.name}-log-elsewhere"]
+    """Every entry of the config folder and of the state folder, both folders themselves
+    (a folder's mtime moves if a file is created or removed) and the symlink case's target."""
+    var = audit_log_of(folder).parent
+    paths = [folder, *sorted(folder.iterdir()), var, *sorted(var.iterdir())]
+    paths.append(folder.parent / f"{folder.name}-log-elsewhere")
     return {str(p): file_state(p) for p in paths}
 
 
@@ -274,8 +280,8 @@ def startup_refusals(env: Env) -> dict[str, tuple[int, str, Blame, dict[str, Any
     prepared = []
     for n, (case, breaker) in enumerate(STARTUP_REFUSALS.items()):
         folder = copy_node(env.cluster.root, 4, f"broken-{n}")
-        (folder / "audit.log").write_bytes(env.real_log)
-        os.chmod(folder / "audit.log", 0o600)
+        (audit_log_of(folder)).write_bytes(env.real_log)
+        os.chmod(audit_log_of(folder), 0o600)
         blame = breaker(folder, env)
         prepared.append((case, folder, blame, _tree(folder)))
     results = {}
@@ -315,7 +321,8 @@ def test_node_refuses_to_start_and_changes_nothing(
     assert words in lines[0], lines[0]
     # Nothing lost or overwritten: same files, same bytes, same mtimes, same modes.
     assert after == before
-    assert all(str(culprit.parent / name) in after for name in WATCHED if name != "passphrase")
+    # ...and the comparison covered every file the node reads or writes (etc/ and var/).
+    assert set(WATCHED) - {"passphrase"} <= {pathlib.Path(path).name for path in after}
 
 
 @pytest.mark.network

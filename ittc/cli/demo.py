@@ -6,7 +6,6 @@ import argparse
 import datetime
 import os
 import pathlib
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -67,27 +66,23 @@ def _run_demo(args: argparse.Namespace) -> int:
     from ittc.scheme import dealer
 
     root = args.dir or _default_demo_dir()
-    cluster_dir, pass_file = root / "cluster", root / "passphrase"
-    if args.fresh and root.exists():
-        shutil.rmtree(root)
-    if not (cluster_dir / "cluster.toml").exists():
+    cluster_dir = root / "cluster"
+    if args.fresh and cluster_dir.exists():
+        shutil.rmtree(cluster_dir)
+    # A cache from before site folders (cluster_dir/cluster.toml, node-<i>/) is remade.
+    if not (cluster_dir / "combiner" / "cluster.toml").exists():
         _step(f"key ceremony: a {args.bits}-bit key from safe primes, 3-of-5 (cached in {root})")
         if cluster_dir.exists():
             shutil.rmtree(cluster_dir)
+        (root / "passphrase").unlink(missing_ok=True)  # the old cache's shared passphrase
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(pass_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(24) + "\n")
         started = time.monotonic()
         dealt = dealer.generate(args.bits, progress=lambda m: print(f"   {m}", flush=True))
         print(f"   safe primes and shares in {time.monotonic() - started:.1f} s")
-        from ittc.storage import read_passphrase_file
-
-        create_cluster(
-            cluster_dir,
-            dealt,
-            passphrases=[read_passphrase_file(pass_file)],
-            passphrase_file=pass_file,
+        create_cluster(cluster_dir, dealt)  # a random passphrase per site, in its folder
+        print(
+            f"   one folder per site ({cluster_dir}/site-1 ... site-5: config, encrypted "
+            "share, TLS identity, its own passphrase), a combiner bundle, the CA apart"
         )
     else:
         _step(f"using the cached demo cluster in {cluster_dir} (--fresh makes a new one)")
@@ -102,7 +97,7 @@ def _run_demo(args: argparse.Namespace) -> int:
             f"   all {len(local.indices)} nodes SERVING after {time.monotonic() - started:.1f} s"
             f"; logs in {local.log_dir}"
         )
-        public_pem = cluster.public_key or cluster_dir / "public.pem"
+        public_pem = cluster.public_key or cluster.root / "public.pem"
         message = (
             f"ittc demo: signed by 3 of 5 nodes at "
             f"{datetime.datetime.now(datetime.UTC).isoformat()}"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ittc.cli import audit, ca, demo, keys, network
+from ittc.cli import audit, ca, ceremony, demo, keys, network
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
 from ittc.errors import IttcError
 from ittc.version import __version__
@@ -26,6 +26,7 @@ COMMANDS: tuple[Command, ...] = (
     keys.KEYGEN,
     keys.SPLIT,
     keys.INFO,
+    ceremony.CEREMONY,
     network.NODE,
     network.CLUSTER,
     network.SIGN,

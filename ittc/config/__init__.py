@@ -5,13 +5,21 @@ and where each node listens. ``node.toml`` (one per site) names what one node da
 needs. Relative paths in either are relative to the file's own folder, so a folder can be
 moved or copied to a site as a whole.
 
-Reading checks everything and raises :class:`~ittc.errors.ConfigError` naming the file
+Files are written with ``tomlkit``, with a comment on every field, and read with
+``tomllib``. Reading checks everything and raises :class:`~ittc.errors.ConfigError` naming the file
 and the field; nothing secret is ever written into these files.
 """
 
-from ittc.config.cluster import ClusterFile, NodeEntry
+from ittc.config.cluster import CLUSTER_FILE, COMBINER_FOLDER, ClusterFile, NodeEntry
 from ittc.config.node import Limits, NodeConfig
 from ittc.config.reader import parse_address
-from ittc.config.writer import dump_toml
 
-__all__ = ["ClusterFile", "Limits", "NodeConfig", "NodeEntry", "dump_toml", "parse_address"]
+__all__ = [
+    "CLUSTER_FILE",
+    "COMBINER_FOLDER",
+    "ClusterFile",
+    "Limits",
+    "NodeConfig",
+    "NodeEntry",
+    "parse_address",
+]

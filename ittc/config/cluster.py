@@ -1,5 +1,9 @@
-"""``cluster.toml``: public, copied to every combiner. It names the key, its public
-parameters and where each node listens; relative paths are relative to the file."""
+"""``cluster.toml``: copied to every combiner. It names the key, its public parameters,
+the address each node is dialled at and the name its certificate must carry, the cluster
+CA and the combiner's own client identity; relative paths are relative to the file.
+
+The key ceremony writes it into a ``combiner/`` folder of its output; :meth:`ClusterFile.load`
+given such an output folder finds it there."""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ import os
 import pathlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+import tomlkit
+
+from ittc.config import writer
 from ittc.config.reader import (
     IDENTITY,
     VERSION,
@@ -18,13 +24,15 @@ from ittc.config.reader import (
     load_toml,
     parse_address,
 )
-from ittc.config.writer import dump_toml
 from ittc.errors import ConfigError
 from ittc.scheme.params import PublicParams
 
 __all__ = ["CLUSTER_FORMAT", "ClusterFile", "NodeEntry"]
 
 CLUSTER_FORMAT = "ittc.cluster"
+#: The file's name, and the folder of a ceremony's output that holds the combiner's copy.
+CLUSTER_FILE = "cluster.toml"
+COMBINER_FOLDER = "combiner"
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,13 @@ class ClusterFile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ClusterFile:
-        """Read ``DIR/cluster.toml`` (``path`` may be the folder or the file)."""
+        """Read a cluster file: ``path`` is the file, or a folder holding it, or a key
+        ceremony's output folder (whose ``combiner/`` holds it)."""
         path = pathlib.Path(path).absolute()
         if path.is_dir():
-            path = path / "cluster.toml"
+            nested = path / COMBINER_FOLDER / CLUSTER_FILE
+            direct = path / CLUSTER_FILE
+            path = nested if not direct.exists() and nested.exists() else direct
         r = Reader(path, load_toml(path))
         check_format(r, CLUSTER_FORMAT)
         r.unknown({"format", "version", "key_id", "params", "public_key", "ca", "client", "nodes"})
@@ -105,26 +116,63 @@ class ClusterFile:
         *,
         params_file: str = "params.json",
         public_key: str = "public.pem",
-        ca: str = "ca/ca.pem",
-        client_cert: str | None = "client/client.pem",
-        client_key: str | None = "client/client.key",
+        ca: str = "ca.pem",
+        client_cert: str | None = "client.pem",
+        client_key: str | None = "client.key",
+        client_name: str | None = None,
     ) -> str:
-        doc: dict[str, Any] = {
-            "format": CLUSTER_FORMAT,
-            "version": VERSION,
-            "key_id": params.key_id,
-            "params": params_file,
-            "public_key": public_key,
-            "ca": ca,
-        }
-        if client_cert and client_key:
-            doc["client"] = {"cert": client_cert, "key": client_key}
-        doc["nodes"] = [
-            {"index": n.index, "address": n.address, "tls_name": n.tls_name} for n in nodes
-        ]
-        header = (
-            f"ittc cluster file: key {params.short_id}, {params.bits}-bit, "
-            f"k={params.k} of n={params.n}.\nPublic: copy it to every combiner. "
-            "Paths are relative to this file."
+        """The text of a cluster.toml, every field explained by a comment above it."""
+        doc = writer.document(
+            f"ittc cluster file: key {params.short_id}, RSA-{params.bits}, "
+            f"any {params.k} of {params.n} nodes sign.\n"
+            "For combiners (ittc sign/status/ca --cluster, ClusterClient): it names the key,\n"
+            "where each node is reached and how it is recognised, and this combiner's\n"
+            "identity. Relative paths are relative to this file's folder."
         )
-        return dump_toml(doc, header)
+        writer.field(doc, "format", CLUSTER_FORMAT, "What this file is, and its format version.")
+        writer.field(doc, "version", VERSION)
+        writer.field(
+            doc, "key_id", params.key_id, "The key's id: must match the parameters file below."
+        )
+        writer.field(doc, "params", params_file, "The key's public parameters (public).")
+        writer.field(
+            doc, "public_key", public_key, "The RSA public key (PEM), to verify signatures."
+        )
+        writer.field(
+            doc,
+            "ca",
+            ca,
+            "The cluster CA's certificate: nodes are trusted only if it issued theirs.\n"
+            "Its private key is not here and is never needed by a combiner.",
+        )
+        if client_cert and client_key:
+            who = f' "{client_name}"' if client_name else ""
+            client = writer.table(
+                doc,
+                "client",
+                f"This combiner's identity{who}.\n"
+                "Nodes sign only for identities in their allowed_clients. Keep the key\n"
+                "private (mode 0600): whoever holds it signs as this combiner.",
+            )
+            writer.field(client, "cert", client_cert)
+            writer.field(client, "key", client_key)
+        doc.add(tomlkit.nl())
+        doc.add(
+            tomlkit.comment(
+                "The nodes: the address a combiner dials (host:port, a DNS name or an IP),"
+            )
+        )
+        doc.add(
+            tomlkit.comment(
+                "and the name the node's certificate must carry (checked, not the address)."
+            )
+        )
+        entries = tomlkit.aot()
+        for n in nodes:
+            entry = tomlkit.table()
+            entry.add("index", n.index)
+            entry.add("address", n.address)
+            entry.add("tls_name", n.tls_name)
+            entries.append(entry)
+        doc.add("nodes", entries)
+        return tomlkit.dumps(doc)

@@ -1,13 +1,22 @@
 """``node.toml``: what one node daemon needs (one per site); relative paths are relative
-to the file, so a site's folder can be moved as a whole."""
+to the file, so a site's folder can be moved as a whole.
+
+The passphrase that opens the share file comes, in this order, from the systemd
+credential named by ``passphrase_credential`` (when systemd passed the node credentials:
+``$CREDENTIALS_DIRECTORY`` is set), from ``passphrase_file``, from the environment
+variable ``passphrase_env``, or from the terminal.
+"""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import re
 from dataclasses import dataclass, field
-from typing import Any
 
+import tomlkit
+
+from ittc.config import writer
 from ittc.config.reader import (
     IDENTITY,
     VERSION,
@@ -17,7 +26,6 @@ from ittc.config.reader import (
     load_toml,
     parse_address,
 )
-from ittc.config.writer import dump_toml
 from ittc.errors import ConfigError
 from ittc.scheme.ct import BACKENDS
 from ittc.scheme.params import PublicParams
@@ -25,6 +33,8 @@ from ittc.scheme.params import PublicParams
 __all__ = ["NODE_FORMAT", "Limits", "NodeConfig"]
 
 NODE_FORMAT = "ittc.node"
+#: What a systemd credential name may be (it becomes a file name).
+_CREDENTIAL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ class NodeConfig:
     audit_log: pathlib.Path
     passphrase_file: pathlib.Path | None = None
     passphrase_env: str | None = None
+    #: Name of the systemd credential holding the passphrase (LoadCredential=...).
+    passphrase_credential: str | None = None
     #: Worker processes for exponentiations; 0 = threads in the daemon process.
     workers: int = 0
     #: Compute threads when ``workers == 0`` (0 = one per core).
@@ -73,7 +85,9 @@ class NodeConfig:
         access, audit = r.table("access"), r.table("audit")
         limits = r.table("limits", required=False)
         node.unknown({"index", "listen", "workers", "threads", "proof_nonces", "backend"})
-        key.unknown({"params", "share", "passphrase_file", "passphrase_env"})
+        key.unknown(
+            {"params", "share", "passphrase_file", "passphrase_env", "passphrase_credential"}
+        )
         tls.unknown({"cert", "key", "ca"})
         access.unknown({"allowed_clients"})
         audit.unknown({"path"})
@@ -108,6 +122,9 @@ class NodeConfig:
         passphrase_env = key.get("passphrase_env", str, None)
         if passphrase_file is not None and passphrase_env is not None:
             raise key.fail("passphrase_file", "give passphrase_file or passphrase_env, not both")
+        credential = key.get("passphrase_credential", str, None)
+        if credential is not None and not _CREDENTIAL.match(credential):
+            raise key.fail("passphrase_credential", f"{credential!r} is not a credential name")
         defaults = Limits()
         lim = Limits(
             max_batch=limits.int("max_batch", 1, 4096, defaults.max_batch),
@@ -147,6 +164,7 @@ class NodeConfig:
             audit_log=required_path(audit, "path"),
             passphrase_file=passphrase_file,
             passphrase_env=passphrase_env,
+            passphrase_credential=credential,
             workers=node.int("workers", 0, 256, 0),
             threads=node.int("threads", 0, 1024, 0),
             proof_nonces=node.int("proof_nonces", 0, 100000, 16),
@@ -167,8 +185,10 @@ class NodeConfig:
         listen: str,
         *,
         allowed_clients: list[str],
+        advertised: str | None = None,
         passphrase_file: str | None = None,
         passphrase_env: str | None = None,
+        passphrase_credential: str | None = None,
         params: str = "params.json",
         share: str = "share.enc",
         cert: str = "tls.pem",
@@ -178,31 +198,119 @@ class NodeConfig:
         workers: int = 0,
         limits: Limits | None = None,
     ) -> str:
+        """The text of a node.toml, every field explained by a comment above it.
+
+        ``advertised`` is the address combiners dial (from the cluster file); it is only
+        mentioned in a comment: the node itself needs only where to ``listen``.
+        """
         lim = limits or Limits()
-        key_table: dict[str, Any] = {"params": params, "share": share}
-        if passphrase_file is not None:
-            key_table["passphrase_file"] = passphrase_file
-        if passphrase_env is not None:
-            key_table["passphrase_env"] = passphrase_env
-        doc = {
-            "format": NODE_FORMAT,
-            "version": VERSION,
-            "node": {"index": index, "listen": listen, "workers": workers},
-            "key": key_table,
-            "tls": {"cert": cert, "key": key, "ca": ca},
-            "access": {"allowed_clients": list(allowed_clients)},
-            "audit": {"path": audit},
-            "limits": {
-                "max_batch": lim.max_batch,
-                "max_message_bytes": lim.max_message_bytes,
-                "freshness_seconds": lim.freshness_seconds,
-                "max_deadline_seconds": lim.max_deadline_seconds,
-                "max_pending_items": lim.max_pending_items,
-            },
-        }
-        header = (
-            f"ittc node {index}: run with `ittc node --config node.toml`.\n"
-            "Without passphrase_file or passphrase_env the node asks on its terminal.\n"
-            "Paths are relative to this file."
+        doc = writer.document(
+            f"ittc node {index}: one share of the cluster's signing key, served to the\n"
+            "combiners over mutual TLS. Start it with\n"
+            "    ittc node --config node.toml      (or: python -m ittc_node --config node.toml)\n"
+            "Relative paths are relative to this file's folder. A misspelt field is an error.\n"
+            "The operator's guide (nodes/README.md in the ittc source) explains every field."
         )
-        return dump_toml(doc, header)
+        writer.field(doc, "format", NODE_FORMAT, "What this file is, and its format version.")
+        writer.field(doc, "version", VERSION)
+
+        node = writer.table(doc, "node", "This node.")
+        writer.field(
+            node, "index", index, "Which share this node holds (1..n): must match the share file."
+        )
+        reach = (
+            f"Combiners dial this node at {advertised} (cluster.toml) and check its\n"
+            f"certificate's name; the node binds here. They may differ (NAT, a DNS name).\n"
+            if advertised is not None and advertised != listen
+            else "Combiners dial the address in cluster.toml; the node binds here.\n"
+        )
+        writer.field(
+            node,
+            "listen",
+            listen,
+            "Address and port to listen on (host:port, [v6]:port; 0.0.0.0 = every interface).\n"
+            + reach
+            + "Mutual TLS only: there is no plaintext port.",
+        )
+        writer.field(
+            node,
+            "workers",
+            workers,
+            "0: compute in threads of the daemon; N: in N worker processes.",
+        )
+        node.add(tomlkit.comment("Also: threads, proof_nonces, backend (see nodes/README.md)."))
+
+        k = writer.table(doc, "key", "The key share.")
+        writer.field(k, "params", params, "The key's public parameters (public).")
+        writer.field(
+            k,
+            "share",
+            share,
+            "This node's encrypted share (mode 0600; refused if others can read it).",
+        )
+        about_source = (
+            "The passphrase that opens the share file. Never on the command line.\n"
+            "Under systemd with LoadCredential=/LoadCredentialEncrypted= (see\n"
+            "ittc-node@.service), the credential named here is used; without systemd\n"
+            "credentials, the file or environment variable below (else the terminal)."
+        )
+        first = True
+        for name, value in (
+            ("passphrase_credential", passphrase_credential),
+            ("passphrase_file", passphrase_file),
+            ("passphrase_env", passphrase_env),
+        ):
+            if value is not None:
+                writer.field(k, name, value, about_source if first else "")
+                first = False
+        if first:
+            k.add(tomlkit.comment(about_source.splitlines()[0]))
+            k.add(tomlkit.comment("None is set: the node asks for it on its terminal."))
+
+        t = writer.table(doc, "tls", "Mutual TLS.")
+        writer.field(t, "cert", cert, f"This node's certificate (CN ittc-node-{index}).")
+        writer.field(t, "key", key, "Its private key (mode 0600).")
+        writer.field(t, "ca", ca, "The cluster CA: only clients it issued get past the handshake.")
+
+        a = writer.table(doc, "access", "Who may sign.")
+        writer.field(
+            a,
+            "allowed_clients",
+            list(allowed_clients),
+            "Client identities (certificate common names) allowed to call Sign and GetInfo.\n"
+            "Health needs only a certificate from the cluster CA.",
+        )
+
+        au = writer.table(doc, "audit", "The audit log.")
+        writer.field(
+            au,
+            "path",
+            audit,
+            "One fsynced, hash-chained line per request, signed or refused. Must be\n"
+            "writable and must survive restarts: keep it out of the read-only config.",
+        )
+
+        li = writer.table(doc, "limits", "Bounds on what one caller can make this node do.")
+        writer.field(li, "max_batch", lim.max_batch, "Items in one Sign request.")
+        writer.field(
+            li, "max_message_bytes", lim.max_message_bytes, "Largest request or answer, in bytes."
+        )
+        writer.field(
+            li,
+            "freshness_seconds",
+            lim.freshness_seconds,
+            "A request's timestamp may differ from this node's clock by this much (keep NTP on).",
+        )
+        writer.field(
+            li,
+            "max_deadline_seconds",
+            lim.max_deadline_seconds,
+            "Longest time spent on one request.",
+        )
+        writer.field(
+            li,
+            "max_pending_items",
+            lim.max_pending_items,
+            "Items waiting for compute before the node answers RESOURCE_EXHAUSTED.",
+        )
+        return tomlkit.dumps(doc)

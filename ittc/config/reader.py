@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import pathlib
 import re
 import tomllib
@@ -67,7 +68,9 @@ class Reader:
         if value is None:
             return None
         p = pathlib.Path(value).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p)
+        # Relative to the file's folder, ".." taken literally: "../var/audit.log" beside
+        # etc/node.toml is var/audit.log, and is shown as such in every message.
+        return pathlib.Path(os.path.normpath(p if p.is_absolute() else self.path.parent / p))
 
     def strings(self, key: str, default: Any = ...) -> tuple[str, ...]:
         value = self.get(key, list, default)
@@ -118,7 +121,12 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"port {port} out of range")
     if host.startswith("[") and host.endswith("]"):
-        ipaddress.IPv6Address(host[1:-1])
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"address {text!r}: {host} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"address {text!r}: write an IPv6 address in brackets, [v6]:port")
     return host, port
 
 

@@ -1,62 +1,44 @@
-"""Writing TOML (the standard library only reads it)."""
+"""Writing the TOML files people read at a site: values with their explanations.
+
+``tomlkit`` writes (the standard library only reads TOML; :mod:`ittc.config.reader`
+reads with ``tomllib``). Every field of a generated file carries a comment that says what
+it is for, so the file explains itself where it is deployed.
+"""
 
 from __future__ import annotations
 
-import pathlib
-from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["dump_toml"]
+import tomlkit
+from tomlkit.items import Table
+from tomlkit.toml_document import TOMLDocument
+
+__all__ = ["document", "field", "table"]
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | pathlib.Path):
-        text = str(value)
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+def document(header: str) -> TOMLDocument:
+    """A new document that opens with ``header`` as comment lines."""
+    doc = tomlkit.document()
+    for line in header.splitlines():
+        doc.add(tomlkit.comment(line) if line else tomlkit.comment(""))
+    doc.add(tomlkit.nl())
+    return doc
 
 
-def dump_toml(data: Mapping[str, Any], header: str = "") -> str:
-    """TOML for nested mappings of scalars, lists, tables and arrays of tables."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    if lines:
-        lines.append("")
-
-    def emit(table: Mapping[str, Any], prefix: str) -> None:
-        scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_tables(v)}
-        for key, value in scalars.items():
-            if value is not None:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, value in table.items():
-            name = f"{prefix}{key}"
-            if _is_table(value):
-                lines.append("")
-                lines.append(f"[{name}]")
-                emit(value, name + ".")
-            elif _is_tables(value):
-                for item in value:
-                    lines.append("")
-                    lines.append(f"[[{name}]]")
-                    emit(item, name + ".")
-
-    emit(data, "")
-    return "\n".join(lines) + "\n"
+def table(doc: TOMLDocument, name: str, about: str = "") -> Table:
+    """A new table ``[name]`` in ``doc``, ``about`` as comment lines above its header."""
+    doc.add(tomlkit.nl())
+    for line in about.splitlines():
+        doc.add(tomlkit.comment(line))
+    t = tomlkit.table()
+    doc.add(name, t)
+    if about:
+        t.trivia.indent = ""  # tomlkit would put a blank line between comment and header
+    return t
 
 
-def _is_table(value: Any) -> bool:
-    return isinstance(value, Mapping)
-
-
-def _is_tables(value: Any) -> bool:
-    return (
-        isinstance(value, list | tuple)
-        and bool(value)
-        and all(isinstance(v, Mapping) for v in value)
-    )
+def field(container: TOMLDocument | Table, key: str, value: Any, about: str = "") -> None:
+    """``key = value``, with ``about`` (possibly several lines) as comments above it."""
+    for line in about.splitlines():
+        container.add(tomlkit.comment(line))
+    container.add(key, value)

@@ -1,2 +1,4 @@
-"""Making and running clusters: the key ceremony's output folder, and every node of a
-cluster folder as local processes (for trials, the demo, benchmarks and tests)."""
+"""Making and running clusters: the key ceremony's output (:mod:`~ittc.deploy.ceremony`,
+laid out as :mod:`~ittc.deploy.layout` says), destroying what it leaves behind
+(:mod:`~ittc.deploy.leftovers`), and every node of a ceremony's output as local
+processes (:mod:`~ittc.deploy.localcluster`: trials, the demo, benchmarks and tests)."""

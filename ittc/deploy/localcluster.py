@@ -1,7 +1,8 @@
-"""Run every node of a cluster folder on this machine, as real processes.
+"""Run every node of a key ceremony's output on this machine, as real processes.
 
 For ``ittc cluster up``, ``ittc demo``, the benchmarks and the tests: each node is
-``python -m ittc_node --config DIR/node-<i>/node.toml`` in its own process, and is
+``python -m ittc_node --config DIR/site-<i>/etc/node.toml`` in its own process (its audit
+log in ``site-<i>/var/``), health-checked with the ``combiner/`` identity, and is
 considered up when its standard health service says SERVING over mutual TLS. Nodes can
 be killed (SIGKILL), stopped (SIGTERM) and restarted one by one. Each node runs in its
 own process group, so killing a node kills its worker processes too.
@@ -24,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc.config import ClusterFile
+from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import IttcError, NodeStartError
 from ittc.wire import tls
 
@@ -54,7 +56,11 @@ class _Proc:
 
 
 class LocalCluster:
-    """The nodes of one cluster folder as local processes. A context manager."""
+    """The nodes of one ceremony output folder as local processes. A context manager.
+
+    ``cluster`` is the ceremony's output folder, its ``combiner/`` folder or cluster file,
+    or that file loaded.
+    """
 
     def __init__(
         self,
@@ -65,14 +71,15 @@ class LocalCluster:
         python: str = sys.executable,
     ) -> None:
         self.cluster = cluster if isinstance(cluster, ClusterFile) else ClusterFile.load(cluster)
-        root = self.cluster.root
+        self.folder = CeremonyFolder.of(self.cluster)
+        root = self.folder.root
         self.log_dir = pathlib.Path(log_dir) if log_dir is not None else root / "logs"
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.python = python
         self._procs = {
             entry.index: _Proc(
                 entry.index,
-                root / f"node-{entry.index}" / "node.toml",
+                self.folder.node_config(entry.index),
                 self.log_dir / f"node-{entry.index}.log",
                 dict((env or {}).get(entry.index, {})),
             )

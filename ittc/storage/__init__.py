@@ -2,8 +2,9 @@
 one atomic, private-by-default file writer everything else uses.
 
 Nothing here touches the network. Secrets are written only through
-:func:`~ittc.storage.sharefile.write_share_file` (encrypted) and
-:func:`~ittc.storage.pki.write_private_key` (mode 0600).
+:func:`~ittc.storage.sharefile.write_share_file` (encrypted),
+:func:`~ittc.storage.sharefile.write_passphrase_file` and
+:func:`~ittc.storage.pki.write_private_key` (both mode 0600).
 """
 
 from ittc.storage.files import write_file_atomically
@@ -14,9 +15,11 @@ from ittc.storage.sharefile import (
     MAX_OPSLIMIT,
     KdfLimits,
     ShareFileHeader,
+    new_passphrase,
     read_passphrase_file,
     read_share_file,
     read_share_header,
+    write_passphrase_file,
     write_share_file,
 )
 
@@ -27,9 +30,11 @@ __all__ = [
     "MAX_OPSLIMIT",
     "KdfLimits",
     "ShareFileHeader",
+    "new_passphrase",
     "read_passphrase_file",
     "read_share_file",
     "read_share_header",
     "write_file_atomically",
+    "write_passphrase_file",
     "write_share_file",
 ]

@@ -87,9 +87,11 @@ __all__ = [
     "MAX_OPSLIMIT",
     "KdfLimits",
     "ShareFileHeader",
+    "new_passphrase",
     "read_passphrase_file",
     "read_share_file",
     "read_share_header",
+    "write_passphrase_file",
     "write_share_file",
 ]
 
@@ -459,3 +461,18 @@ def read_passphrase_file(path: str | os.PathLike[str]) -> bytes:
     if not data:
         raise ParameterError(f"passphrase file {os.fspath(path)} holds an empty passphrase")
     return data
+
+
+def new_passphrase() -> bytes:
+    """A fresh random passphrase: 256 bits from :mod:`secrets`, as 43 URL-safe characters
+    (no guessing attack on a share file encrypted under it is feasible, KDF or not)."""
+    return secrets.token_urlsafe(32).encode("ascii")
+
+
+def write_passphrase_file(path: str | os.PathLike[str], passphrase: bytes) -> None:
+    """Write ``passphrase`` and a newline to ``path`` (which must not exist), mode 0600
+    from the moment it exists; :func:`read_passphrase_file` reads it back."""
+    _check_passphrase(passphrase)
+    if len(passphrase) + 1 > MAX_PASSPHRASE_FILE_SIZE or passphrase.endswith((b"\n", b"\r")):
+        raise ParameterError("passphrase too long, or ends with a line break")
+    write_file_atomically(path, passphrase + b"\n", mode=0o600, what="passphrase file")

@@ -71,8 +71,20 @@ EXIT_OK, EXIT_FAILED, EXIT_STARTUP = 0, 1, 2
 
 
 def read_passphrase(config: NodeConfig) -> bytes:
-    """The share's passphrase: from the configured file, the named environment variable,
-    or the terminal; never from the command line."""
+    """The share's passphrase: from the systemd credential the config names (when systemd
+    passed credentials), the configured file, the named environment variable, or the
+    terminal; never from the command line."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if config.passphrase_credential is not None and credentials:
+        path = pathlib.Path(credentials) / config.passphrase_credential
+        if not path.exists():
+            raise StartupError(
+                f"{config.path}: key.passphrase_credential names "
+                f"{config.passphrase_credential!r}, but systemd passed no such credential "
+                f"(the unit needs LoadCredential={config.passphrase_credential}:FILE or "
+                f"LoadCredentialEncrypted={config.passphrase_credential}:FILE)"
+            )
+        return storage.read_passphrase_file(path)
     if config.passphrase_file is not None:
         return storage.read_passphrase_file(config.passphrase_file)
     if config.passphrase_env is not None:
