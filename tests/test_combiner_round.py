@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ittc.combiner.batcher import Pending
 from ittc.combiner.combining import Combiner
+from ittc.combiner.context import ClientStats, RoundContext
 from ittc.combiner.options import Settings
 from ittc.combiner.pool import NodePool
-from ittc.combiner.round import ClientStats, RoundContext, SigningRound
+from ittc.combiner.round import SigningRound
 from ittc.errors import NodeError, NodeRefused, NodeUnavailable, SigningError
 from ittc.scheme import dealer
 from ittc.scheme.encoding import SignItem

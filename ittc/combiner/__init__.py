@@ -11,9 +11,9 @@ Parts: :mod:`~ittc.combiner.options` (the options both clients take),
 """
 
 from ittc.combiner.client import ClusterClient, SyncClusterClient
+from ittc.combiner.context import ClientStats
 from ittc.combiner.options import ClientOptions
 from ittc.combiner.pool import NodeEvent
-from ittc.combiner.round import ClientStats
 from ittc.scheme.encoding import SignItem
 
 __all__ = [

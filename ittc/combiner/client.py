@@ -26,9 +26,10 @@ import grpc
 
 from ittc.combiner.batcher import Batcher, Pending
 from ittc.combiner.combining import Combiner
+from ittc.combiner.context import ClientStats, RoundContext
 from ittc.combiner.options import ClientOptions, Settings
 from ittc.combiner.pool import NodeEvent, NodePool
-from ittc.combiner.round import ClientStats, RoundContext, SigningRound
+from ittc.combiner.round import SigningRound
 from ittc.combiner.transport import NodeLink, open_links
 from ittc.config import ClusterFile
 from ittc.errors import CombinerClosed, IttcError, ParameterError, SigningError

@@ -15,21 +15,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from ittc.combiner.batcher import Pending
+from ittc.combiner.context import Answers, Round
 from ittc.errors import NodeError, NodeMisbehaved, NodeUnavailable
 from ittc.scheme.combine import CombineResult
 from ittc.scheme.proofs import SignatureShare
-
-if TYPE_CHECKING:
-    from ittc.combiner.round import Answers, SigningRound
 
 __all__ = ["find_liars", "repair_by_subsets"]
 
 
 async def find_liars(
-    rnd: SigningRound, item: Pending, shares: dict[int, SignatureShare]
+    rnd: Round, item: Pending, shares: dict[int, SignatureShare]
 ) -> tuple[dict[int, str], dict[int, NodeError]]:
     """The nodes whose shares of ``item`` did not combine prove them (sound proofs)."""
     ctx = rnd.ctx
@@ -92,7 +89,7 @@ async def find_liars(
 
 
 async def repair_by_subsets(
-    rnd: SigningRound,
+    rnd: Round,
     items: Sequence[Pending],
     wrong: list[int],
     answers: Answers,

@@ -29,18 +29,14 @@ signature passed ``y^e = x`` in the scheme layer.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from ittc.combiner.batcher import Pending
-from ittc.combiner.combining import Combiner, Outcome
-from ittc.combiner.options import Settings
-from ittc.combiner.pool import NodePool
+from ittc.combiner.combining import Outcome
+from ittc.combiner.context import Answers, RoundContext
 from ittc.combiner.repair import find_liars, repair_by_subsets
-from ittc.combiner.transport import NodeLink
 from ittc.errors import (
     IttcError,
     NodeError,
@@ -49,43 +45,11 @@ from ittc.errors import (
     SigningError,
 )
 from ittc.scheme.combine import CombineResult
-from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import SignatureShare
 
-__all__ = ["ClientStats", "SigningRound"]
+__all__ = ["SigningRound"]
 
 log = logging.getLogger("ittc.combiner")
-
-
-@dataclass
-class ClientStats:
-    """Counters a pipeline can export: what the client did and whom it blamed."""
-
-    signatures: int = 0
-    batches: int = 0
-    rpcs: int = 0
-    hedges: int = 0
-    proof_rounds: int = 0
-    node_failures: collections.Counter[int] = field(default_factory=collections.Counter)
-    #: Node index -> times its shares were proven wrong.
-    blamed: collections.Counter[int] = field(default_factory=collections.Counter)
-    #: Node index -> times it did not prove a share that failed to combine.
-    suspected: collections.Counter[int] = field(default_factory=collections.Counter)
-
-
-@dataclass
-class RoundContext:
-    """What every round of one client shares."""
-
-    params: PublicParams
-    settings: Settings
-    pool: NodePool
-    links: Mapping[int, NodeLink]
-    combiner: Combiner
-    stats: ClientStats
-
-
-Answers = dict[int, list[SignatureShare]]
 
 
 class SigningRound:
