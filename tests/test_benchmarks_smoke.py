@@ -196,3 +196,13 @@ def test_target_verdicts_follow_the_limits():
 def test_small_moduli_need_the_test_flag():
     with pytest.raises(SystemExit):
         micro.main(["--bits", "1024", "--no-progress"])
+
+
+def test_the_cpu_clock_leaves_out_waiting():
+    """``--clock cpu`` times this thread's CPU only: a sleep costs (almost) none of it."""
+    import time
+
+    op = micro.Op("sleep", lambda: time.sleep(0.02))
+    wall = micro.measure_interleaved([op], 2, clock=micro.CLOCKS["wall"])["sleep"]
+    cpu = micro.measure_interleaved([op], 2, clock=micro.CLOCKS["cpu"])["sleep"]
+    assert min(wall) >= 0.02 and max(cpu) < 0.01
