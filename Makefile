@@ -19,12 +19,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ittc demo
 
 # The scheme's tests run twice: with the default backend (libcrypto where it is usable),
-# then under the portable gmpy2 backend (about 15 s).
+# then under the portable gmpy2 backend (about 15 s); each run's header names its backend.
 SCHEME_TESTS := tests/test_ct.py tests/test_scheme.py tests/test_vectors.py tests/hypothesis
 
 test: $(STAMP)
 	$(PY) -m pytest
-	$(PY) -m pytest -q --ct-backend gmpy2 $(SCHEME_TESTS)
+	$(PY) -m pytest --ct-backend gmpy2 $(SCHEME_TESTS)
 
 # The fast unit run: no test that starts a server or a node process.
 unit: $(STAMP)
