@@ -192,6 +192,13 @@ class ConfigError(IttcError, ValueError):
     """A configuration or cluster file that is missing, malformed or inconsistent."""
 
 
+class ClientIdentityError(ConfigError):
+    """The combiner's own TLS identity cannot work, found before dialling any node: a
+    certificate that expired or is not valid yet, a key that is not the certificate's, a
+    certificate another CA issued or one not meant for clients, a file that cannot be read.
+    The message names the file and what is wrong."""
+
+
 class ReshareError(IttcError):
     """A reshare run failed one of its checks; nothing of that run was committed.
 

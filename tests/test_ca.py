@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc import ca
 from ittc.ca import OperationRefused, ThresholdRSAPrivateKey
-from ittc.errors import IttcError
+from ittc.errors import IttcError, ParameterError
 
 pytestmark = pytest.mark.network
 
@@ -157,6 +157,18 @@ def test_crl_verifies_with_openssl(root, key, tmp_path):
         str(tmp_path / "cert.pem"),
     )
     assert chk.returncode != 0 and "revoked" in (chk.stdout + chk.stderr)
+
+
+def test_crl_number_out_of_range_is_a_typed_error(root, key):
+    for number in (-1, 2**159):
+        with pytest.raises(ParameterError, match="CRL number"):
+            ca.crl(key, root, [], number=number)
+    assert (
+        ca.crl(key, root, [], number=2**159 - 1)
+        .extensions.get_extension_for_class(x509.CRLNumber)
+        .value.crl_number
+        == 2**159 - 1
+    )
 
 
 @pytest.mark.parametrize("status", ["good", "revoked"])

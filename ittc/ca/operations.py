@@ -25,7 +25,26 @@ from ittc.errors import CAError, InvalidSignature, ParameterError
 from ittc.scheme.encoding import HASHES
 from ittc.storage.pki import key_usage
 
-__all__ = ["CAError", "Padding", "crl", "issue", "ocsp_response", "selfsign", "signing_padding"]
+__all__ = [
+    "MAX_CERT_DAYS",
+    "MAX_CRL_DAYS",
+    "MAX_CRL_NUMBER",
+    "MAX_OCSP_HOURS",
+    "CAError",
+    "Padding",
+    "crl",
+    "issue",
+    "ocsp_response",
+    "selfsign",
+    "signing_padding",
+]
+
+#: Longest validity of a certificate, of a CRL and of an OCSP response this CA makes.
+MAX_CERT_DAYS = 36500
+MAX_CRL_DAYS = 3650
+MAX_OCSP_HOURS = 24 * 30
+#: A CRL number is a non-negative integer of at most 20 octets (RFC 5280, 5.2.3).
+MAX_CRL_NUMBER = 2**159 - 1
 
 Padding = Literal["pkcs1v15", "pss"]
 Profile = Literal["server", "client", "ca"]
@@ -58,8 +77,8 @@ def _serial() -> int:
 
 
 def _validity(days: int) -> tuple[datetime.datetime, datetime.datetime]:
-    if not 1 <= days <= 36500:
-        raise ParameterError("validity must be 1..36500 days")
+    if not 1 <= days <= MAX_CERT_DAYS:
+        raise ParameterError(f"validity must be 1..{MAX_CERT_DAYS} days")
     now = _now()
     return now - _BACKDATE, now + datetime.timedelta(days=days)
 
@@ -224,8 +243,10 @@ def crl(
     if len(set(revoked)) != len(revoked):
         raise ParameterError("a serial number is listed twice")
     now = _now()
-    if not 1 <= days <= 3650:
-        raise ParameterError("CRL validity must be 1..3650 days")
+    if not 1 <= days <= MAX_CRL_DAYS:
+        raise ParameterError(f"CRL validity must be 1..{MAX_CRL_DAYS} days")
+    if number is not None and not 0 <= number <= MAX_CRL_NUMBER:
+        raise ParameterError("a CRL number is an integer in 0..2^159-1 (at most 20 octets)")
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
@@ -285,8 +306,8 @@ def ocsp_response(
     }.get(status)
     if cert_status is None:
         raise ParameterError("status must be good, revoked or unknown")
-    if not 1 <= hours <= 24 * 30:
-        raise ParameterError("OCSP validity must be 1..720 hours")
+    if not 1 <= hours <= MAX_OCSP_HOURS:
+        raise ParameterError(f"OCSP validity must be 1..{MAX_OCSP_HOURS} hours")
     builder = (
         ocsp.OCSPResponseBuilder()
         .add_response_by_hash(

@@ -16,12 +16,16 @@ from cryptography.x509 import ocsp
 
 from ittc import ca
 from ittc.ca import ThresholdRSAPrivateKey
+from ittc.ca.operations import MAX_CERT_DAYS, MAX_CRL_DAYS, MAX_CRL_NUMBER, MAX_OCSP_HOURS
+from ittc.cli import argtypes
 from ittc.cli.command import EXIT_OK, Command
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.encoding import HASHES
 from ittc.storage.files import write_file_atomically
 
 __all__ = ["CA"]
+
+_DAYS = argtypes.integer(1, MAX_CERT_DAYS)
 
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
@@ -77,14 +81,14 @@ def _setup(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("selfsign", help="the self-signed root certificate of the cluster key")
     _common(s, ca_cert=False)
     s.add_argument("--subject", required=True, help='RFC 4514 name, e.g. "CN=Example Root,O=Ex"')
-    s.add_argument("--days", type=int, default=3650)
+    s.add_argument("--days", type=_DAYS, default=3650, help=f"validity, 1..{MAX_CERT_DAYS} (3650)")
     s.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
     s.set_defaults(_ca=_run_selfsign)
 
     s = sub.add_parser("issue", help="a certificate from a CSR (its signature checked first)")
     _common(s)
     s.add_argument("--csr", required=True, type=pathlib.Path, help="PKCS#10 request (PEM/DER)")
-    s.add_argument("--days", type=int, default=397)
+    s.add_argument("--days", type=_DAYS, default=397, help=f"validity, 1..{MAX_CERT_DAYS} (397)")
     s.add_argument("--profile", default="server", choices=["server", "client", "ca"])
     s.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
     s.set_defaults(_ca=_run_issue)
@@ -99,8 +103,18 @@ def _setup(p: argparse.ArgumentParser) -> None:
         metavar="SERIAL",
         help="serial numbers to list as revoked (decimal or 0x hex)",
     )
-    s.add_argument("--days", type=int, default=7, help="until the next update (7)")
-    s.add_argument("--number", type=int, default=None, help="CRL number (default: time)")
+    s.add_argument(
+        "--days",
+        type=argtypes.integer(1, MAX_CRL_DAYS),
+        default=7,
+        help=f"until the next update, 1..{MAX_CRL_DAYS} (7)",
+    )
+    s.add_argument(
+        "--number",
+        type=argtypes.integer(0, MAX_CRL_NUMBER, "2^159-1 (at most 20 octets)"),
+        default=None,
+        help="CRL number, 0..2^159-1, decimal or 0x hex (default: the time)",
+    )
     s.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
     s.set_defaults(_ca=_run_crl)
 
@@ -108,7 +122,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
     _common(s)
     s.add_argument("--request", required=True, type=pathlib.Path, help="OCSP request (DER)")
     s.add_argument("--status", required=True, choices=["good", "revoked", "unknown"])
-    s.add_argument("--hours", type=int, default=24, help="until the next update (24)")
+    s.add_argument(
+        "--hours",
+        type=argtypes.integer(1, MAX_OCSP_HOURS),
+        default=24,
+        help=f"until the next update, 1..{MAX_OCSP_HOURS} (24)",
+    )
     s.set_defaults(_ca=_run_ocsp)
 
 

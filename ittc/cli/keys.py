@@ -7,16 +7,20 @@ import getpass
 import pathlib
 import sys
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ittc import storage
+from ittc.cli import argtypes
 from ittc.cli.command import EXIT_OK, Command, say, warn_loudly
 from ittc.config import ClusterFile
 from ittc.deploy.ceremony import create_cluster, describe, plan_sites
 from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme import dealer
+from ittc.scheme.params import _ABSOLUTE_MIN_BITS, MAX_NODES
 
 __all__ = ["INFO", "KEYGEN", "SPLIT"]
 
@@ -30,8 +34,20 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", required=True, type=pathlib.Path, help="new (or empty) folder for the output"
     )
-    p.add_argument("--nodes", type=int, default=5, metavar="N", help="number of nodes (5)")
-    p.add_argument("--threshold", type=int, default=3, metavar="K", help="nodes needed to sign (3)")
+    p.add_argument(
+        "--nodes",
+        type=argtypes.integer(1, MAX_NODES),
+        default=5,
+        metavar="N",
+        help=f"number of nodes, 1..{MAX_NODES} (5)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=argtypes.integer(1, MAX_NODES),
+        default=3,
+        metavar="K",
+        help="nodes needed to sign, 1..N (3)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--passphrase-dir",
@@ -60,12 +76,16 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         help="without --address: host every node listens on and is dialled at (127.0.0.1)",
     )
     p.add_argument(
-        "--base-port", type=int, default=7001, help="port of node 1; node i gets base+i-1 (7001)"
+        "--base-port",
+        type=argtypes.port,
+        default=7001,
+        help="port of node 1; node i gets base+i-1 (7001)",
     )
     p.add_argument(
         "--address",
         action="append",
         dest="addresses",
+        type=argtypes.address,
         metavar="HOST:PORT",
         help="address combiners dial node i at, a DNS name or an IP (give it N times, in "
         "order); its certificate names that host. Overrides --host/--base-port",
@@ -151,17 +171,44 @@ def _brought_files(args: argparse.Namespace) -> list[pathlib.Path]:
     return files
 
 
-def _check_early(args: argparse.Namespace) -> None:
-    """Fail before key generation (seconds to minutes) rather than after it."""
+def _check_early(args: argparse.Namespace, e: int | None = None) -> None:
+    """Fail before key generation (seconds to minutes) rather than after it, naming the
+    flag at fault."""
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder")
+    if args.threshold > args.nodes:
+        raise ConfigError(
+            f"--threshold {args.threshold} is more than --nodes {args.nodes}: k of n nodes "
+            "sign, so k <= n"
+        )
+    if e is not None:
+        try:
+            dealer.check_exponent(e, args.nodes)
+        except ParameterError as exc:
+            raise ConfigError(f"--e {e}: {exc}") from None
+    if args.addresses is not None and len(args.addresses) != args.nodes:
+        raise ConfigError(
+            f"--address given {len(args.addresses)} times: give it once per node, "
+            f"--nodes {args.nodes} times, in order"
+        )
+    if args.listen is not None and len(args.listen) not in (1, args.nodes):
+        raise ConfigError(
+            f"--listen given {len(args.listen)} times: give it once for every node, "
+            f"or once per node ({args.nodes} times)"
+        )
+    if args.addresses is None and args.base_port + args.nodes - 1 > 65535:
+        raise ConfigError(
+            f"--base-port {args.base_port}: the last of {args.nodes} nodes would need port "
+            f"{args.base_port + args.nodes - 1}, above 65535"
+        )
     try:
         plan_sites(
             args.nodes, args.addresses, args.listen, host=args.host, base_port=args.base_port
         )
     except ParameterError as exc:
-        raise ConfigError(f"--address/--listen/--host/--base-port: {exc}") from None
+        flag = "--listen" if "listen" in str(exc) else ("--address" if args.addresses else "--host")
+        raise ConfigError(f"{flag}: {exc}") from None
 
 
 def _write_cluster(
@@ -209,10 +256,15 @@ def _write_cluster(
 
 
 def _setup_keygen(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bits", type=int, default=2048, help="modulus size: 2048, 3072, 4096")
+    p.add_argument(
+        "--bits",
+        type=argtypes.integer(_ABSOLUTE_MIN_BITS, 16384),
+        default=2048,
+        help="modulus size: 2048, 3072, 4096 (others only with --insecure-small-key-for-tests)",
+    )
     p.add_argument(
         "--e",
-        type=int,
+        type=argtypes.integer(3, 2**256, "2^256"),
         default=65537,
         help="public exponent, a prime larger than the number of nodes (65537)",
     )
@@ -225,7 +277,15 @@ def _setup_keygen(p: argparse.ArgumentParser) -> None:
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
-    _check_early(args)
+    if args.bits not in dealer.SUPPORTED_BITS:
+        if not args.insecure_small_key_for_tests:
+            raise ConfigError(
+                f"--bits {args.bits}: use 2048, 3072 or 4096 (other sizes only with "
+                "--insecure-small-key-for-tests, for tests: they protect nothing)"
+            )
+        if args.bits % 2:
+            raise ConfigError(f"--bits {args.bits}: the modulus size must be even")
+    _check_early(args, args.e)
     passphrases = _passphrases(args)
     dealt = dealer.generate(
         args.bits,
@@ -247,8 +307,8 @@ def _setup_split(p: argparse.ArgumentParser) -> None:
         "--key",
         required=True,
         type=pathlib.Path,
-        metavar="PEM",
-        help="the existing RSA private key (PEM, may be encrypted)",
+        metavar="FILE",
+        help="the existing RSA private key: PEM (PKCS#8, PKCS#1, OpenSSH) or DER, may be encrypted",
     )
     p.add_argument(
         "--key-passphrase-file",
@@ -259,25 +319,110 @@ def _setup_split(p: argparse.ArgumentParser) -> None:
     _add_cluster_args(p)
 
 
+#: What a PEM block's label says its file is, for the labels that are not a private key.
+_NOT_A_KEY = {
+    "CERTIFICATE": "an X.509 certificate",
+    "TRUSTED CERTIFICATE": "an X.509 certificate",
+    "CERTIFICATE REQUEST": "a certificate request (CSR)",
+    "NEW CERTIFICATE REQUEST": "a certificate request (CSR)",
+    "PUBLIC KEY": "a public key",
+    "RSA PUBLIC KEY": "an RSA public key",
+    "X509 CRL": "a certificate revocation list",
+    "PKCS7": "a PKCS#7 bundle",
+}
+_PRIVATE = ("PRIVATE KEY", "RSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY")
+
+
+def _pem_label(data: bytes) -> str | None:
+    """The label of the first PEM block (``CERTIFICATE``...), or None if not PEM."""
+    start = data.find(b"-----BEGIN ")
+    if start < 0:
+        return None
+    end = data.find(b"-----", start + 11)
+    return data[start + 11 : end].decode("ascii", "replace") if end > 0 else None
+
+
+def _what_der_is(data: bytes) -> str | None:
+    """What a DER file that is not a private key holds, if it is something we know."""
+    for what, load in (
+        ("an X.509 certificate (DER)", x509.load_der_x509_certificate),
+        ("a public key (DER)", serialization.load_der_public_key),
+        ("a certificate request (DER)", x509.load_der_x509_csr),
+    ):
+        try:
+            load(data)
+        except ValueError:
+            continue
+        return what
+    return None
+
+
 def _load_rsa_key(path: pathlib.Path, passphrase_file: pathlib.Path | None) -> rsa.RSAPrivateKey:
+    """The RSA private key in ``path``: PEM (PKCS#8, PKCS#1 or OpenSSH) or DER, encrypted
+    or not. A file that holds something else is named for what it holds."""
     password = storage.read_passphrase_file(passphrase_file) if passphrase_file else None
     data = path.read_bytes()
+    label = _pem_label(data)
+    if label is not None and label not in _PRIVATE:
+        what = _NOT_A_KEY.get(label, f"a PEM {label!r} block")
+        raise ConfigError(
+            f"--key {path}: this is {what}, not a private key: split needs the RSA private "
+            "key itself"
+        )
     try:
-        key = serialization.load_pem_private_key(data, password=password)
+        if label == "OPENSSH PRIVATE KEY":
+            key: object = serialization.load_ssh_private_key(data, password=password)
+        elif label is not None:
+            key = serialization.load_pem_private_key(data, password=password)
+        else:
+            key = serialization.load_der_private_key(data, password=password)
     except TypeError:
         if password is None:
-            raise ConfigError(f"{path}: the key is encrypted; give --key-passphrase-file") from None
-        raise ConfigError(f"{path}: the key is not encrypted; drop --key-passphrase-file") from None
+            raise ConfigError(
+                f"--key {path}: the key is encrypted; give --key-passphrase-file"
+            ) from None
+        raise ConfigError(
+            f"--key {path}: the key is not encrypted; drop --key-passphrase-file"
+        ) from None
     except ValueError:
-        raise ConfigError(f"{path}: not a PEM private key, or the passphrase is wrong") from None
+        if label is None:
+            der = _what_der_is(data)
+            if der is not None:
+                raise ConfigError(
+                    f"--key {path}: this is {der}, not a private key: split needs the RSA "
+                    "private key itself"
+                ) from None
+            if password is None:
+                raise ConfigError(
+                    f"--key {path}: not a private key (neither PEM nor DER)"
+                ) from None
+            raise ConfigError(
+                f"--key {path}: not a DER private key, or --key-passphrase-file does not open it"
+            ) from None
+        if password is not None:
+            raise ConfigError(
+                f"--key {path}: the passphrase in {passphrase_file} does not open this "
+                "key (or the file is damaged)"
+            ) from None
+        raise ConfigError(
+            f"--key {path}: a PEM private key that cannot be read (damaged?)"
+        ) from None
+    except UnsupportedAlgorithm:
+        raise ConfigError(f"--key {path}: a private key of a kind this ittc cannot read") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigError(f"{path}: not an RSA private key")
+        kind = "an EC" if isinstance(key, ec.EllipticCurvePrivateKey) else "a non-RSA"
+        raise ConfigError(f"--key {path}: {kind} private key, not an RSA one")
     return key
 
 
 def _run_split(args: argparse.Namespace) -> int:
     _check_early(args)
     key = _load_rsa_key(args.key, args.key_passphrase_file)
+    e = key.public_key().public_numbers().e
+    try:
+        dealer.check_exponent(e, args.nodes)
+    except ParameterError as exc:
+        raise ConfigError(f"--key {args.key}: this key's {exc}") from None
     passphrases = _passphrases(args)
     dealt = dealer.split(key, args.nodes, args.threshold, progress=say)
     brought = [args.key] + ([args.key_passphrase_file] if args.key_passphrase_file else [])

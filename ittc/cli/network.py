@@ -12,10 +12,11 @@ from types import FrameType
 from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from ittc.cli import argtypes
 from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command
 from ittc.config import ClusterFile
 from ittc.errors import InvalidSignature
-from ittc.scheme.encoding import HASHES
+from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES
 
 __all__ = ["CLUSTER", "NODE", "SIGN", "STATUS"]
 
@@ -50,9 +51,9 @@ def _setup_cluster(p: argparse.ArgumentParser) -> None:
     up.add_argument("dir", type=pathlib.Path, help="cluster folder (from ittc keygen)")
     up.add_argument(
         "--timeout",
-        type=float,
+        type=argtypes.seconds,
         default=120.0,
-        help="seconds to wait for the nodes to become healthy",
+        help="seconds to wait for the nodes to become healthy (120)",
     )
 
 
@@ -119,11 +120,16 @@ def _setup_sign(p: argparse.ArgumentParser) -> None:
     p.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
     p.add_argument(
         "--salt-length",
-        type=int,
+        type=argtypes.integer(0, MAX_SALT_BYTES),
         default=None,
-        help="PSS salt length in bytes (default: the digest length)",
+        help=f"PSS salt length in bytes, 0..{MAX_SALT_BYTES} (default: the digest length)",
     )
-    p.add_argument("--deadline", type=float, default=10.0, help="seconds (10)")
+    p.add_argument(
+        "--deadline",
+        type=argtypes.seconds,
+        default=10.0,
+        help="seconds the whole signature may take (10)",
+    )
 
 
 def _verify(
@@ -176,7 +182,7 @@ SIGN = Command("sign", "sign a file through the cluster", _setup_sign, _run_sign
 
 def _setup_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per node (5)")
+    p.add_argument("--timeout", type=argtypes.seconds, default=5.0, help="seconds per node (5)")
 
 
 def _run_status(args: argparse.Namespace) -> int:

@@ -133,8 +133,10 @@ class NodeLink:
 def open_links(
     cluster: ClusterFile, cert: Path, key: Path, clock: Callable[[], float]
 ) -> dict[int, NodeLink]:
-    """One link per node of ``cluster``, presenting the client identity ``cert``/``key``."""
-    credentials = tls.channel_credentials(cert, key, cluster.ca)
+    """One link per node of ``cluster``, presenting the client identity ``cert``/``key``,
+    checked first (:func:`ittc.wire.tls.client_credentials`: a problem of the client's
+    own raises :class:`~ittc.errors.ClientIdentityError` before any node is dialled)."""
+    credentials = tls.client_credentials(cert, key, cluster.ca, now=clock())
     return {
         entry.index: NodeLink(entry, cluster.params, credentials, clock) for entry in cluster.nodes
     }

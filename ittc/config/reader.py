@@ -119,7 +119,7 @@ def parse_address(text: str) -> tuple[str, int]:
         raise ValueError(f"address {text!r} is not host:port")
     port = int(port_text)
     if not 1 <= port <= 65535:
-        raise ValueError(f"port {port} out of range")
+        raise ValueError(f"address {text!r}: port {port} is not in 1..65535")
     if host.startswith("[") and host.endswith("]"):
         try:
             ipaddress.IPv6Address(host[1:-1])

@@ -87,8 +87,8 @@ class LocalCluster:
         }
         if self.cluster.client_cert is None or self.cluster.client_key is None:
             raise IttcError("the cluster file names no client identity to probe health with")
-        self._creds = tls.channel_credentials(
-            self.cluster.client_cert, self.cluster.client_key, self.cluster.ca
+        self._creds = tls.client_credentials(
+            self.cluster.client_cert, self.cluster.client_key, self.cluster.ca, now=time.time()
         )
         self._groups: set[int] = set()
 

@@ -35,7 +35,15 @@ from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import _ABSOLUTE_MIN_BITS, MAX_NODES, MIN_MODULUS_BITS, PublicParams
 from ittc.scheme.proofs import verify_share
 
-__all__ = ["DealtKey", "consistency_check", "deal_integer", "deal_shoup", "generate", "split"]
+__all__ = [
+    "DealtKey",
+    "check_exponent",
+    "consistency_check",
+    "deal_integer",
+    "deal_shoup",
+    "generate",
+    "split",
+]
 
 Progress = Callable[[str], None]
 
@@ -60,13 +68,29 @@ class DealtKey:
         )
 
 
+def check_exponent(e: int, n: int) -> None:
+    """Shoup's scheme needs the public exponent ``e`` prime and larger than ``n``.
+
+    Raises :class:`ParameterError` saying what ``e`` is and how many nodes it allows.
+    """
+    if e < 3 or not gmpy2.is_prime(e):
+        raise ParameterError(
+            f"public exponent e = {e} is not prime: threshold RSA (Shoup) needs a prime e "
+            "larger than the number of nodes (65537 is the usual choice)"
+        )
+    if e <= n:
+        raise ParameterError(
+            f"public exponent e = {e} is too small for {n} nodes: threshold RSA (Shoup) "
+            f"needs e > n, so this e allows at most {e - 1} nodes"
+        )
+
+
 def _check_shape(n: int, k: int, e: int) -> list[str]:
     if not 1 <= n <= MAX_NODES:
         raise ParameterError(f"number of nodes must be in 1..{MAX_NODES}")
     if not 1 <= k <= n:
         raise ParameterError(f"threshold must be in 1..n (n={n}), got {k}")
-    if not (e > n and gmpy2.is_prime(e)):
-        raise ParameterError("public exponent must be a prime larger than the number of nodes")
+    check_exponent(e, n)
     warnings = []
     if n - (k - 1) < k:
         warnings.append(
