@@ -127,6 +127,8 @@ def measure(sign: Any, params: Any, seconds: float, rate: float) -> list[float]:
             request_id=secrets.token_urlsafe(18),
             timestamp_ms=int(time.time() * 1000),
             key_id=params.key_id,
+            epoch=params.epoch,
+            epoch_id=params.epoch_id,
             items=[pb.SignItem(padding=pb.PADDING_PKCS1V15, hash=pb.HASH_SHA256, digest=digest)],
         )
         sent = time.perf_counter()

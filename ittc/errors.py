@@ -117,7 +117,8 @@ class ShareFileCorrupt(ShareFileError):
 
 
 class WrongPassphrase(ShareFileError):
-    """The passphrase does not open this share file (or the file was altered)."""
+    """The passphrase does not open this share file or site-key file (or the file was
+    altered)."""
 
 
 class ShareFileMismatch(ShareFileError):
@@ -125,7 +126,13 @@ class ShareFileMismatch(ShareFileError):
 
 
 class InsecureFileMode(ShareFileError):
-    """The share file can be read or written by users other than its owner."""
+    """A secret file (share, site key, passphrase) that users other than its owner can
+    read or write."""
+
+
+class SiteKeyFileError(IttcError):
+    """A site-key file that cannot be used: not one, damaged, or of another version.
+    Nothing on disk is changed when this is raised."""
 
 
 class NodeError(IttcError):
@@ -150,6 +157,16 @@ class NodeUnavailable(NodeError):
 
 class NodeRefused(NodeError):
     """The node answered and refused the request (the reason is the node's)."""
+
+
+class NodeInOtherEpoch(NodeRefused):
+    """The node refused because it signs in another epoch than the request named;
+    ``epoch`` is the node's (None if it did not say). A combiner that sees a newer epoch
+    re-reads its cluster file."""
+
+    def __init__(self, node: int, reason: str, epoch: int | None) -> None:
+        super().__init__(node, reason, "FAILED_PRECONDITION")
+        self.epoch = epoch
 
 
 class NodeMisbehaved(NodeError):

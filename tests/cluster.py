@@ -278,14 +278,19 @@ def sign_request(
     request_id: str | None = None,
     timestamp_ms: int | None = None,
     key_id: str | None = None,
+    epoch: int | None = None,
+    epoch_id: str | None = None,
 ) -> pb.SignRequest:
-    """A well-formed SignRequest (fresh id, current time) unless told otherwise."""
+    """A well-formed SignRequest (fresh id, current time, the params' epoch) unless told
+    otherwise."""
     return pb.SignRequest(
         request_id=request_id if request_id is not None else secrets.token_urlsafe(18),
         timestamp_ms=timestamp_ms if timestamp_ms is not None else int(time.time() * 1000),
         key_id=key_id if key_id is not None else params.key_id,
         with_proofs=with_proofs,
         items=list(items),
+        epoch=epoch if epoch is not None else params.epoch,
+        epoch_id=epoch_id if epoch_id is not None else params.epoch_id,
     )
 
 

@@ -180,7 +180,14 @@ def wire_request(
     rid = request_id if request_id is not None else os.urandom(12).hex().encode()
     ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
     kid = key_id if key_id is not None else params.key_id.encode()
-    return field(1, rid) + field(2, ts) + field(3, kid) + b"".join(field(5, item) for item in items)
+    epoch = (field(6, params.epoch) if params.epoch else b"") + field(7, params.epoch_id.encode())
+    return (
+        field(1, rid)
+        + field(2, ts)
+        + field(3, kid)
+        + b"".join(field(5, item) for item in items)
+        + epoch
+    )
 
 
 def good_item() -> bytes:
@@ -394,7 +401,7 @@ def test_unknown_fields_change_nothing(target: Target) -> None:
     p = target.params
     digest = hashlib.sha256(b"plain").digest()
     item = wire_item(pb.PADDING_PKCS1V15, pb.HASH_SHA256, digest)
-    extra = field(99, b"\x00" * 100) + field(6, 12345) + field(15, item)
+    extra = field(99, b"\x00" * 100) + field(20, 12345) + field(15, item)
     target.new_audit_records()
     answer = raw_method(target.cluster.channel(1), "Sign")(
         wire_request(p, [item]) + extra, timeout=TIMEOUT
@@ -790,6 +797,8 @@ def expected(request: pb.SignRequest, s: Situation) -> tuple[grpc.StatusCode, st
         return Code.INVALID_ARGUMENT, "request_id must be 16..64 characters"
     if request.key_id != s.params.key_id:
         return Code.NOT_FOUND, "unknown key id"
+    if request.epoch != s.params.epoch or request.epoch_id != s.params.epoch_id:
+        return Code.FAILED_PRECONDITION, "wrong epoch"
     if request.timestamp_ms < s.now_ms - w:
         return Code.FAILED_PRECONDITION, "stale request"
     if request.timestamp_ms > s.now_ms + w:
@@ -953,6 +962,8 @@ def requests(draw: st.DrawFn, s: Situation) -> pb.SignRequest:
     request = pb.SignRequest(
         request_id=draw(VALID_IDS),
         key_id=s.params.key_id,
+        epoch=s.params.epoch,
+        epoch_id=s.params.epoch_id,
         timestamp_ms=max(s.started_ms, s.now_ms + draw(st.integers(-w, w))),
         with_proofs=draw(st.booleans()),
         items=draw(
@@ -962,7 +973,11 @@ def requests(draw: st.DrawFn, s: Situation) -> pb.SignRequest:
     if pristine:
         return request
     wild = draw(
-        st.lists(st.sampled_from(["id", "replay", "key", "time", "many"]), max_size=3, unique=True)
+        st.lists(
+            st.sampled_from(["id", "replay", "key", "epoch", "time", "many"]),
+            max_size=3,
+            unique=True,
+        )
     )
     if "id" in wild:
         request.request_id = draw(IDS)
@@ -978,6 +993,16 @@ def requests(draw: st.DrawFn, s: Situation) -> pb.SignRequest:
                 st.text(max_size=70),
                 st.just(s.params.key_id[:-1]),
                 st.just(s.params.key_id + " "),
+            )
+        )
+    if "epoch" in wild:
+        request.epoch = draw(st.sampled_from([s.params.epoch + 1, 2**64 - 1, s.params.epoch]))
+        request.epoch_id = draw(
+            st.one_of(
+                st.just(s.params.epoch_id),
+                st.just(""),
+                st.just(s.params.epoch_id.upper()),
+                st.text(max_size=70),
             )
         )
     if "time" in wild:

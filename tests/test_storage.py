@@ -6,6 +6,7 @@ independently of ``ittc.storage``, so a change of format shows up as a failing t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -42,22 +43,26 @@ FAST = KdfLimits.fast_for_tests()
 PASSPHRASE = b"Tr0ub4dor&3-horse-battery-staple"
 WRONG = b"Tr0ub4dor&3-horse-battery-stapl3"
 
-# Format version 1, byte offsets (see the module docstring of ittc.storage).
+# Format version 2, byte offsets (see the module docstring of ittc.storage.sharefile).
 VERSION_AT = 11
 KDF_NAME_AT = 13
 OPSLIMIT_AT = 22
 MEMLIMIT_AT = 26
 SALT_AT = 34
 KEY_ID_AT = 50
-INDEX_AT = 82
-AEAD_NAME_AT = 84
-NONCE_AT = 107
-CT_LEN_AT = 131
-VERIFIER_AT = 135
-CHECKSUM_AT = 167
-HEADER_LEN = 199
+EPOCH_AT = 82
+EPOCH_ID_AT = 90
+INDEX_AT = 122
+AEAD_NAME_AT = 124
+NONCE_AT = 147
+CT_LEN_AT = 171
+VERIFIER_AT = 175
+CHECKSUM_AT = 207
+HEADER_LEN = 239
+#: The plaintext before the share: key id, epoch, epoch id, index.
+PLAIN_PREFIX = 32 + 8 + 32 + 2
 SECRET_WIDTH = (load_vectors()["params"]["share_bits"] + 7) // 8
-FILE_LEN = HEADER_LEN + 32 + 2 + SECRET_WIDTH + 16
+FILE_LEN = HEADER_LEN + PLAIN_PREFIX + SECRET_WIDTH + 16
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -176,7 +181,9 @@ def test_round_trip(vkey: VectorKey, tmp_path: pathlib.Path, index: int) -> None
 def test_round_trip_other_key_size(other_key: dealer.DealtKey, tmp_path: pathlib.Path) -> None:
     share = other_key.shares[1]
     path = write(tmp_path, share)
-    assert len(path.read_bytes()) == HEADER_LEN + 34 + other_key.params.share_bits // 8 + 16
+    assert (
+        len(path.read_bytes()) == HEADER_LEN + PLAIN_PREFIX + other_key.params.share_bits // 8 + 16
+    )
     loaded = read_share_file(path, other_key.params, 2, PASSPHRASE)
     assert loaded == share
     loaded.self_test()
@@ -185,7 +192,8 @@ def test_round_trip_other_key_size(other_key: dealer.DealtKey, tmp_path: pathlib
 def test_header_is_readable_without_passphrase(vkey: VectorKey, tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, vkey.shares[3])
     header = read_share_header(path)
-    assert header.version == 1
+    assert header.version == 2
+    assert (header.epoch, header.epoch_id) == (0, vkey.params.epoch_id)
     assert header.key_id == vkey.params.key_id
     assert header.short_id == vkey.params.short_id
     assert header.index == 4
@@ -193,7 +201,9 @@ def test_header_is_readable_without_passphrase(vkey: VectorKey, tmp_path: pathli
     assert (header.kdf_name, header.aead_name) == ("argon2id", "xchacha20poly1305-ietf")
     data = path.read_bytes()
     assert data[:VERSION_AT] == b"ITTC-SHARE\n"
-    assert data[KEY_ID_AT:INDEX_AT] == vkey.params.key_id_bytes
+    assert data[KEY_ID_AT:EPOCH_AT] == vkey.params.key_id_bytes
+    assert struct.unpack(">Q", data[EPOCH_AT:EPOCH_ID_AT]) == (0,)
+    assert data[EPOCH_ID_AT:INDEX_AT] == vkey.params.epoch_id_bytes
     assert struct.unpack(">H", data[INDEX_AT:AEAD_NAME_AT]) == (4,)
     assert struct.unpack(">I", data[CT_LEN_AT:VERIFIER_AT]) == (FILE_LEN - HEADER_LEN,)
 
@@ -494,7 +504,7 @@ def test_right_magic_then_garbage_fails_the_checksum(
     refused(path, ShareFileCorrupt, lambda: read_share_file(path, vkey.params, 1, PASSPHRASE))
 
 
-@pytest.mark.parametrize("version", [0, 2, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 3, 0xFFFF])
 def test_unknown_version(
     vkey: VectorKey, tmp_path: pathlib.Path, pristine: bytes, version: int, forbid_kdf: Arm
 ) -> None:
@@ -568,6 +578,78 @@ def test_relabelled_file_fails_authentication(vkey: VectorKey, tmp_path: pathlib
         lambda: read_share_file(path, vkey.params, 1, PASSPHRASE),
         vkey.shares[1],
     )
+
+
+# -- epochs ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def epochs() -> tuple[list[KeyShare], list[KeyShare], list[KeyShare]]:
+    """A small split key at epoch 0, and two different reshares of it to epoch 1."""
+    from ittc.scheme.reshare.local import reshare_in_one_process
+    from tests.reshare_keys import split_key
+
+    zero = split_key().shares
+    _, one = reshare_in_one_process(zero, 5, 3, acceptance=False)
+    _, other = reshare_in_one_process(zero, 5, 3, acceptance=False)
+    return zero, one, other
+
+
+def test_a_share_file_binds_its_epoch(epochs, tmp_path: pathlib.Path) -> None:
+    zero, one, other = epochs
+    assert one[0].params.epoch == other[0].params.epoch == 1
+    assert one[0].params.epoch_id != other[0].params.epoch_id
+    old = write(tmp_path, zero[0], "epoch-0.share")
+    new = write(tmp_path, one[0], "epoch-1.share")
+    assert read_share_file(new, one[0].params, 1, PASSPHRASE) == one[0]
+    assert read_share_header(new).epoch == 1
+    # The old epoch's file never opens as the new one, nor the other way round, nor a file
+    # of another run that reached the same epoch number.
+    for path, params, secret in [
+        (old, one[0].params, zero[0]),
+        (new, zero[0].params, one[0]),
+        (new, other[0].params, one[0]),
+    ]:
+        err = refused(
+            path,
+            ShareFileMismatch,
+            lambda path=path, params=params: read_share_file(path, params, 1, PASSPHRASE),
+            secret,
+        )
+        assert "epoch" in str(err)
+
+
+def test_an_edited_epoch_fails_authentication(epochs, tmp_path: pathlib.Path) -> None:
+    """One run's epoch-1 file, relabelled with another run's epoch-1 id (checksum redone):
+    the AEAD refuses it."""
+    _, one, other = epochs
+    data = write(tmp_path, one[1]).read_bytes()
+    forged = patch(data, EPOCH_ID_AT, other[0].params.epoch_id_bytes)
+    path = put_bytes(tmp_path / "forged.share", reseal(forged))
+    assert read_share_header(path).epoch_id == other[0].params.epoch_id
+    refused(
+        path,
+        ShareFileCorrupt,
+        lambda: read_share_file(path, other[0].params, 2, PASSPHRASE),
+        one[1],
+    )
+
+
+def test_version_1_files_are_read_at_epoch_0_only(
+    vkey: VectorKey, epochs, tmp_path: pathlib.Path
+) -> None:
+    """A file written before epochs existed (tests/vectors/share_v1_node2.bin, the vector
+    key's node 2, fast KDF) still opens; it never opens for a later epoch."""
+    vector = pathlib.Path(__file__).parent / "vectors" / "share_v1_node2.bin"
+    path = put_bytes(tmp_path / "node2.share", vector.read_bytes())
+    passphrase = b"version one passphrase"
+    header = read_share_header(path)
+    assert (header.version, header.epoch, header.epoch_id) == (1, None, None)
+    assert read_share_file(path, vkey.params, 2, passphrase) == vkey.shares[1]
+    _, one, _ = epochs
+    later = dataclasses.replace(vkey.params, epoch=1, kind="generated", sharing="integer")
+    err = refused(path, ShareFileMismatch, lambda: read_share_file(path, later, 2, passphrase))
+    assert "version-1" in str(err) and "epoch 1" in str(err)
 
 
 def test_edited_kdf_field_reads_as_wrong_passphrase(

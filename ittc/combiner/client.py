@@ -10,15 +10,26 @@ asked and when, :mod:`ittc.combiner.batcher` for how concurrent calls share RPCs
 
 Fewer than ``k`` honest nodes reachable within the deadline raise
 :class:`~ittc.errors.SigningError`, whose ``nodes`` says what happened to each node.
+
+**Epochs.** Every batch is signed in one epoch of the key, with that epoch's parameters,
+nodes and connections (an :class:`EpochView`); requests name the epoch and answers of
+another epoch are refused, so shares of two epochs never meet in one combine. The client
+follows its cluster file: before a batch it looks (at most once a second, and at once
+when a node says it signs in a newer epoch) whether the file names a newer epoch of the
+same key, and if so signs the next batches in that epoch, without a restart. Items a node
+refused for a newer epoch are signed again in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future as ThreadFuture
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, Unpack
 
@@ -32,15 +43,59 @@ from ittc.combiner.pool import NodeEvent, NodePool
 from ittc.combiner.round import SigningRound
 from ittc.combiner.transport import NodeLink, open_links
 from ittc.config import ClusterFile
-from ittc.errors import CombinerClosed, IttcError, ParameterError, SigningError
+from ittc.errors import (
+    CombinerClosed,
+    IttcError,
+    NodeInOtherEpoch,
+    ParameterError,
+    SigningError,
+)
 from ittc.scheme.encoding import Scheme, SignItem
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
 from ittc.wire.v1 import signer_pb2 as pb
 
-__all__ = ["ClientStats", "ClusterClient", "SignItem", "SyncClusterClient"]
+__all__ = ["ClientStats", "ClusterClient", "EpochView", "SignItem", "SyncClusterClient"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("ittc.combiner")
+
+#: How often (seconds) the client looks at its cluster file for a newer epoch.
+FOLLOW_INTERVAL = 1.0
+
+
+@dataclass
+class EpochView:
+    """One epoch of the key as the client signs in it: the cluster file that named it,
+    its parameters, a node pool, the connections (opened on first use) and a combiner.
+    A batch uses one view from start to end."""
+
+    cluster: ClusterFile
+    pool: NodePool
+    combiner: Combiner
+    links: dict[int, NodeLink] = field(default_factory=dict)
+    #: Batches running in this view (its channels close when it is replaced and idle).
+    users: int = 0
+    retired: bool = False
+
+    @property
+    def params(self) -> PublicParams:
+        return self.cluster.params
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()
+        self.links = {}
+        self.combiner.close()
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class ClusterClient:
@@ -52,12 +107,11 @@ class ClusterClient:
     """
 
     def __init__(self, cluster: ClusterFile | str | Path, **options: Unpack[ClientOptions]) -> None:
-        self.cluster = cluster if isinstance(cluster, ClusterFile) else ClusterFile.load(cluster)
-        self.params: PublicParams = self.cluster.params
+        loaded = cluster if isinstance(cluster, ClusterFile) else ClusterFile.load(cluster)
         self.settings = Settings.from_options(options)
         s = self.settings
-        cert = s.cert or self.cluster.client_cert
-        key = s.key or self.cluster.client_key
+        cert = s.cert or loaded.client_cert
+        key = s.key or loaded.client_key
         if cert is None or key is None:
             raise ParameterError(
                 "no client identity: give cert= and key= or list one in the "
@@ -65,28 +119,111 @@ class ClusterClient:
             )
         self._cert, self._key = cert, key
         self.stats = ClientStats()
-        self.pool = NodePool(
-            [entry.index for entry in self.cluster.nodes],
-            node_timeout=s.node_timeout,
-            hedge_after=s.hedge_after,
-        )
-        self._links: dict[int, NodeLink] = {}
-        self._combiner = Combiner(self.params)
+        self._listeners: list[Callable[[NodeEvent], None]] = []
+        self._view = self._new_view(loaded)
+        self._watched = _file_state(loaded.path)
+        self._looked_at = time.monotonic()
+        self._retired: list[EpochView] = []
         self._batcher = Batcher(
             self._sign_batch,
             max_batch=s.max_batch,
-            max_inflight=s.max_inflight_batches or max(4, 2 * self.params.n),
+            max_inflight=s.max_inflight_batches or max(4, 2 * loaded.params.n),
         )
         self._closed = False
 
+    # -- epochs ------------------------------------------------------------------------
+
+    def _new_view(self, cluster: ClusterFile) -> EpochView:
+        pool = NodePool(
+            [entry.index for entry in cluster.nodes],
+            node_timeout=self.settings.node_timeout,
+            hedge_after=self.settings.hedge_after,
+        )
+        for listener in self._listeners:
+            pool.add_listener(listener)
+        return EpochView(cluster, pool, Combiner(cluster.params))
+
+    @property
+    def cluster(self) -> ClusterFile:
+        """The cluster file of the epoch the client signs in now."""
+        return self._view.cluster
+
+    @property
+    def params(self) -> PublicParams:
+        """The parameters of the epoch the client signs in now."""
+        return self._view.params
+
+    @property
+    def pool(self) -> NodePool:
+        """The node pool of the current epoch."""
+        return self._view.pool
+
+    @property
+    def epoch(self) -> int:
+        return self._view.params.epoch
+
+    def follow(self, *, force: bool = False) -> bool:
+        """Look at the cluster file (at most once per :data:`FOLLOW_INTERVAL` unless
+        ``force``); if it names a newer epoch of the same key, sign in that epoch from the
+        next batch on. True if the epoch changed. A file that does not load, names another
+        key, or an older or equal epoch changes nothing (the first two are logged)."""
+        now = time.monotonic()
+        if not force and now - self._looked_at < FOLLOW_INTERVAL:
+            return False
+        self._looked_at = now
+        path = self._view.cluster.path
+        state = _file_state(path)
+        if state is None or state == self._watched:
+            return False
+        self._watched = state
+        try:
+            loaded = ClusterFile.load(path)
+        except IttcError as exc:
+            log.warning("cluster file %s changed but cannot be used: %s", path, exc)
+            return False
+        current = self._view.params
+        if loaded.params.key_id != current.key_id:
+            log.error(
+                "cluster file %s now names key %s, not %s: ignored (a client signs with one key)",
+                path,
+                loaded.params.short_id,
+                current.short_id,
+            )
+            return False
+        if loaded.params.epoch <= current.epoch:
+            return False
+        self._switch(loaded)
+        return True
+
+    def _switch(self, cluster: ClusterFile) -> None:
+        old = self._view
+        self._view = self._new_view(cluster)
+        old.retired = True
+        self._retired.append(old)
+        log.warning(
+            "key %s: now signing in epoch %d (%d of %d nodes), was epoch %d",
+            cluster.params.short_id,
+            cluster.params.epoch,
+            cluster.params.k,
+            cluster.params.n,
+            old.params.epoch,
+        )
+
+    async def _close_idle_views(self) -> None:
+        idle = [v for v in self._retired if v.users == 0]
+        self._retired = [v for v in self._retired if v.users]
+        for view in idle:
+            await view.close()
+
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _connect(self) -> dict[int, NodeLink]:
+    def _connect(self, view: EpochView | None = None) -> dict[int, NodeLink]:
         if self._closed:
             raise CombinerClosed("client closed")
-        if not self._links:
-            self._links = open_links(self.cluster, self._cert, self._key, self.settings.clock)
-        return self._links
+        view = view or self._view
+        if not view.links:
+            view.links = open_links(view.cluster, self._cert, self._key, self.settings.clock)
+        return view.links
 
     async def __aenter__(self) -> ClusterClient:
         self._connect()
@@ -101,9 +238,9 @@ class ClusterClient:
             return
         self._closed = True
         await self._batcher.close(CombinerClosed("client closed"))
-        for link in self._links.values():
-            await link.close()
-        self._combiner.close()
+        for view in [self._view, *self._retired]:
+            await view.close()
+        self._retired = []
 
     @property
     def closed(self) -> bool:
@@ -114,11 +251,12 @@ class ClusterClient:
     def add_listener(self, listener: Callable[[NodeEvent], None]) -> None:
         """Call ``listener`` with every :class:`~ittc.combiner.pool.NodeEvent` (a node
         asked, answered, failed, cleared, lied or was suspected): for metrics and logs."""
-        self.pool.add_listener(listener)
+        self._listeners.append(listener)
+        self._view.pool.add_listener(listener)
 
     @property
     def channels(self) -> Mapping[int, grpc.aio.Channel]:
-        """The gRPC channel to each node (opened on first use)."""
+        """The gRPC channel to each node of the current epoch (opened on first use)."""
         return {index: link.channel for index, link in self._connect().items()}
 
     @property
@@ -169,12 +307,41 @@ class ClusterClient:
 
     async def _sign_batch(self, batch: list[Pending]) -> list[bytes | IttcError]:
         self.stats.batches += 1
-        ctx = RoundContext(
-            self.params, self.settings, self.pool, self._links, self._combiner, self.stats
-        )
-        results = await SigningRound(ctx, batch, time.monotonic() + self.settings.deadline).run()
+        end = time.monotonic() + self.settings.deadline
+        self.follow()
+        results = await self._round(self._view, batch, end)
+        # Nodes that sign in a newer epoch: if the cluster file names it now, sign what
+        # they refused in that epoch (once; never mixing: a new round, a new view).
+        if self._newer_epoch_seen(results) and self.follow(force=True):
+            again = [i for i, r in enumerate(results) if not isinstance(r, bytes)]
+            retried = await self._round(self._view, [batch[i] for i in again], end)
+            for i, result in zip(again, retried, strict=True):
+                results[i] = result
         self.stats.signatures += sum(isinstance(r, bytes) for r in results)
+        await self._close_idle_views()
         return results
+
+    async def _round(
+        self, view: EpochView, batch: list[Pending], end: float
+    ) -> list[bytes | IttcError]:
+        links = self._connect(view)
+        view.users += 1
+        try:
+            ctx = RoundContext(
+                view.params, self.settings, view.pool, links, view.combiner, self.stats
+            )
+            return await SigningRound(ctx, batch, end).run()
+        finally:
+            view.users -= 1
+
+    def _newer_epoch_seen(self, results: list[bytes | IttcError]) -> bool:
+        epoch = self._view.params.epoch
+        for result in results:
+            if isinstance(result, SigningError):
+                for error in result.nodes.values():
+                    if isinstance(error, NodeInOtherEpoch) and (error.epoch or 0) > epoch:
+                        return True
+        return False
 
     # -- the nodes ---------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ shape by the codec, with the node index taken from the channel (the node it dial
 whose certificate it checked), never from the answer. Every failure is a typed
 :class:`~ittc.errors.NodeError`: :class:`~ittc.errors.NodeUnavailable` (unreachable, no
 answer in time), :class:`~ittc.errors.NodeRefused` (the node said no, with its gRPC
-status) or :class:`~ittc.errors.NodeMisbehaved` (a malformed or mislabelled answer).
+status; :class:`~ittc.errors.NodeInOtherEpoch` when it signs in another epoch) or
+:class:`~ittc.errors.NodeMisbehaved` (a malformed or mislabelled answer, or shares of
+another epoch).
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ittc.config import ClusterFile, NodeEntry
-from ittc.errors import NodeError, NodeMisbehaved, NodeRefused, NodeUnavailable, WireError
+from ittc.errors import (
+    NodeError,
+    NodeInOtherEpoch,
+    NodeMisbehaved,
+    NodeRefused,
+    NodeUnavailable,
+    WireError,
+)
 from ittc.scheme.encoding import SignItem
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import SignatureShare
@@ -49,6 +58,10 @@ _CHANNEL_OPTIONS = [
 def _rpc_error(index: int, exc: grpc.aio.AioRpcError) -> NodeError:
     code = exc.code()
     reason = f"{code.name}: {exc.details()}"
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        epoch = codec.node_epoch(exc.trailing_metadata())
+        if epoch is not None:
+            return NodeInOtherEpoch(index, reason, epoch)
     kind = NodeUnavailable if code in _UNAVAILABLE else NodeRefused
     return kind(index, reason, code.name)
 
@@ -89,6 +102,8 @@ class NodeLink:
             key_id=self.params.key_id,
             with_proofs=with_proofs,
             items=[codec.item_to_wire(item) for item in items],
+            epoch=self.params.epoch,
+            epoch_id=self.params.epoch_id,
         )
         try:
             response: pb.SignResponse = await self._stub.Sign(request, timeout=timeout)
@@ -98,6 +113,8 @@ class NodeLink:
             raise NodeMisbehaved(self.index, f"answered as node {response.index}")
         if response.key_id != self.params.key_id:
             raise NodeMisbehaved(self.index, "answered for another key")
+        if response.epoch != self.params.epoch or response.epoch_id != self.params.epoch_id:
+            raise NodeMisbehaved(self.index, f"answered for another epoch ({response.epoch})")
         try:
             return codec.shares_from_wire(
                 response.shares,

@@ -74,16 +74,37 @@ class NodeConfig:
     #: Exponentiation backend (:data:`ittc.scheme.ct.BACKENDS`): auto, openssl or gmpy2.
     backend: str = "auto"
     limits: Limits = field(default_factory=Limits)
+    #: Resharing (``[reshare]``; all three or none): the site's key file, encrypted under
+    #: the same passphrase as the share; the writable folder of the node's epochs (shares,
+    #: certificates, runs); the cluster file of the epoch this config starts from, whose
+    #: site identities are the ones that may approve the first reshare.
+    site_key: pathlib.Path | None = None
+    state_dir: pathlib.Path | None = None
+    sites: pathlib.Path | None = None
+
+    @property
+    def reshares(self) -> bool:
+        """Whether this node takes part in reshares (``[reshare]`` is configured)."""
+        return self.site_key is not None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
         path = pathlib.Path(path).absolute()
         r = Reader(path, load_toml(path))
         check_format(r, NODE_FORMAT)
-        r.unknown({"format", "version", "node", "key", "tls", "access", "audit", "limits"})
+        r.unknown(
+            {"format", "version", "node", "key", "tls", "access", "audit", "limits", "reshare"}
+        )
         node, key, tls = r.table("node"), r.table("key"), r.table("tls")
         access, audit = r.table("access"), r.table("audit")
         limits = r.table("limits", required=False)
+        reshare = r.table("reshare", required=False)
+        reshare.unknown({"site_key", "state_dir", "sites"})
+        reshare_paths = {k: reshare.path_(k, None) for k in ("site_key", "state_dir", "sites")}
+        if any(reshare_paths.values()) and not all(reshare_paths.values()):
+            raise reshare.fail(
+                "site_key", "give site_key, state_dir and sites together (or none of them)"
+            )
         node.unknown({"index", "listen", "workers", "threads", "proof_nonces", "backend"})
         key.unknown(
             {"params", "share", "passphrase_file", "passphrase_env", "passphrase_credential"}
@@ -170,6 +191,7 @@ class NodeConfig:
             proof_nonces=node.int("proof_nonces", 0, 100000, 16),
             backend=backend,
             limits=lim,
+            **reshare_paths,
         )
 
     def load_params(self) -> PublicParams:

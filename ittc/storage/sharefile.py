@@ -2,8 +2,9 @@
 
 A share file is the only place a share ``s_i`` is ever written. It is sealed with
 XChaCha20-Poly1305 under a key that Argon2id derives from the node's passphrase, and the
-whole header (which names the key id and the node index) is the associated data, so a
-file copied to another node, or used with another key, does not open.
+whole header (which names the key id, the epoch, the epoch id and the node index) is the
+associated data, so a file copied to another node, used with another key, or kept from
+an earlier epoch, does not open as the current one.
 
 What an attacker who holds the file can and cannot do:
 
@@ -12,10 +13,12 @@ What an attacker who holds the file can and cannot do:
   long random passphrase; :meth:`KdfLimits.moderate` is the default).
 * They **can** run that offline guessing attack, as long as they like; the file carries
   what is needed to check a guess. Nothing here stops a weak passphrase from falling.
-* They **can** read the public header: format version, key id, node index, KDF limits.
-* They **cannot** alter the file, relabel it for another node or key, or swap it for a
-  file of another node, without the reader noticing (checksum, passphrase verifier,
-  AEAD tag, key id and index checked against what the reader expects).
+* They **can** read the public header: format version, key id, epoch, epoch id, node
+  index, KDF limits.
+* They **cannot** alter the file, relabel it for another node, key or epoch, or swap it
+  for a file of another node or epoch, without the reader noticing (checksum, passphrase
+  verifier, AEAD tag, key id, epoch, epoch id and index checked against what the reader
+  expects).
 * They **can** delete or damage it (keep backups), and can make a reader burn CPU and
   memory up to the bounds below by editing the KDF limits (the limits are bounded so a
   hostile header cannot ask for absurd amounts).
@@ -25,15 +28,17 @@ share's integer stay in memory until the garbage collector reuses that memory, a
 reach swap or core dumps; run nodes with swap encrypted and core dumps off. This module
 does not pretend otherwise.
 
-On-disk format, version 1 (all integers big-endian)::
+On-disk format, version 2 (all integers big-endian)::
 
     magic        11  b"ITTC-SHARE\\n"
-    version       2  1
+    version       2  2
     kdf name    1+8  length-prefixed b"argon2id"
     opslimit      4
     memlimit      8
     salt         16
     key id       32  PublicParams.key_id_bytes
+    epoch         8  PublicParams.epoch
+    epoch id     32  PublicParams.epoch_id_bytes
     node index    2
     aead name  1+22  length-prefixed b"xchacha20poly1305-ietf"
     nonce        24
@@ -46,9 +51,13 @@ On-disk format, version 1 (all integers big-endian)::
                      everything above: catches accidental damage before the KDF
     ciphertext       XChaCha20-Poly1305(AEAD key, nonce, plaintext, aad = header)
 
-The plaintext repeats the key id (32 bytes) and node index (2 bytes), then holds the
-share in ``ceil(share_bits / 8)`` bytes. Argon2id yields 64 bytes: the first 32 are the
-AEAD key, the last 32 the verifier key.
+The plaintext repeats the key id (32 bytes), the epoch (8), the epoch id (32) and the
+node index (2), then holds the share in ``ceil(share_bits / 8)`` bytes. Argon2id yields
+64 bytes: the first 32 are the AEAD key, the last 32 the verifier key.
+
+Version 1 (written before epochs existed) lacks the epoch and epoch id, in the header and
+in the plaintext. It is still read, for a key at epoch 0 only: every share it can hold is
+of epoch 0. Version 2 is what ittc writes.
 """
 
 from __future__ import annotations
@@ -77,11 +86,12 @@ from ittc.errors import (
     WrongPassphrase,
 )
 from ittc.scheme.keyshare import KeyShare
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MAX_EPOCH, PublicParams
 from ittc.storage.files import write_file_atomically
 
 __all__ = [
     "FORMAT_VERSION",
+    "LEGACY_VERSION",
     "MAX_FILE_SIZE",
     "MAX_MEMLIMIT",
     "MAX_OPSLIMIT",
@@ -95,7 +105,9 @@ __all__ = [
     "write_share_file",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Still read (epoch-0 shares written before epochs existed); never written.
+LEGACY_VERSION = 1
 MAGIC = b"ITTC-SHARE\n"
 KDF_NAME = "argon2id"
 AEAD_NAME = "xchacha20poly1305-ietf"
@@ -114,6 +126,7 @@ _KEY_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES  # 32
 _TAG_LEN = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES  # 16
 _MAC_LEN = 32
 _KEY_ID_LEN = 32
+_EPOCH_ID_LEN = 32
 
 _VERIFIER_PERSON = b"ittc/share/vrfy"
 _CHECKSUM_PERSON = b"ittc/share/hdr"
@@ -121,11 +134,21 @@ _CHECKSUM_PERSON = b"ittc/share/hdr"
 _PREFIX = struct.Struct(">11sH")  # magic, version
 #: What fixes the derived key (the passphrase verifier covers prefix and these)...
 _KDF_FIELDS = struct.Struct(f">B{len(KDF_NAME)}sIQ{_SALT_LEN}s")
-#: ...and what binds the file to its key and node (the AEAD covers the whole header).
-_BIND_FIELDS = struct.Struct(f">{_KEY_ID_LEN}sHB{len(AEAD_NAME)}s{_NONCE_LEN}sI")
+#: ...and what binds the file to its key, epoch and node (the AEAD covers the whole
+#: header), by format version: key id, [epoch, epoch id,] index, cipher, nonce, length.
+_BIND_FIELDS = {
+    2: struct.Struct(f">{_KEY_ID_LEN}sQ{_EPOCH_ID_LEN}sHB{len(AEAD_NAME)}s{_NONCE_LEN}sI"),
+    1: struct.Struct(f">{_KEY_ID_LEN}sHB{len(AEAD_NAME)}s{_NONCE_LEN}sI"),
+}
 _VERIFIED_LEN = _PREFIX.size + _KDF_FIELDS.size
-_HEADER_LEN = _VERIFIED_LEN + _BIND_FIELDS.size + _MAC_LEN + _MAC_LEN
-_PLAIN_PREFIX_LEN = _KEY_ID_LEN + 2
+
+
+def _header_len(version: int) -> int:
+    return _VERIFIED_LEN + _BIND_FIELDS[version].size + _MAC_LEN + _MAC_LEN
+
+
+def _plain_prefix_len(version: int) -> int:
+    return _KEY_ID_LEN + (8 + _EPOCH_ID_LEN if version >= 2 else 0) + 2
 
 
 @dataclass(frozen=True)
@@ -165,12 +188,16 @@ class KdfLimits:
 
 @dataclass(frozen=True)
 class ShareFileHeader:
-    """The public part of a share file: readable without the passphrase."""
+    """The public part of a share file: readable without the passphrase.
+
+    ``epoch`` and ``epoch_id`` are None in a version-1 file (an epoch-0 share)."""
 
     version: int
     key_id: str
     index: int
     kdf: KdfLimits
+    epoch: int | None = None
+    epoch_id: str | None = None
     kdf_name: str = KDF_NAME
     aead_name: str = AEAD_NAME
 
@@ -227,8 +254,14 @@ def _secret_width(params: PublicParams) -> int:
     return (params.share_bits + 7) // 8
 
 
-def _ciphertext_len(params: PublicParams) -> int:
-    return _PLAIN_PREFIX_LEN + _secret_width(params) + _TAG_LEN
+def _ciphertext_len(params: PublicParams, version: int = FORMAT_VERSION) -> int:
+    return _plain_prefix_len(version) + _secret_width(params) + _TAG_LEN
+
+
+def _plain_prefix(params: PublicParams, index: int, version: int = FORMAT_VERSION) -> bytes:
+    """What the plaintext repeats of the header before the share itself."""
+    epoch = params.epoch.to_bytes(8, "big") + params.epoch_id_bytes if version >= 2 else b""
+    return params.key_id_bytes + epoch + index.to_bytes(2, "big")
 
 
 def _open_private(
@@ -275,21 +308,25 @@ def _parse(data: bytes, where: str) -> _Parsed:
     if len(data) < _PREFIX.size or not data.startswith(MAGIC):
         raise ShareFileFormatError(f"{where} is not an ittc share file")
     _, version = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in _BIND_FIELDS:
         raise ShareFileFormatError(
             f"{where} has unsupported share-file format version "
-            f"{version} (this ittc reads version {FORMAT_VERSION})"
+            f"{version} (this ittc reads versions {LEGACY_VERSION} and {FORMAT_VERSION})"
         )
-    if len(data) < _HEADER_LEN:
+    header_len = _header_len(version)
+    if len(data) < header_len:
         raise ShareFileFormatError(f"{where} is truncated (header incomplete)")
-    header_bytes = data[:_HEADER_LEN]
-    body_end = _HEADER_LEN - _MAC_LEN
+    header_bytes = data[:header_len]
+    body_end = header_len - _MAC_LEN
     if not hmac.compare_digest(_checksum(header_bytes[:body_end]), header_bytes[body_end:]):
         raise ShareFileCorrupt(f"{where} is damaged: its header checksum does not match")
     kdf_len, kdf_name, opslimit, memlimit, salt = _KDF_FIELDS.unpack_from(data, _PREFIX.size)
-    key_id, index, aead_len, aead_name, nonce, ct_len = _BIND_FIELDS.unpack_from(
-        data, _VERIFIED_LEN
-    )
+    bound = _BIND_FIELDS[version].unpack_from(data, _VERIFIED_LEN)
+    if version >= 2:
+        key_id, epoch, epoch_id, index, aead_len, aead_name, nonce, ct_len = bound
+    else:
+        key_id, index, aead_len, aead_name, nonce, ct_len = bound
+        epoch, epoch_id = None, None
     if kdf_len != len(KDF_NAME) or kdf_name != KDF_NAME.encode():
         raise ShareFileFormatError(f"{where} uses an unsupported key derivation function")
     if aead_len != len(AEAD_NAME) or aead_name != AEAD_NAME.encode():
@@ -303,18 +340,27 @@ def _parse(data: bytes, where: str) -> _Parsed:
             f"{where} asks for memlimit {memlimit} bytes, outside "
             f"{argon2id.MEMLIMIT_MIN}..{MAX_MEMLIMIT}"
         )
-    if not 1 <= index <= 0xFFFF or ct_len <= _PLAIN_PREFIX_LEN + _TAG_LEN:
+    if (
+        not 1 <= index <= 0xFFFF
+        or ct_len <= _plain_prefix_len(version) + _TAG_LEN
+        or (epoch is not None and epoch > MAX_EPOCH)
+    ):
         raise ShareFileFormatError(f"{where} has an invalid header")
-    if len(data) != _HEADER_LEN + ct_len:
-        state = "truncated" if len(data) < _HEADER_LEN + ct_len else "followed by extra bytes"
+    if len(data) != header_len + ct_len:
+        state = "truncated" if len(data) < header_len + ct_len else "followed by extra bytes"
         raise ShareFileFormatError(
             f"{where} is {state} (ciphertext length does not match its header)"
         )
     header = ShareFileHeader(
-        version=version, key_id=key_id.hex(), index=index, kdf=KdfLimits(opslimit, memlimit)
+        version=version,
+        key_id=key_id.hex(),
+        index=index,
+        kdf=KdfLimits(opslimit, memlimit),
+        epoch=epoch,
+        epoch_id=None if epoch_id is None else epoch_id.hex(),
     )
     verifier = header_bytes[body_end - _MAC_LEN : body_end]
-    return _Parsed(header, header_bytes, salt, nonce, verifier, data[_HEADER_LEN:])
+    return _Parsed(header, header_bytes, salt, nonce, verifier, data[header_len:])
 
 
 def _load(path: str | os.PathLike[str]) -> _Parsed:
@@ -359,8 +405,10 @@ def write_share_file(
     fields = (
         _PREFIX.pack(MAGIC, FORMAT_VERSION)
         + _KDF_FIELDS.pack(len(KDF_NAME), KDF_NAME.encode(), kdf.opslimit, kdf.memlimit, salt)
-        + _BIND_FIELDS.pack(
+        + _BIND_FIELDS[FORMAT_VERSION].pack(
             params.key_id_bytes,
+            params.epoch,
+            params.epoch_id_bytes,
             share.index,
             len(AEAD_NAME),
             AEAD_NAME.encode(),
@@ -371,17 +419,15 @@ def write_share_file(
     aead_key, verifier_key = _derive_keys(passphrase, salt, kdf)
     body = fields + _verifier(verifier_key, fields[:_VERIFIED_LEN])
     header = body + _checksum(body)
-    plaintext = (
-        params.key_id_bytes
-        + share.index.to_bytes(2, "big")
-        + share.dangerously_export_secret().to_bytes(width, "big")
+    plaintext = _plain_prefix(params, share.index) + share.dangerously_export_secret().to_bytes(
+        width, "big"
     )
     ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
         plaintext, header, nonce, aead_key
     )
     del plaintext  # drops the reference only: Python cannot wipe the bytes
     data = header + ciphertext
-    assert len(data) == _HEADER_LEN + _ciphertext_len(params)
+    assert len(data) == _header_len(FORMAT_VERSION) + _ciphertext_len(params)
 
     write_file_atomically(path, data, mode=0o600, overwrite=overwrite, what="share file")
 
@@ -398,10 +444,11 @@ def read_share_header(path: str | os.PathLike[str]) -> ShareFileHeader:
 def read_share_file(
     path: str | os.PathLike[str], params: PublicParams, index: int, passphrase: bytes
 ) -> KeyShare:
-    """Decrypt node ``index``'s share of the key ``params`` from ``path``.
+    """Decrypt node ``index``'s share of the key and epoch ``params`` from ``path``.
 
-    Cheap checks first (mode, size, structure, checksum, key id, node index, KDF bounds),
-    then Argon2id, then the passphrase verifier, then the AEAD. Never writes anything.
+    Cheap checks first (mode, size, structure, checksum, key id, epoch, epoch id, node
+    index, KDF bounds), then Argon2id, then the passphrase verifier, then the AEAD. A
+    version-1 file is read only for a key at epoch 0. Never writes anything.
     Raises a distinct :class:`~ittc.errors.ShareFileError` subclass for each failure:
     :class:`InsecureFileMode`, :class:`ShareFileFormatError`, :class:`ShareFileCorrupt`,
     :class:`ShareFileMismatch`, :class:`WrongPassphrase`; ``OSError`` if the file cannot
@@ -416,11 +463,25 @@ def read_share_file(
         raise ShareFileMismatch(
             f"{where} holds a share of key {header.short_id}, not of key {params.short_id}"
         )
+    if header.epoch is None and params.epoch != 0:
+        raise ShareFileMismatch(
+            f"{where} is a version-1 share file, which holds an epoch-0 share; the key "
+            f"is at epoch {params.epoch}"
+        )
+    if header.epoch is not None and header.epoch != params.epoch:
+        raise ShareFileMismatch(
+            f"{where} holds a share of epoch {header.epoch}, not of epoch {params.epoch}"
+        )
+    if header.epoch_id is not None and header.epoch_id != params.epoch_id:
+        raise ShareFileMismatch(
+            f"{where} holds a share of another epoch {header.epoch} (epoch id "
+            f"{header.epoch_id[:16]}, not {params.epoch_id[:16]})"
+        )
     if header.index != index:
         raise ShareFileMismatch(
             f"{where} holds the share of node {header.index}, not of node {index}"
         )
-    if len(parsed.ciphertext) != _ciphertext_len(params):
+    if len(parsed.ciphertext) != _ciphertext_len(params, header.version):
         raise ShareFileFormatError(f"{where} has the wrong length for this key's shares")
 
     aead_key, verifier_key = _derive_keys(passphrase, parsed.salt, header.kdf)
@@ -435,14 +496,14 @@ def read_share_file(
         raise ShareFileCorrupt(
             f"{where} is damaged or was altered: it fails authentication"
         ) from None
-    if plaintext[:_KEY_ID_LEN] != params.key_id_bytes or plaintext[
-        _KEY_ID_LEN:_PLAIN_PREFIX_LEN
-    ] != index.to_bytes(2, "big"):
+    prefix = _plain_prefix(params, index, header.version)
+    if not hmac.compare_digest(plaintext[: len(prefix)], prefix):
         raise ShareFileCorrupt(
-            f"{where} is inconsistent: its sealed key id or node index differs from its header"
+            f"{where} is inconsistent: its sealed key id, epoch or node index differs from "
+            "its header"
         )
     try:
-        return KeyShare(params, index, int.from_bytes(plaintext[_PLAIN_PREFIX_LEN:], "big"))
+        return KeyShare(params, index, int.from_bytes(plaintext[len(prefix) :], "big"))
     except ParameterError:
         raise ShareFileCorrupt(f"{where} holds a share value out of range for this key") from None
 

@@ -12,7 +12,7 @@ response, minimal big-endian, at most :func:`response_bytes` long.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ittc.errors import WireError
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, SignItem
@@ -22,12 +22,14 @@ from ittc.wire.v1 import signer_pb2 as pb
 
 __all__ = [
     "CHALLENGE_BYTES",
+    "EPOCH_METADATA",
     "MAX_CLIENT_MESSAGE_BYTES",
     "ShareBytes",
     "hash_from_wire",
     "hash_to_wire",
     "item_from_wire",
     "item_to_wire",
+    "node_epoch",
     "padding_from_wire",
     "padding_to_wire",
     "response_bytes",
@@ -63,6 +65,10 @@ MAX_CLIENT_MESSAGE_BYTES = 4 << 20
 _SHARE_FRAMING = 16
 #: Framing of a SignResponse around its shares (index, key id, epoch...).
 _RESPONSE_FRAMING = 1024
+
+#: Trailing metadata of a node's refusal of a request for another epoch: the epoch (a
+#: decimal number) the node signs in.
+EPOCH_METADATA = "ittc-epoch"
 
 #: One share as it goes on the wire: (value, proof c, proof z); c, z empty without a proof.
 ShareBytes = tuple[bytes, bytes, bytes]
@@ -167,3 +173,14 @@ def shares_from_wire(
             proof = Proof(c, z)
         out.append(SignatureShare(index, int.from_bytes(share.value, "big"), proof))
     return out
+
+
+def node_epoch(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+    """The epoch a refusing node named in its trailing metadata, or None (absent or not
+    a plain decimal number)."""
+    for key, value in metadata or ():
+        if key == EPOCH_METADATA:
+            text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+            if text.isdigit() and len(text) <= 20:
+                return int(text)
+    return None

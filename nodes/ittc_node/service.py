@@ -49,12 +49,19 @@ _SHOWN_CHARS = 128
 
 
 class Refusal(Exception):
-    """A request the node will not serve: the status code and the reason it sends back."""
+    """A request the node will not serve: the status code and the reason it sends back,
+    and trailing metadata (the node's epoch, when the request named another)."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.metadata = metadata
 
 
 _NO_FAULTS = Faults()
@@ -123,6 +130,18 @@ def validate_sign_request(
         )
     if request.key_id != params.key_id:
         raise Refusal(grpc.StatusCode.NOT_FOUND, "unknown key id")
+    if request.epoch != params.epoch or request.epoch_id != params.epoch_id:
+        named = (
+            f"epoch {request.epoch}"
+            if request.epoch != params.epoch
+            else f"another epoch {request.epoch} (epoch id {request.epoch_id[:16]!r})"
+        )
+        raise Refusal(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"wrong epoch: the request names {named}; this node signs in epoch "
+            f"{params.epoch} (epoch id {params.epoch_id[:16]})",
+            ((codec.EPOCH_METADATA, str(params.epoch)),),
+        )
     skew_ms = request.timestamp_ms - now * 1000.0
     if skew_ms < -window_ms:
         raise Refusal(
@@ -241,6 +260,8 @@ class SignerService:
                 {
                     "request_id": request.request_id[:_SHOWN_CHARS],
                     "key_id": request.key_id[:_SHOWN_CHARS],
+                    "epoch": request.epoch,
+                    "epoch_id": request.epoch_id[:_SHOWN_CHARS],
                     "timestamp_ms": request.timestamp_ms,
                     "with_proofs": request.with_proofs,
                     "items": _items_summary(items[: self.limits.max_batch]),
@@ -268,7 +289,7 @@ class SignerService:
             )
         except AuditLogError:
             pass  # the refusal stands; the audit failure is logged and health reflects it
-        await context.abort(refusal.code, refusal.reason)
+        await context.abort(refusal.code, refusal.reason, refusal.metadata)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     async def _authorize(
@@ -395,6 +416,8 @@ class SignerService:
             ready=self.serving,
             max_batch=self.limits.max_batch,
             freshness_window_ms=self._window_ms,
+            epoch=p.epoch,
+            epoch_id=p.epoch_id,
         )
 
     @property
@@ -482,4 +505,6 @@ class SignerService:
             index=self.faults.index(self.config.index, self.params.n),
             key_id=self.params.key_id,
             shares=[pb.Share(value=v, proof_c=c, proof_z=z) for v, c, z in shares],
+            epoch=self.params.epoch,
+            epoch_id=self.params.epoch_id,
         )

@@ -24,29 +24,29 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ittc/wire/v1/signer.proto\x12\x07ittc.v1\"\x10\n\x0eGetInfoRequest\"\xc4\x01\n\x08NodeInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\r\x12\t\n\x01k\x18\x04 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x05 \x01(\r\x12\x14\n\x0cproofs_sound\x18\x06 \x01(\x08\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x11\n\tmax_batch\x18\t \x01(\r\x12\x1b\n\x13\x66reshness_window_ms\x18\n \x01(\x03\"h\n\x08SignItem\x12!\n\x07padding\x18\x01 \x01(\x0e\x32\x10.ittc.v1.Padding\x12\x1b\n\x04hash\x18\x02 \x01(\x0e\x32\r.ittc.v1.Hash\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\"~\n\x0bSignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x13\n\x0bwith_proofs\x18\x04 \x01(\x08\x12 \n\x05items\x18\x05 \x03(\x0b\x32\x11.ittc.v1.SignItem\"8\n\x05Share\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0f\n\x07proof_c\x18\x02 \x01(\x0c\x12\x0f\n\x07proof_z\x18\x03 \x01(\x0c\"M\n\x0cSignResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1e\n\x06shares\x18\x03 \x03(\x0b\x32\x0e.ittc.v1.Share*I\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x14\n\x10PADDING_PKCS1V15\x10\x01\x12\x0f\n\x0bPADDING_PSS\x10\x02*O\n\x04Hash\x12\x14\n\x10HASH_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHASH_SHA256\x10\x01\x12\x0f\n\x0bHASH_SHA384\x10\x02\x12\x0f\n\x0bHASH_SHA512\x10\x03\x32t\n\x06Signer\x12\x35\n\x07GetInfo\x12\x17.ittc.v1.GetInfoRequest\x1a\x11.ittc.v1.NodeInfo\x12\x33\n\x04Sign\x12\x14.ittc.v1.SignRequest\x1a\x15.ittc.v1.SignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ittc/wire/v1/signer.proto\x12\x07ittc.v1\"\x10\n\x0eGetInfoRequest\"\xf3\x01\n\x08NodeInfo\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\t\n\x01n\x18\x03 \x01(\r\x12\t\n\x01k\x18\x04 \x01(\r\x12\x14\n\x0cmodulus_bits\x18\x05 \x01(\r\x12\x14\n\x0cproofs_sound\x18\x06 \x01(\x08\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x11\n\tmax_batch\x18\t \x01(\r\x12\x1b\n\x13\x66reshness_window_ms\x18\n \x01(\x03\x12\r\n\x05\x65poch\x18\x0b \x01(\x04\x12\x10\n\x08\x65poch_id\x18\x0c \x01(\t\x12\x0c\n\x04site\x18\r \x01(\t\"h\n\x08SignItem\x12!\n\x07padding\x18\x01 \x01(\x0e\x32\x10.ittc.v1.Padding\x12\x1b\n\x04hash\x18\x02 \x01(\x0e\x32\r.ittc.v1.Hash\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x0c\n\x04salt\x18\x04 \x01(\x0c\"\x9f\x01\n\x0bSignRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x13\n\x0bwith_proofs\x18\x04 \x01(\x08\x12 \n\x05items\x18\x05 \x03(\x0b\x32\x11.ittc.v1.SignItem\x12\r\n\x05\x65poch\x18\x06 \x01(\x04\x12\x10\n\x08\x65poch_id\x18\x07 \x01(\t\"8\n\x05Share\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0f\n\x07proof_c\x18\x02 \x01(\x0c\x12\x0f\n\x07proof_z\x18\x03 \x01(\x0c\"n\n\x0cSignResponse\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x1e\n\x06shares\x18\x03 \x03(\x0b\x32\x0e.ittc.v1.Share\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x10\n\x08\x65poch_id\x18\x05 \x01(\t*I\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x14\n\x10PADDING_PKCS1V15\x10\x01\x12\x0f\n\x0bPADDING_PSS\x10\x02*O\n\x04Hash\x12\x14\n\x10HASH_UNSPECIFIED\x10\x00\x12\x0f\n\x0bHASH_SHA256\x10\x01\x12\x0f\n\x0bHASH_SHA384\x10\x02\x12\x0f\n\x0bHASH_SHA512\x10\x03\x32t\n\x06Signer\x12\x35\n\x07GetInfo\x12\x17.ittc.v1.GetInfoRequest\x1a\x11.ittc.v1.NodeInfo\x12\x33\n\x04Sign\x12\x14.ittc.v1.SignRequest\x1a\x15.ittc.v1.SignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ittc.wire.v1.signer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PADDING']._serialized_start=626
-  _globals['_PADDING']._serialized_end=699
-  _globals['_HASH']._serialized_start=701
-  _globals['_HASH']._serialized_end=780
+  _globals['_PADDING']._serialized_start=740
+  _globals['_PADDING']._serialized_end=813
+  _globals['_HASH']._serialized_start=815
+  _globals['_HASH']._serialized_end=894
   _globals['_GETINFOREQUEST']._serialized_start=38
   _globals['_GETINFOREQUEST']._serialized_end=54
   _globals['_NODEINFO']._serialized_start=57
-  _globals['_NODEINFO']._serialized_end=253
-  _globals['_SIGNITEM']._serialized_start=255
-  _globals['_SIGNITEM']._serialized_end=359
-  _globals['_SIGNREQUEST']._serialized_start=361
-  _globals['_SIGNREQUEST']._serialized_end=487
-  _globals['_SHARE']._serialized_start=489
-  _globals['_SHARE']._serialized_end=545
-  _globals['_SIGNRESPONSE']._serialized_start=547
-  _globals['_SIGNRESPONSE']._serialized_end=624
-  _globals['_SIGNER']._serialized_start=782
-  _globals['_SIGNER']._serialized_end=898
+  _globals['_NODEINFO']._serialized_end=300
+  _globals['_SIGNITEM']._serialized_start=302
+  _globals['_SIGNITEM']._serialized_end=406
+  _globals['_SIGNREQUEST']._serialized_start=409
+  _globals['_SIGNREQUEST']._serialized_end=568
+  _globals['_SHARE']._serialized_start=570
+  _globals['_SHARE']._serialized_end=626
+  _globals['_SIGNRESPONSE']._serialized_start=628
+  _globals['_SIGNRESPONSE']._serialized_end=738
+  _globals['_SIGNER']._serialized_start=896
+  _globals['_SIGNER']._serialized_end=1012
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("index", "key_id", "n", "k", "modulus_bits", "proofs_sound", "software_version", "ready", "max_batch", "freshness_window_ms")
+    __slots__ = ("index", "key_id", "n", "k", "modulus_bits", "proofs_sound", "software_version", "ready", "max_batch", "freshness_window_ms", "epoch", "epoch_id", "site")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,9 @@ class NodeInfo(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     FRESHNESS_WINDOW_MS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
     index: int
     key_id: str
     n: int
@@ -53,7 +56,10 @@ class NodeInfo(_message.Message):
     ready: bool
     max_batch: int
     freshness_window_ms: int
-    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., n: _Optional[int] = ..., k: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., proofs_sound: _Optional[bool] = ..., software_version: _Optional[str] = ..., ready: _Optional[bool] = ..., max_batch: _Optional[int] = ..., freshness_window_ms: _Optional[int] = ...) -> None: ...
+    epoch: int
+    epoch_id: str
+    site: str
+    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., n: _Optional[int] = ..., k: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., proofs_sound: _Optional[bool] = ..., software_version: _Optional[str] = ..., ready: _Optional[bool] = ..., max_batch: _Optional[int] = ..., freshness_window_ms: _Optional[int] = ..., epoch: _Optional[int] = ..., epoch_id: _Optional[str] = ..., site: _Optional[str] = ...) -> None: ...
 
 class SignItem(_message.Message):
     __slots__ = ("padding", "hash", "digest", "salt")
@@ -68,18 +74,22 @@ class SignItem(_message.Message):
     def __init__(self, padding: _Optional[_Union[Padding, str]] = ..., hash: _Optional[_Union[Hash, str]] = ..., digest: _Optional[bytes] = ..., salt: _Optional[bytes] = ...) -> None: ...
 
 class SignRequest(_message.Message):
-    __slots__ = ("request_id", "timestamp_ms", "key_id", "with_proofs", "items")
+    __slots__ = ("request_id", "timestamp_ms", "key_id", "with_proofs", "items", "epoch", "epoch_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     WITH_PROOFS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     timestamp_ms: int
     key_id: str
     with_proofs: bool
     items: _containers.RepeatedCompositeFieldContainer[SignItem]
-    def __init__(self, request_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., with_proofs: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    epoch_id: str
+    def __init__(self, request_id: _Optional[str] = ..., timestamp_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., with_proofs: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[SignItem, _Mapping]]] = ..., epoch: _Optional[int] = ..., epoch_id: _Optional[str] = ...) -> None: ...
 
 class Share(_message.Message):
     __slots__ = ("value", "proof_c", "proof_z")
@@ -92,11 +102,15 @@ class Share(_message.Message):
     def __init__(self, value: _Optional[bytes] = ..., proof_c: _Optional[bytes] = ..., proof_z: _Optional[bytes] = ...) -> None: ...
 
 class SignResponse(_message.Message):
-    __slots__ = ("index", "key_id", "shares")
+    __slots__ = ("index", "key_id", "shares", "epoch", "epoch_id")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_ID_FIELD_NUMBER: _ClassVar[int]
     index: int
     key_id: str
     shares: _containers.RepeatedCompositeFieldContainer[Share]
-    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    epoch_id: str
+    def __init__(self, index: _Optional[int] = ..., key_id: _Optional[str] = ..., shares: _Optional[_Iterable[_Union[Share, _Mapping]]] = ..., epoch: _Optional[int] = ..., epoch_id: _Optional[str] = ...) -> None: ...
