@@ -118,7 +118,7 @@ def test_a_nodes_reshare_table_is_all_or_nothing(tmp_path: pathlib.Path) -> None
     config = NodeConfig.load(path)
     assert config.reshares
     assert config.site_key == tmp_path / "site.key"
-    assert config.state_dir == tmp_path / "../var/state"
+    assert config.state_dir == (tmp_path / "../var/state").resolve()
     assert config.sites == tmp_path / "cluster.toml"
     path.write_text(NODE + '[reshare]\nsite_key = "site.key"\n')
     with pytest.raises(ConfigError, match="together"):

@@ -23,7 +23,7 @@ from ittc.scheme.reshare.local import reshare_in_one_process
 from ittc.storage import KdfLimits, read_share_file, write_share_file
 from ittc.storage.files import write_file_atomically
 from ittc.wire import codec
-from tests.cluster import PASSPHRASE, LocalCluster, make_cluster
+from tests.cluster import LocalCluster, make_cluster, site_passphrase
 
 
 def test_a_refusals_epoch_is_read_only_from_plain_numbers() -> None:
@@ -34,14 +34,14 @@ def test_a_refusals_epoch_is_read_only_from_plain_numbers() -> None:
     assert codec.node_epoch([("ittc-epoch", "9" * 21)]) is None
 
 
-def _install_epoch(nodes: LocalCluster, index: int, share: KeyShare) -> None:
+def _install_epoch(nodes: LocalCluster, index: int, share: KeyShare, passphrase: bytes) -> None:
     """Give node ``index`` its share of the new epoch (by hand) and restart it."""
     config = nodes.config(index)
     write_file_atomically(
         config.params_file, share.params.to_json().encode(), mode=0o644, overwrite=True
     )
     write_share_file(
-        config.share_file, share, PASSPHRASE, kdf=KdfLimits.fast_for_tests(), overwrite=True
+        config.share_file, share, passphrase, kdf=KdfLimits.fast_for_tests(), overwrite=True
     )
     nodes.restart(index)
 
@@ -50,7 +50,7 @@ def _publish_epoch(root: pathlib.Path, cluster: ClusterFile, new: KeyShare) -> N
     """What a reshare's coordinator does at the end: new parameters beside the cluster
     file, then the cluster file, replaced atomically."""
     name = f"params-{new.params.epoch}.json"
-    write_file_atomically(root / name, new.params.to_json().encode(), mode=0o644)
+    write_file_atomically(cluster.root / name, new.params.to_json().encode(), mode=0o644)
     text = ClusterFile.render(new.params, list(cluster.nodes), params_file=name)
     write_file_atomically(cluster.path, text.encode(), mode=0o644, overwrite=True)
 
@@ -67,6 +67,7 @@ def test_a_running_combiner_follows_the_cluster_file_to_a_new_epoch(
     cluster = ClusterFile.load(root)
     params = cluster.params
     seen: set[str] = set()
+    passphrases = {i: site_passphrase(root, i) for i in range(1, 6)}
     with LocalCluster(root) as nodes:
         nodes.start(timeout=120)
 
@@ -77,7 +78,7 @@ def test_a_running_combiner_follows_the_cluster_file_to_a_new_epoch(
                 assert client.epoch == 0
 
                 shares = [
-                    read_share_file(nodes.config(i).share_file, params, i, PASSPHRASE)
+                    read_share_file(nodes.config(i).share_file, params, i, passphrases[i])
                     for i in range(1, 6)
                 ]
                 _, new = reshare_in_one_process(shares, 5, 3)
@@ -87,7 +88,7 @@ def test_a_running_combiner_follows_the_cluster_file_to_a_new_epoch(
                 # Three nodes move to epoch 1, two stay at 0: neither epoch has k nodes
                 # the client's epoch-0 requests can use, and no combine mixes them.
                 for i in (1, 2, 3):
-                    await asyncio.to_thread(_install_epoch, nodes, i, new[i - 1])
+                    await asyncio.to_thread(_install_epoch, nodes, i, new[i - 1], passphrases[i])
                 with pytest.raises(SigningError) as failed:
                     await client.sign(b"between epochs")
                 refused = [
