@@ -3,6 +3,7 @@ network and accepted by OpenSSL."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -325,3 +326,182 @@ def test_ca_command_line_end_to_end(live_cluster, tmp_path):
     )
     assert out.returncode == 2 and "CSR" in out.stderr
     assert not (tmp_path / "bad.pem").exists()
+
+
+# -- the CA's record ---------------------------------------------------------------------
+
+
+def _ittc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ittc", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_ca_with_memory_issue_revoke_crl_ocsp_list(live_cluster, tmp_path):
+    """The CA remembers: issue records, revoke records, crl and ocsp answer from the
+    record (no serial given on their command line), list shows it; OpenSSL agrees."""
+    cluster = str(live_cluster.cluster.root)
+    state = tmp_path / "state"
+    common = ["--cluster", cluster, "--state", str(state)]
+    root_pem = tmp_path / "root.pem"
+    out = _ittc("ca", "selfsign", *common, "--subject", "CN=Memory Root", "--out", str(root_pem))
+    assert out.returncode == 0, out.stderr
+    issued = []
+    for name in ("keep.example.test", "gone.example.test"):
+        (tmp_path / f"{name}.csr").write_bytes(_pem(_csr(name)))
+        cert_pem = tmp_path / f"{name}.pem"
+        out = _ittc(
+            "ca",
+            "issue",
+            *common,
+            "--ca-cert",
+            str(root_pem),
+            "--csr",
+            str(tmp_path / f"{name}.csr"),
+            "--days",
+            "30",
+            "--out",
+            str(cert_pem),
+            "--san",
+            "IP:192.0.2.7",
+            "--ocsp-url",
+            "http://ocsp.example.test",
+            "--crl-url",
+            "http://crl.example.test/root.crl",
+        )
+        assert out.returncode == 0, out.stderr
+        issued.append(x509.load_pem_x509_certificate(cert_pem.read_bytes()))
+    keep, gone = issued
+    text = _openssl("x509", "-in", str(tmp_path / "keep.example.test.pem"), "-noout", "-text")
+    assert "IP Address:192.0.2.7" in text.stdout and "DNS:keep.example.test" in text.stdout
+    assert "OCSP - URI:http://ocsp.example.test" in text.stdout
+    assert "URI:http://crl.example.test/root.crl" in text.stdout
+
+    out = _ittc(
+        "ca",
+        "revoke",
+        *common,
+        "--ca-cert",
+        str(root_pem),
+        hex(gone.serial_number),
+        "--reason",
+        "keyCompromise",
+    )
+    assert out.returncode == 0, out.stderr
+    # Revoking again, or a serial this CA never issued: refused, the record unchanged.
+    again = _ittc("ca", "revoke", *common, "--ca-cert", str(root_pem), hex(gone.serial_number))
+    assert again.returncode == 2 and "already revoked" in again.stderr
+    unknown = _ittc("ca", "revoke", *common, "--ca-cert", str(root_pem), "0x1234")
+    assert unknown.returncode == 2 and "not issued by this CA" in unknown.stderr
+
+    listing = _ittc("ca", "list", *common, "--ca-cert", str(root_pem), "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {row["subject"]: row for row in json.loads(listing.stdout)}
+    assert rows["CN=gone.example.test"]["status"] == "revoked"
+    assert rows["CN=gone.example.test"]["reason"] == "keyCompromise"
+    assert rows["CN=keep.example.test"]["status"] == "good"
+    assert rows["CN=Memory Root"]["profile"] == "root"
+
+    numbers = []
+    for i in range(2):
+        crl_pem = tmp_path / f"crl{i}.pem"
+        out = _ittc("ca", "crl", *common, "--ca-cert", str(root_pem), "--out", str(crl_pem))
+        assert out.returncode == 0, out.stderr
+        crl = x509.load_pem_x509_crl(crl_pem.read_bytes())
+        assert [r.serial_number for r in crl] == [gone.serial_number]
+        entry = crl.get_revoked_certificate_by_serial_number(gone.serial_number)
+        assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == (
+            x509.ReasonFlags.key_compromise
+        )
+        numbers.append(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        assert (
+            _openssl(
+                "crl", "-in", str(crl_pem), "-CAfile", str(root_pem), "-noout", "-verify"
+            ).returncode
+            == 0
+        )
+    assert numbers[1] > numbers[0]  # RFC 5280: CRL numbers increase
+
+    for cert, expected in ((keep, "good"), (gone, "revoked")):
+        name = cert.subject.rfc4514_string().removeprefix("CN=")
+        req = tmp_path / f"{name}.ocspreq"
+        made = _openssl(
+            "ocsp",
+            "-issuer",
+            str(root_pem),
+            "-cert",
+            str(tmp_path / f"{name}.pem"),
+            "-reqout",
+            str(req),
+            "-no_nonce",
+        )
+        assert made.returncode == 0, made.stderr
+        resp = tmp_path / f"{name}.ocspresp"
+        out = _ittc(
+            "ca",
+            "ocsp",
+            *common,
+            "--ca-cert",
+            str(root_pem),
+            "--request",
+            str(req),
+            "--out",
+            str(resp),
+        )
+        assert out.returncode == 0, out.stderr
+        chk = _openssl(
+            "ocsp",
+            "-respin",
+            str(resp),
+            "-issuer",
+            str(root_pem),
+            "-cert",
+            str(tmp_path / f"{name}.pem"),
+            "-VAfile",
+            str(root_pem),
+        )
+        assert chk.returncode == 0 and f": {expected}" in chk.stdout, chk.stdout
+        if expected == "revoked":
+            assert "Reason: keyCompromise" in chk.stdout
+
+
+def test_ca_outputs_are_not_overwritten_without_force(live_cluster, tmp_path):
+    cluster = str(live_cluster.cluster.root)
+    out_pem = tmp_path / "root.pem"
+    out_pem.write_bytes(b"precious")
+    args = [
+        "ca",
+        "selfsign",
+        "--cluster",
+        cluster,
+        "--state",
+        str(tmp_path / "s"),
+        "--subject",
+        "CN=Overwrite",
+        "--out",
+        str(out_pem),
+    ]
+    refused = _ittc(*args)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert out_pem.read_bytes() == b"precious"
+    forced = _ittc(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert out_pem.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_a_record_belongs_to_one_ca_certificate(root, tmp_path):
+    from ittc.ca.registry import Registry
+    from ittc.errors import CAError
+
+    registry = Registry(tmp_path, root)
+    other_key = rsa.generate_private_key(65537, 2048)
+    other_root = ca.selfsign(other_key, "CN=another root", 10)
+    # A second root (a renewal, say) gets a record of its own, beside the first.
+    Registry(tmp_path, other_root).record_issued(other_root, "root")
+    assert registry.certificates() == []
+    # A record file moved under another certificate's name refuses to open.
+    moved = tmp_path / f"ca-{Registry(tmp_path, other_root).ca[:16]}.sqlite3"
+    moved.unlink()
+    registry.path.rename(moved)
+    with pytest.raises(CAError, match="another CA certificate"):
+        Registry(tmp_path, other_root)

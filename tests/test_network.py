@@ -250,6 +250,65 @@ def test_cli_sign_then_openssl_verifies(cluster, tmp_path):
     assert ok.returncode == 0 and "Verified OK" in ok.stdout
 
 
+def test_cli_verify_and_sign_refuses_to_overwrite(cluster, tmp_path):
+    """`ittc verify` says 0 for a good signature, 1 for a bad one, 2 for bad input; with
+    the cluster's key, a PEM or DER public key, or a certificate; PKCS#1 v1.5 and PSS
+    (whatever its salt length). `ittc sign` does not replace an existing --out."""
+    from cryptography.hazmat.primitives import serialization
+
+    def ittc(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ittc", *args], capture_output=True, text=True, timeout=60
+        )
+
+    root = str(cluster.cluster.path)
+    data = tmp_path / "doc.txt"
+    data.write_bytes(b"to be verified\n")
+    public = cluster.cluster.params.public_key()
+    pem, der = tmp_path / "pub.pem", tmp_path / "pub.der"
+    pem.write_bytes(
+        public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    der.write_bytes(
+        public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    for pad, salt in (("pkcs1v15", None), ("pss", None), ("pss", "20")):
+        sig = tmp_path / f"doc.{pad}{salt or ''}.sig"
+        extra = ["--salt-length", salt] if salt else []
+        out = ittc(
+            "sign",
+            "--cluster",
+            root,
+            "--in",
+            str(data),
+            "--out",
+            str(sig),
+            "--padding",
+            pad,
+            *extra,
+        )
+        assert out.returncode == 0, out.stderr
+        for source in (["--cluster", root], ["--key", str(pem)], ["--key", str(der)]):
+            ok = ittc("verify", *source, "--in", str(data), "--sig", str(sig), "--padding", pad)
+            assert ok.returncode == 0 and "verifies" in ok.stdout, ok.stderr
+        wrong = tmp_path / "other.txt"
+        wrong.write_bytes(b"not what was signed\n")
+        bad = ittc(
+            "verify", "--cluster", root, "--in", str(wrong), "--sig", str(sig), "--padding", pad
+        )
+        assert bad.returncode == 1 and "does NOT verify" in bad.stderr
+    again = ittc("sign", "--cluster", root, "--in", str(data), "--out", str(sig))
+    assert again.returncode == 2 and "--force" in again.stderr
+    missing = ittc(
+        "verify", "--key", str(tmp_path / "nope.pem"), "--in", str(data), "--sig", str(sig)
+    )
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
 def test_status_command_reports_health_and_whether_k_can_sign(cluster):
     root = str(cluster.cluster.root)
 

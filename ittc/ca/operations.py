@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from cryptography import x509
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_OCSP_HOURS",
     "CAError",
     "Padding",
+    "Revocation",
     "crl",
     "issue",
     "ocsp_response",
@@ -45,6 +47,16 @@ MAX_CRL_DAYS = 3650
 MAX_OCSP_HOURS = 24 * 30
 #: A CRL number is a non-negative integer of at most 20 octets (RFC 5280, 5.2.3).
 MAX_CRL_NUMBER = 2**159 - 1
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One entry of a CRL: the serial, when it was revoked, and why (if said)."""
+
+    serial: int
+    revoked_at: datetime.datetime
+    reason: x509.ReasonFlags | None = None
+
 
 Padding = Literal["pkcs1v15", "pss"]
 Profile = Literal["server", "client", "ca"]
@@ -154,11 +166,19 @@ def issue(
     profile: Profile = "server",
     hash_name: str = "sha256",
     pad: Padding = "pkcs1v15",
+    san: Sequence[x509.GeneralName] = (),
+    ocsp_urls: Sequence[str] = (),
+    ca_issuer_urls: Sequence[str] = (),
+    crl_urls: Sequence[str] = (),
+    path_length: int | None = 0,
 ) -> x509.Certificate:
     """A certificate for ``csr``, whose own signature is checked first.
 
-    Extensions: basic constraints, key usage, extended key usage (by ``profile``),
-    subject and authority key identifiers, and the SAN copied from the CSR.
+    Extensions: basic constraints (``path_length`` for the ``ca`` profile; ``None`` for
+    no limit), key usage, extended key usage (by ``profile``), subject and authority key
+    identifiers, subject alternative names (the CSR's plus ``san``), and where given the
+    authority information access (``ocsp_urls``, ``ca_issuer_urls``) and CRL distribution
+    points (``crl_urls``).
     """
     if not csr.is_signature_valid:
         raise CAError("the CSR's signature does not verify: refusing to issue")
@@ -191,7 +211,9 @@ def issue(
         .not_valid_before(not_before)
         .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
         .add_extension(
-            x509.BasicConstraints(ca=profile == "ca", path_length=0 if profile == "ca" else None),
+            x509.BasicConstraints(
+                ca=profile == "ca", path_length=path_length if profile == "ca" else None
+            ),
             critical=True,
         )
         .add_extension(_key_usage_for(public, profile), critical=True)
@@ -207,16 +229,56 @@ def issue(
             else ExtendedKeyUsageOID.CLIENT_AUTH
         )
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if path_length is not None and not 0 <= path_length <= 16:
+        raise ParameterError("path length must be in 0..16")
+    names: list[x509.GeneralName] = []
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        builder = builder.add_extension(san.value, critical=san.critical)
+        requested = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = list(requested.value)
     except x509.ExtensionNotFound:
-        if profile == "server":
-            raise CAError("a server certificate needs a subjectAltName in the CSR") from None
+        pass
+    names += [name for name in san if name not in names]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    elif profile == "server":
+        raise CAError("a server certificate needs a subject alternative name (in the CSR or --san)")
+    builder = _add_urls(builder, ocsp_urls, ca_issuer_urls, crl_urls)
     algorithm = _hash(hash_name)
     cert = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
     _check_issued(cert, ca_cert)
     return cert
+
+
+def _add_urls(
+    builder: x509.CertificateBuilder,
+    ocsp_urls: Sequence[str],
+    ca_issuer_urls: Sequence[str],
+    crl_urls: Sequence[str],
+) -> x509.CertificateBuilder:
+    """Authority information access and CRL distribution points, if any URL is given."""
+    for url in (*ocsp_urls, *ca_issuer_urls, *crl_urls):
+        if not url.startswith(("http://", "https://", "ldap://")) or any(c.isspace() for c in url):
+            raise ParameterError(f"{url!r} is not an http(s) or ldap URL")
+    access = [
+        x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u)
+        )
+        for u in ocsp_urls
+    ] + [
+        x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u)
+        )
+        for u in ca_issuer_urls
+    ]
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+    if crl_urls:
+        points = [
+            x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None)
+            for u in crl_urls
+        ]
+        builder = builder.add_extension(x509.CRLDistributionPoints(points), critical=False)
+    return builder
 
 
 def _has(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bool:
@@ -230,7 +292,7 @@ def _has(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bool:
 def crl(
     key: rsa.RSAPrivateKey,
     ca_cert: x509.Certificate,
-    revoked: Sequence[int],
+    revoked: Sequence[int | Revocation],
     *,
     days: int = 7,
     number: int | None = None,
@@ -238,11 +300,15 @@ def crl(
     pad: Padding = "pkcs1v15",
     reason: x509.ReasonFlags | None = None,
 ) -> x509.CertificateRevocationList:
-    """A CRL listing ``revoked`` serial numbers, valid for ``days``."""
+    """A CRL listing ``revoked`` (serial numbers, or :class:`Revocation` entries with their
+    date and reason), valid for ``days``. ``reason`` applies to bare serial numbers."""
     _ca_key_matches(key, ca_cert)
-    if len(set(revoked)) != len(revoked):
-        raise ParameterError("a serial number is listed twice")
     now = _now()
+    entries = [
+        r if isinstance(r, Revocation) else Revocation(r, now - _BACKDATE, reason) for r in revoked
+    ]
+    if len({e.serial for e in entries}) != len(entries):
+        raise ParameterError("a serial number is listed twice")
     if not 1 <= days <= MAX_CRL_DAYS:
         raise ParameterError(f"CRL validity must be 1..{MAX_CRL_DAYS} days")
     if number is not None and not 0 <= number <= MAX_CRL_NUMBER:
@@ -261,14 +327,16 @@ def crl(
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
-    for serial in revoked:
-        if not 0 < serial < 1 << 160:
-            raise ParameterError(f"serial {serial} out of range")
+    for revocation in entries:
+        if not 0 < revocation.serial < 1 << 160:
+            raise ParameterError(f"serial {revocation.serial} out of range")
         entry = (
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - _BACKDATE)
+            x509.RevokedCertificateBuilder()
+            .serial_number(revocation.serial)
+            .revocation_date(revocation.revoked_at)
         )
-        if reason is not None:
-            entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+        if revocation.reason is not None:
+            entry = entry.add_extension(x509.CRLReason(revocation.reason), critical=False)
         builder = builder.add_revoked_certificate(entry.build())
     algorithm = _hash(hash_name)
     result = builder.sign(key, algorithm, rsa_padding=signing_padding(pad, algorithm))
@@ -285,6 +353,7 @@ def ocsp_response(
     *,
     hours: int = 24,
     revoked_at: datetime.datetime | None = None,
+    reason: x509.ReasonFlags | None = None,
     hash_name: str = "sha256",
     pad: Padding = "pkcs1v15",
 ) -> ocsp.OCSPResponse:
@@ -319,7 +388,7 @@ def ocsp_response(
             this_update=now - _BACKDATE,
             next_update=now + datetime.timedelta(hours=hours),
             revocation_time=(revoked_at or now - _BACKDATE) if status == "revoked" else None,
-            revocation_reason=None,
+            revocation_reason=reason if status == "revoked" else None,
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, ca_cert)
     )

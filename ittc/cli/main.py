@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ittc.cli import audit, ca, ceremony, demo, keys, network
+from ittc.cli import audit, ca, ceremony, demo, keys, network, verify
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
 from ittc.errors import IttcError
 from ittc.version import __version__
@@ -31,6 +31,7 @@ COMMANDS: tuple[Command, ...] = (
     network.CLUSTER,
     network.SIGN,
     network.STATUS,
+    verify.VERIFY,
     ca.CA,
     audit.AUDIT,
     demo.DEMO,

@@ -9,14 +9,13 @@ import sys
 import time
 from types import FrameType
 
-from cryptography.exceptions import InvalidSignature as CryptoInvalidSignature
-from cryptography.hazmat.primitives.asymmetric import padding
-
 from ittc.cli import argtypes
 from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command
+from ittc.cli.verify import check_signature
 from ittc.config import ClusterFile
-from ittc.errors import InvalidSignature
+from ittc.errors import ConfigError, InvalidSignature
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES
+from ittc.storage.files import write_file_atomically
 
 __all__ = ["CLUSTER", "NODE", "SIGN", "STATUS"]
 
@@ -116,8 +115,9 @@ def _setup_sign(p: argparse.ArgumentParser) -> None:
         help="file to sign ('-' for standard input)",
     )
     p.add_argument("--out", required=True, type=pathlib.Path, help="where to write the signature")
-    p.add_argument("--hash", default="sha256", choices=sorted(HASHES))
-    p.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"])
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--hash", default="sha256", choices=sorted(HASHES), help="(sha256)")
+    p.add_argument("--padding", default="pkcs1v15", choices=["pkcs1v15", "pss"], help="(pkcs1v15)")
     p.add_argument(
         "--salt-length",
         type=argtypes.integer(0, MAX_SALT_BYTES),
@@ -132,29 +132,6 @@ def _setup_sign(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _verify(
-    public_key: object,
-    signature: bytes,
-    data: bytes,
-    pad: str,
-    hash_name: str,
-    salt_length: int | None,
-) -> None:
-    algorithm = HASHES[hash_name].algorithm()
-    padder: padding.AsymmetricPadding = (
-        padding.PKCS1v15()
-        if pad == "pkcs1v15"
-        else padding.PSS(
-            padding.MGF1(algorithm),
-            salt_length if salt_length is not None else algorithm.digest_size,
-        )
-    )
-    try:
-        public_key.verify(signature, data, padder, algorithm)  # type: ignore[attr-defined]
-    except CryptoInvalidSignature:
-        raise InvalidSignature("the signature does not verify (not written)") from None
-
-
 def _run_sign(args: argparse.Namespace) -> int:
     from ittc.combiner import SyncClusterClient
 
@@ -163,10 +140,21 @@ def _run_sign(args: argparse.Namespace) -> int:
         signature = client.sign(
             data, padding=args.padding, hash_name=args.hash, salt_length=args.salt_length
         )
-        _verify(
-            client.params.public_key(), signature, data, args.padding, args.hash, args.salt_length
-        )
-    args.out.write_bytes(signature)
+        try:
+            check_signature(
+                client.params.public_key(),
+                signature,
+                data,
+                args.padding,
+                args.hash,
+                args.salt_length,
+            )
+        except InvalidSignature:
+            raise InvalidSignature("the signature does not verify (not written)") from None
+    try:
+        write_file_atomically(args.out, signature, mode=0o644, overwrite=args.force)
+    except FileExistsError:
+        raise ConfigError(f"{args.out}: exists; give --force to replace it") from None
     _err(
         f"signed {len(data)} bytes with {args.padding}/{args.hash}: {args.out} "
         f"({len(signature)} bytes, verified)"

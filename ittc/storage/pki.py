@@ -218,13 +218,19 @@ def write_private_key(
 
 
 def load_cert(path: PathLike) -> x509.Certificate:
-    """Read a PEM certificate; a bad file raises :class:`ConfigError` naming it."""
+    """Read a certificate (PEM or DER); a bad file raises :class:`ConfigError` naming it."""
     try:
-        return x509.load_pem_x509_certificate(pathlib.Path(path).read_bytes())
+        data = pathlib.Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except ValueError:
-        raise ConfigError(f"{path}: not a PEM certificate") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a certificate") from None
+    for load in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
+        try:
+            return load(data)
+        except ValueError:
+            continue
+    raise ConfigError(f"{path}: not a certificate (PEM or DER)")
 
 
 def load_private_key(path: PathLike) -> ec.EllipticCurvePrivateKey:
