@@ -512,10 +512,11 @@ class EmbeddedNode:
         *,
         clock: Callable[[], float],
         faults: Any = None,
+        allowed_clients: Sequence[str] | None = None,
         **limits: Any,
     ) -> EmbeddedNode:
         """Copy node ``index``'s folder to ``<root>/<name>`` (a fresh audit log and port)
-        and serve it here."""
+        and serve it here (for ``allowed_clients``, if given)."""
         import dataclasses
 
         from ittc_node.faults import Faults
@@ -526,6 +527,7 @@ class EmbeddedNode:
             base,
             listen=f"127.0.0.1:{free_ports(1)[0]}",
             limits=dataclasses.replace(base.limits, **limits),
+            allowed_clients=tuple(allowed_clients or base.allowed_clients),
         )
         channel = cluster.channel_at(config.listen, f"ittc-node-{index}")
         return cls(config, clock, faults if faults is not None else Faults(), channel)

@@ -10,6 +10,7 @@ import datetime
 import ipaddress
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ittc import cli, storage
+from ittc.combiner import SyncClusterClient
 from ittc.config import ClusterFile, NodeConfig
 from ittc.deploy import leftovers
 from ittc.deploy.ceremony import README_TITLE, create_cluster, describe, plan_sites
@@ -157,6 +159,31 @@ def test_cluster_and_node_configs_load(made: Made) -> None:
         assert config.passphrase_credential == "passphrase"
         assert config.passphrase_file is not None
         assert config.passphrase_file.resolve() == made.folder.passphrase(entry.index)
+
+
+def test_a_small_key_loads_only_where_its_config_says_it_is_a_test_key(
+    made: Made, tmp_path: pathlib.Path
+) -> None:
+    """The 2048-bit floor holds where nodes and combiners load parameters, not only at
+    keygen: a 1024-bit params.json loads only beside the test-only field the ceremony
+    wrote for it (explicit in the files); without it, a typed error naming the file."""
+    copy = tmp_path / "cluster"
+    shutil.copytree(made.out, copy)
+    folder = CeremonyFolder(copy)
+    cluster_toml, node_toml = folder.combiner / "cluster.toml", folder.node_config(2)
+    for path in (cluster_toml, node_toml):
+        text = path.read_text()
+        assert "\ninsecure_small_key_for_tests = true\n" in text
+        path.write_text(text.replace("\ninsecure_small_key_for_tests = true\n", "\n"))
+    words = "a 1024-bit modulus is below 2048 bits and protects nothing"
+    with pytest.raises(ConfigError, match=words) as cluster_error:
+        ClusterFile.load(cluster_toml)
+    assert str(folder.combiner / "params.json") in str(cluster_error.value)
+    with pytest.raises(ConfigError, match=words):
+        SyncClusterClient(cluster_toml)  # the combiner loads it the same way
+    with pytest.raises(ConfigError, match=words) as node_error:
+        NodeConfig.load(node_toml).load_params()
+    assert str(folder.etc(2) / "params.json") in str(node_error.value)
 
 
 def _named_paths(path: pathlib.Path) -> list[str]:
@@ -776,6 +803,52 @@ def test_cli_brings_its_own_passphrases(tmp_path: pathlib.Path) -> None:
     done = _run_cli(*common, "--passphrase-dir", "nope", "--out", "d", cwd=tmp_path)
     assert done.returncode == 2 and "no such folder" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("shape", [("1", "1"), ("3", "1")])
+def test_cli_a_threshold_of_one_needs_saying_so(
+    tmp_path: pathlib.Path, shape: tuple[str, str]
+) -> None:
+    """k = 1 (n = 1 included) is not a threshold: every site holds the whole signing
+    power. keygen and split refuse it, before any work, unless told explicitly; then they
+    make it and say loudly what it is."""
+    nodes, threshold = shape
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write_secret(
+        tmp_path / "key.pem",
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    common = ["--nodes", nodes, "--threshold", threshold, "--kdf", "fast-insecure-for-tests"]
+    for command in (
+        ["keygen", "--insecure-small-key-for-tests", "--bits", "1024"],
+        ["split", "--key", "key.pem"],
+    ):
+        refused = _run_cli(*command, *common, "--out", "c", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"ittc: error: --threshold 1: any one of the {nodes} nodes could sign alone, so "
+            "each site (its host, or its share file and passphrase) holds the whole signing "
+            "power; use a threshold of 2 or more, or pass --insecure-one-node-signs-alone if "
+            "that is really what you want"
+        ]
+        assert not (tmp_path / "c").exists()
+    done = _run_cli(
+        "split",
+        "--key",
+        "key.pem",
+        *common,
+        "--insecure-one-node-signs-alone",
+        "--out",
+        "c",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"WARNING: threshold k=1: each of the {nodes} node(s) can sign alone" in done.stderr
+    assert ClusterFile.load(CeremonyFolder(tmp_path / "c").combiner).params.k == 1
 
 
 def test_cli_bad_argument_exits_2_without_traceback(tmp_path: pathlib.Path) -> None:

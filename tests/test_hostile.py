@@ -61,6 +61,7 @@ from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.wire.v1 import signer_pb2 as pb
+from ittc.wire.v1 import signer_pb2_grpc
 from tests.cluster import (
     CLIENT,
     EmbeddedNode,
@@ -505,9 +506,14 @@ def test_a_caller_not_allowed_is_refused_unparsed_and_rate_limited(
 def embedded(target: Target, tmp_path: pathlib.Path) -> Iterator[Callable[..., EmbeddedNode]]:
     started: list[EmbeddedNode] = []
 
-    def start(clock: FakeClock, **limits: Any) -> EmbeddedNode:
+    def start(clock: FakeClock, faults: Any = None, **limits: Any) -> EmbeddedNode:
         node = EmbeddedNode.start(
-            target.cluster, 3, f"embedded-{tmp_path.name}-{len(started)}", clock=clock, **limits
+            target.cluster,
+            3,
+            f"embedded-{tmp_path.name}-{len(started)}",
+            clock=clock,
+            faults=faults,
+            **limits,
         )
         started.append(node)
         return node
@@ -602,6 +608,59 @@ def test_an_id_is_spent_only_once_the_request_is_valid(
 
 
 @pytest.mark.network
+@pytest.mark.parametrize("when", ["while computing", "after computing"])
+def test_a_cancelled_request_is_audited_and_its_id_stays_spent(
+    target: Target, embedded: Any, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A caller that cancels after its request passed validation: the id is spent (and
+    shares may have been computed), so the request has its line, saying so."""
+    from ittc_node.faults import Faults
+
+    clock = FakeClock()
+    # After computing, the node holds the answer (as a slow disk or a busy loop would).
+    node = embedded(clock, faults=Faults.parse("slow:20000") if when == "after computing" else None)
+    p = target.params
+    reached, release = threading.Event(), threading.Event()
+    real = compute_mod.sign_chunk
+
+    def chunk(*args: Any) -> Any:
+        if when == "while computing":
+            reached.set()
+            release.wait(TIMEOUT)
+            return real(*args)
+        shares = real(*args)
+        reached.set()
+        return shares
+
+    monkeypatch.setattr(compute_mod, "sign_chunk", chunk)
+    request = sign_request(p, [pkcs1_item(b"cancel me")], timestamp_ms=clock.ms)
+    call = node.stub.Sign.future(request, timeout=TIMEOUT)
+    assert reached.wait(TIMEOUT)
+    time.sleep(0.1)
+    call.cancel()
+    time.sleep(0.2)  # the node sees the cancellation before the work is released
+    release.set()
+    for _ in range(250):
+        if node_audit(node, request.request_id):
+            break
+        time.sleep(0.02)
+    monkeypatch.undo()
+    records = [
+        record
+        for record in map(json.loads, node.config.audit_log.read_text().splitlines())
+        if record.get("request_id") == request.request_id
+    ]
+    assert [r["outcome"] for r in records] == ["cancelled"]
+    computed = {
+        "while computing": "while its shares were being computed",
+        "after computing": "after its shares were computed",
+    }[when]
+    assert records[0]["reason"] == f"cancelled by the caller {computed} (none was sent)"
+    assert outcome(node, request) == Code.ALREADY_EXISTS
+    assert node_audit(node, request.request_id) == ["cancelled", "refused"]
+
+
+@pytest.mark.network
 def test_clock_skew_inside_the_window_is_accepted(target: Target, embedded: Any) -> None:
     clock = FakeClock()
     node = embedded(clock, freshness_seconds=60)
@@ -678,31 +737,56 @@ def test_a_clock_stepped_back_forgets_nothing(target: Target, embedded: Any) -> 
 
 
 @pytest.mark.network
-def test_a_restart_does_not_reopen_replays(target: Target, embedded: Any) -> None:
-    """The replay memory is lost in a restart. Requests dated before the restart are
-    refused (test_node), and so are those an earlier run signed while they were dated in
-    the future: the node takes the newest signed timestamp from its audit log. (Before a
-    fix, such a request was served again after a restart.)"""
+def test_a_restart_does_not_reopen_replays_nor_lock_anyone_out(
+    target: Target, embedded: Any, tmp_path: pathlib.Path
+) -> None:
+    """The replay memory is lost in a restart, and rebuilt from the audit log: every id
+    whose shares were computed and that may still be fresh is remembered again, so no
+    copy of a request an earlier run signed is served, whoever sends it and however it
+    was dated (one dated a whole window ahead included). And nothing else is refused:
+    a client whose clock ran ahead does not lock out the others, nor itself. (Before a
+    fix, everything dated up to the newest timestamp signed was refused for up to a
+    window after a restart.)"""
     clock = FakeClock()
-    node = embedded(clock, freshness_seconds=60)
+    node = embedded(clock, allowed_clients=[CLIENT, "bob"], freshness_seconds=60)
+    cert, key = issue_client(target.cluster.root, "bob", tmp_path)
     p = target.params
-    clock.advance(10)
-    ahead = sign_request(p, [pkcs1_item(b"dated ahead")], timestamp_ms=clock.ms + 59_000)
-    assert outcome(node, ahead) == Code.OK
+    clock.advance(40)  # (a node on a new log refuses what is dated before its start)
+    ahead = sign_request(p, [pkcs1_item(b"dated ahead")], timestamp_ms=clock.ms + 60_000)
+    behind = sign_request(p, [pkcs1_item(b"dated behind")], timestamp_ms=clock.ms - 30_000)
+    assert outcome(node, ahead) == Code.OK and outcome(node, behind) == Code.OK
     clock.advance(1)
     node = node.restart()
     try:
-        assert outcome(node, ahead) == Code.FAILED_PRECONDITION
-        # A request dated after the newest one signed is served; a fresh one dated before
-        # it is not (the price: for at most one window after a restart, a client whose
-        # clock lags one that ran ahead is refused by this node).
-        later = sign_request(p, [pkcs1_item(b"later")], timestamp_ms=ahead.timestamp_ms + 1)
-        assert outcome(node, later) == Code.OK
-        earlier = sign_request(p, [pkcs1_item(b"earlier")], timestamp_ms=clock.ms)
-        assert outcome(node, earlier) == Code.FAILED_PRECONDITION
-        node = node.restart()  # the same holds across any number of restarts
-        assert outcome(node, later) == Code.FAILED_PRECONDITION
-        assert outcome(node, ahead) == Code.FAILED_PRECONDITION
+        bob = signer_pb2_grpc.SignerStub(  # type: ignore[no-untyped-call]
+            target.cluster.channel_at(node.config.listen, "ittc-node-3", cert, key)
+        )
+
+        def as_bob(request: pb.SignRequest) -> grpc.StatusCode:
+            try:
+                bob.Sign(request, timeout=TIMEOUT)
+            except grpc.RpcError as exc:
+                return exc.code()  # type: ignore[no-any-return]
+            return Code.OK
+
+        # No copy is served again, by its client or another, dated ahead or behind.
+        assert outcome(node, ahead) == Code.ALREADY_EXISTS
+        assert as_bob(ahead) == Code.ALREADY_EXISTS
+        assert outcome(node, behind) == Code.ALREADY_EXISTS
+        # Nobody is locked out: bob's fresh request, dated now (before `ahead`), is
+        # served; so is the first client's, and one dated before the restart.
+        assert as_bob(sign_request(p, [pkcs1_item(b"bob")], timestamp_ms=clock.ms)) == Code.OK
+        now_request = sign_request(p, [pkcs1_item(b"now")], timestamp_ms=clock.ms)
+        assert outcome(node, now_request) == Code.OK
+        before_restart = sign_request(p, [pkcs1_item(b"b")], timestamp_ms=clock.ms - 5_000)
+        assert outcome(node, before_restart) == Code.OK
+        node = node.restart()  # the same across any number of restarts
+        for request in (ahead, behind, now_request, before_restart):
+            assert outcome(node, request) == Code.ALREADY_EXISTS
+        # The last instant a copy of `ahead` is fresh: still refused as a replay.
+        clock.set((ahead.timestamp_ms + 60_000) / 1000)
+        node = node.restart()
+        assert outcome(node, ahead) == Code.ALREADY_EXISTS
         assert verify_audit_log(node.config.audit_log) > 0
     finally:
         node.close()
@@ -804,12 +888,12 @@ def expected(request: pb.SignRequest, s: Situation) -> tuple[grpc.StatusCode, st
     if request.timestamp_ms > s.now_ms + w:
         return Code.FAILED_PRECONDITION, "request from the future"
     if request.timestamp_ms < s.started_ms:
-        return Code.FAILED_PRECONDITION, "dated before this node (re)started"
+        return Code.FAILED_PRECONDITION, "dated before this node started on a new audit log"
     live = [r for r, at in s.remembered if at + 2 * w >= s.now_ms]
     if rid in live:
         return Code.ALREADY_EXISTS, "request_id already used"
     if len(live) >= s.max_entries:
-        return Code.RESOURCE_EXHAUSTED, "replay cache full"
+        return Code.RESOURCE_EXHAUSTED, "its share of the replay memory is full"
     count = len(request.items)
     if not 1 <= count <= s.limits.max_batch:
         return Code.INVALID_ARGUMENT, f"1..{s.limits.max_batch} items, not {count}"

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ittc_node import compute as compute_mod
-from ittc_node.audit import AuditLog, verify_audit_log
+from ittc_node.audit import AuditLog, genesis_hash, verify_audit_log
 from ittc_node.daemon import StartupError, load_share, serve
 from ittc_node.faults import Faults
 from ittc_node.refusals import OTHERS, RefusalLimiter
@@ -445,11 +445,20 @@ def _break_ca_expired(folder: pathlib.Path) -> pathlib.Path:
     return reissue_cert(folder / "ca.pem", cluster_ca(folder.parent.parent), **_dated(-30, -0.01))
 
 
+def _break_small_key(folder: pathlib.Path) -> pathlib.Path:
+    toml = folder / "node.toml"
+    text = toml.read_text()
+    assert "insecure_small_key_for_tests = true\n" in text
+    toml.write_text(text.replace("insecure_small_key_for_tests = true\n", ""))
+    return folder / "params.json"
+
+
 STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] = {
     "node certificate expired": (_break_cert_expired, "the certificate expired on"),
     "node certificate not valid yet": (_break_cert_not_yet_valid, "is not valid before"),
     "CA certificate expired": (_break_ca_expired, "the certificate expired on"),
     "no allowed clients": (_break_config, "access.allowed_clients: is empty"),
+    "a test key without the test-only field": (_break_small_key, "is below 2048 bits"),
     "wrong passphrase": (_break_wrong_passphrase, "passphrase does not open"),
     "tampered share file": (_break_tampered_share, "altered"),
     "share file mode 0644": (_break_share_mode, "chmod 600"),
@@ -460,12 +469,13 @@ STARTUP_FAILURES: dict[str, tuple[Callable[[pathlib.Path], pathlib.Path], str]] 
     "no passphrase and no terminal": (_break_config, "no passphrase"),
     "tls key readable by others": (_break_tls_key_mode, "chmod 600"),
     "audit log of another key": (_break_audit_chain, "belongs to key"),
+    "audit log of another node": (_break_audit_chain, "belongs to node 2, not to this node (4)"),
 }
 
 
-def _write_broken_chain(path: pathlib.Path, key_id: str, edit: bool = True) -> None:
+def _write_broken_chain(path: pathlib.Path, key_id: str, edit: bool = True, node: int = 4) -> None:
     async def write() -> None:
-        log = AuditLog.open(path, key_id)
+        log = AuditLog.open(path, key_id, node)
         log.start()
         for n in range(3):
             await log.append({"type": "start" if n == 0 else "note", "key_id": key_id, "n": n})
@@ -497,6 +507,8 @@ def startup_failures(nodes: LocalCluster) -> dict[str, tuple[int, str, pathlib.P
             _write_broken_chain(culprit, nodes.params.key_id)
         elif case == "audit log of another key":
             _write_broken_chain(culprit, "ab" * 32, edit=False)
+        elif case == "audit log of another node":
+            _write_broken_chain(culprit, nodes.params.key_id, edit=False, node=2)
         elif case == "bad config":
             text = text.replace("[node]\n", '[node]\ncolour = "blue"\n')
         elif case == "unknown backend":
@@ -996,7 +1008,7 @@ def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
     key_id = "cd" * 32
 
     async def write(count: int) -> int:
-        log = AuditLog.open(path, key_id)
+        log = AuditLog.open(path, key_id, 3)
         log.start()
         await log.append({"type": "start", "key_id": key_id})
         await asyncio.gather(*(log.append({"type": "request", "n": n}) for n in range(count)))
@@ -1008,11 +1020,78 @@ def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
     asyncio.run(write(5))  # reopening continues the chain
     assert verify_audit_log(path) == 57
     with pytest.raises(AuditLogError, match="belongs to key"):
-        AuditLog.open(path, "ef" * 32)
+        AuditLog.open(path, "ef" * 32, 3)
+    with pytest.raises(AuditLogError, match=r"belongs to node 3, not to this node \(2\)"):
+        AuditLog.open(path, key_id, 2)
+
+
+def test_audit_chain_binds_the_node_index_and_old_logs_still_verify(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The first line's ``prev`` binds key id and node index, so even a one-line log
+    cannot be relabelled to another node. Logs started before that (the key id alone in
+    the genesis) still verify, and their node (named in line 1, which line 2's hash
+    covers) continues them; another node refuses them."""
+    key_id = "cd" * 32
+    path = tmp_path / "audit.log"
+
+    async def write(where: pathlib.Path, node: int, records: list[dict[str, Any]]) -> None:
+        log = AuditLog.open(where, key_id, node)
+        log.start()
+        for record in records:
+            await log.append(record)
+        await log.close()
+
+    asyncio.run(write(path, 3, [{"type": "start"}]))
+    [first] = audit_lines(path)
+    assert (first["key_id"], first["node"]) == (key_id, 3)
+    assert first["prev"] == genesis_hash(key_id, 3) != genesis_hash(key_id, 2)
+    relabelled = path.read_text().replace('"node":3', '"node":2')
+    path.write_text(relabelled)
+    with pytest.raises(AuditLogError, match="line 1: does not start the hash chain"):
+        verify_audit_log(path)
+
+    # A log from before the node index was bound: genesis over the key id alone.
+    legacy = tmp_path / "legacy.log"
+    start = {"time": "2026-01-01T00:00:00.000Z", "type": "start", "node": 3, "key_id": key_id}
+    start["prev"] = hashlib.sha256(b"ittc/v1/audit-log\x00" + key_id.encode()).hexdigest()
+    line = json.dumps(start, separators=(",", ":")).encode()
+    legacy.write_bytes(line + b"\n")
+    os.chmod(legacy, 0o600)
+    assert verify_audit_log(legacy) == 1
+    with pytest.raises(AuditLogError, match=r"belongs to node 3, not to this node \(2\)"):
+        AuditLog.open(legacy, key_id, 2)
+    asyncio.run(write(legacy, 3, [{"type": "request", "n": 1}]))
+    assert verify_audit_log(legacy) == 2
+    assert audit_lines(legacy)[1]["prev"] == hashlib.sha256(line).hexdigest()
+
+
+def test_replay_memory_is_bounded_per_identity() -> None:
+    """One client cannot fill the replay memory for everyone: each identity has its own
+    bound, while ids stay one namespace (a copy is refused whoever sends it)."""
+    cache = ReplayCache(window_seconds=10, max_per_identity=2)
+    cache.remember("a" * 16, now=0, identity="greedy")
+    cache.remember("b" * 16, now=0, identity="greedy")
+    assert cache.full(now=1, identity="greedy")
+    assert not cache.full(now=1, identity="modest") and not cache.full(now=1)
+    cache.remember("c" * 16, now=1, identity="modest")
+    assert cache.seen("a" * 16, now=1)  # whoever asks
+    assert (cache.held_by("greedy"), cache.held_by("modest")) == (2, 1)
+    assert not cache.full(now=20.5, identity="greedy")  # expired, pruned
+    assert cache.held_by("greedy") == 0 and cache.held_by("modest") == 1
+
+
+def test_replay_memory_restored_from_the_log_outlives_every_copy() -> None:
+    cache = ReplayCache(window_seconds=10)
+    cache.restore("r" * 16, timestamp_ms=100_000, identity="c")  # dated t=100 s
+    assert cache.seen("r" * 16, now=110)  # the last instant a copy is fresh
+    assert cache.seen("r" * 16, now=120)  # and a window more (a clock stepped back)
+    assert not cache.seen("r" * 16, now=120.001)
+    assert cache.held_by("c") == 0
 
 
 def test_replay_cache_refuses_when_full_instead_of_forgetting() -> None:
-    cache = ReplayCache(window_seconds=10, max_entries=2)
+    cache = ReplayCache(window_seconds=10, max_per_identity=2)
     cache.remember("a" * 16, now=0)
     cache.remember("b" * 16, now=1)
     assert cache.seen("a" * 16, now=19) and cache.full(now=19)

@@ -48,6 +48,11 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="nodes needed to sign, 1..N (3)",
     )
+    p.add_argument(
+        "--insecure-one-node-signs-alone",
+        action="store_true",
+        help="allow --threshold 1 (every node can sign alone: no threshold protection)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--passphrase-dir",
@@ -177,6 +182,14 @@ def _check_early(args: argparse.Namespace, e: int | None = None) -> None:
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder")
+    if args.threshold == 1 and not args.insecure_one_node_signs_alone:
+        # A threshold of one is not a threshold: every site holds the whole signing power.
+        raise ConfigError(
+            f"--threshold 1: any one of the {args.nodes} nodes could sign alone, so each "
+            "site (its host, or its share file and passphrase) holds the whole signing "
+            "power; use a threshold of 2 or more, or pass --insecure-one-node-signs-alone "
+            "if that is really what you want"
+        )
     if args.threshold > args.nodes:
         raise ConfigError(
             f"--threshold {args.threshold} is more than --nodes {args.nodes}: k of n nodes "

@@ -20,6 +20,7 @@ import tomlkit
 from ittc.config import writer
 from ittc.config.reader import (
     IDENTITY,
+    SMALL_KEY_FIELD,
     VERSION,
     Reader,
     check_format,
@@ -29,7 +30,7 @@ from ittc.config.reader import (
 )
 from ittc.errors import ConfigError, ParameterError
 from ittc.lifecycle import SiteIdentity
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
 
 __all__ = ["CLUSTER_FORMAT", "ClusterFile", "NodeEntry"]
 
@@ -108,9 +109,10 @@ class ClusterFile:
                 "ca",
                 "client",
                 "nodes",
+                SMALL_KEY_FIELD,
             }
         )
-        params = load_params(r, "params")
+        params = load_params(r, "params", small_key_allowed=r.get(SMALL_KEY_FIELD, bool, False))
         if r.get("key_id", str) != params.key_id:
             raise r.fail("key_id", "does not match the public parameters file")
         if r.get("epoch", int, params.epoch) != params.epoch:
@@ -186,6 +188,13 @@ class ClusterFile:
         writer.field(
             doc, "params", params_file, "The key's public parameters at this epoch (public)."
         )
+        if params.bits < MIN_MODULUS_BITS:
+            writer.field(
+                doc,
+                SMALL_KEY_FIELD,
+                True,
+                "A TEST key (below 2048 bits): it protects nothing, and loads only with this.",
+            )
         if certificate is not None:
             writer.field(
                 doc,

@@ -19,6 +19,7 @@ import tomlkit
 from ittc.config import writer
 from ittc.config.reader import (
     IDENTITY,
+    SMALL_KEY_FIELD,
     VERSION,
     Reader,
     check_format,
@@ -74,6 +75,8 @@ class NodeConfig:
     #: Exponentiation backend (:data:`ittc.scheme.ct.BACKENDS`): auto, openssl or gmpy2.
     backend: str = "auto"
     limits: Limits = field(default_factory=Limits)
+    #: The key may be below 2048 bits: a test key (the ceremony writes this only for one).
+    insecure_small_key_for_tests: bool = False
     #: Resharing (``[reshare]``; all three or none): the site's key file, encrypted under
     #: the same passphrase as the share; the writable folder of the node's epochs (shares,
     #: certificates, runs); the cluster file of the epoch this config starts from, whose
@@ -107,7 +110,14 @@ class NodeConfig:
             )
         node.unknown({"index", "listen", "workers", "threads", "proof_nonces", "backend"})
         key.unknown(
-            {"params", "share", "passphrase_file", "passphrase_env", "passphrase_credential"}
+            {
+                "params",
+                "share",
+                "passphrase_file",
+                "passphrase_env",
+                "passphrase_credential",
+                SMALL_KEY_FIELD,
+            }
         )
         tls.unknown({"cert", "key", "ca"})
         access.unknown({"allowed_clients"})
@@ -191,12 +201,13 @@ class NodeConfig:
             proof_nonces=node.int("proof_nonces", 0, 100000, 16),
             backend=backend,
             limits=lim,
+            insecure_small_key_for_tests=key.get(SMALL_KEY_FIELD, bool, False),
             **reshare_paths,
         )
 
     def load_params(self) -> PublicParams:
         r = Reader(self.path, {"params": str(self.params_file)})
-        params = load_params(r, "params")
+        params = load_params(r, "params", small_key_allowed=self.insecure_small_key_for_tests)
         if self.index > params.n:
             raise ConfigError(f"{self.path}: node.index {self.index} > n = {params.n}")
         return params
@@ -219,6 +230,7 @@ class NodeConfig:
         audit: str = "audit.log",
         workers: int = 0,
         limits: Limits | None = None,
+        small_key: bool = False,
     ) -> str:
         """The text of a node.toml, every field explained by a comment above it.
 
@@ -270,6 +282,13 @@ class NodeConfig:
             share,
             "This node's encrypted share (mode 0600; refused if others can read it).",
         )
+        if small_key:
+            writer.field(
+                k,
+                SMALL_KEY_FIELD,
+                True,
+                "A TEST key (below 2048 bits): it protects nothing, and loads only with this.",
+            )
         about_source = (
             "The passphrase that opens the share file. Never on the command line.\n"
             "Under systemd with LoadCredential=/LoadCredentialEncrypted= (see\n"

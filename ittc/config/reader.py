@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ittc.errors import ConfigError, ParameterError
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
 
 __all__ = [
     "IDENTITY",
@@ -130,12 +130,28 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-def load_params(reader: Reader, key: str) -> PublicParams:
+#: The field (in cluster.toml, and in node.toml's [key]) that lets a modulus below
+#: MIN_MODULUS_BITS load: the ceremony writes it only for keys made with the test-only
+#: flag (``--insecure-small-key-for-tests``), so a test key says so in its files.
+SMALL_KEY_FIELD = "insecure_small_key_for_tests"
+
+
+def load_params(reader: Reader, key: str, *, small_key_allowed: bool = False) -> PublicParams:
+    """The public parameters a config names, refusing a modulus below 2048 bits unless the
+    config carries the test-only field (and the key really is a test key)."""
     path = reader.path_(key)
     assert path is not None
     try:
-        return PublicParams.from_json(path.read_bytes())
+        params = PublicParams.from_json(path.read_bytes())
     except FileNotFoundError:
         raise reader.fail(key, f"{path}: no such file") from None
     except ParameterError as exc:
         raise reader.fail(key, f"{path}: {exc}") from None
+    if params.bits < MIN_MODULUS_BITS and not small_key_allowed:
+        raise reader.fail(
+            key,
+            f"{path}: a {params.bits}-bit modulus is below {MIN_MODULUS_BITS} bits and "
+            f"protects nothing; only test keys are that small, and their config says so "
+            f"({SMALL_KEY_FIELD} = true)",
+        )
+    return params

@@ -38,7 +38,7 @@ from ittc.config import ClusterFile, NodeConfig, NodeEntry, parse_address
 from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.dealer import DealtKey
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
 from ittc.storage import pki
 
 __all__ = [
@@ -349,6 +349,7 @@ def _build(
             passphrase_credential=CREDENTIAL,
             passphrase_file=os.path.relpath(folder.passphrase(i), etc),
             audit=os.path.relpath(var / "audit.log", etc),
+            small_key=params.bits < MIN_MODULUS_BITS,
         )
         _write_public(etc / "node.toml", config)
         _write_public(folder.site(i) / "README.txt", _site_readme(params, site))

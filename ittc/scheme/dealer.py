@@ -92,6 +92,12 @@ def _check_shape(n: int, k: int, e: int) -> list[str]:
         raise ParameterError(f"threshold must be in 1..n (n={n}), got {k}")
     check_exponent(e, n)
     warnings = []
+    if k == 1:
+        warnings.append(
+            f"threshold k=1: each of the {n} node(s) can sign alone, so every site holds the "
+            "whole signing power (one stolen share file and passphrase, or one compromised "
+            "node, is the key); this is replication, not threshold protection"
+        )
     if n - (k - 1) < k:
         warnings.append(
             f"threshold k={k} with n={n} is not robust: {k - 1} corrupt nodes "

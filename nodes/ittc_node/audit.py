@@ -30,26 +30,42 @@ import os
 import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ittc.errors import AuditLogError
 
-__all__ = ["AuditLog", "GENESIS", "audit_log_head", "genesis_hash", "utc_iso", "verify_audit_log"]
+__all__ = [
+    "AuditChainBroken",
+    "AuditLog",
+    "GENESIS",
+    "audit_log_head",
+    "genesis_hash",
+    "utc_iso",
+    "verify_audit_log",
+]
 
 log = logging.getLogger("ittc_node.audit")
 
-#: Hashed with the key id to make the first line's ``prev``.
-GENESIS = b"ittc/v1/audit-log\x00"
+#: Hashed with the key id and the node index to make the first line's ``prev``.
+GENESIS = b"ittc/v2/audit-log\x00"
+#: Logs started before the node index was bound hash the key id only; they still verify,
+#: and a node continues one only if its first line names that node (it always did).
+GENESIS_V1 = b"ittc/v1/audit-log\x00"
 #: A line longer than this is not one the node wrote (a refused request's items are
 #: truncated well below it).
 MAX_LINE_BYTES = 16 << 20
+_MAX_NODE = 1 << 16
 _TAIL_BLOCK = 64 << 10
 
 
-def genesis_hash(key_id: str) -> str:
-    """``prev`` of a log's first line."""
-    return hashlib.sha256(GENESIS + key_id.encode("ascii")).hexdigest()
+def genesis_hash(key_id: str, node: int) -> str:
+    """``prev`` of a log's first line: binds the key id and the node index."""
+    return hashlib.sha256(GENESIS + key_id.encode("ascii") + b"\x00%d" % node).hexdigest()
+
+
+def _genesis_hash_v1(key_id: str) -> str:
+    return hashlib.sha256(GENESIS_V1 + key_id.encode("ascii")).hexdigest()
 
 
 def _line_hash(line: bytes) -> str:
@@ -89,15 +105,18 @@ def _parse_line(number: int, line: bytes) -> dict[str, Any]:
     return record
 
 
-def _check_first(record: dict[str, Any]) -> str:
-    key_id = record.get("key_id")
+def _check_first(record: dict[str, Any]) -> tuple[str, int]:
+    """The key id and node index the first line names, and starts the chain with."""
+    key_id, node = record.get("key_id"), record.get("node")
     if not isinstance(key_id, str) or not key_id.isascii():
         raise _Broken(1, "does not name the node's key id")
-    if record["prev"] != genesis_hash(key_id):
+    if not isinstance(node, int) or isinstance(node, bool) or not 1 <= node <= _MAX_NODE:
+        node = 0  # not a node's log: no genesis matches (reported as such below)
+    if node == 0 or record["prev"] not in (genesis_hash(key_id, node), _genesis_hash_v1(key_id)):
         raise _Broken(
             1, "does not start the hash chain (lines were deleted before it, or it was edited)"
         )
-    return key_id
+    return key_id, node
 
 
 @dataclass
@@ -109,14 +128,24 @@ class _Walked:
     end: int = 0
     #: The last line, without its newline.
     last: bytes | None = None
-    #: The key id line 1 names.
+    #: The key id and node index line 1 names.
     key_id: str | None = None
-    #: The newest ``timestamp_ms`` of a request the node signed (answered with shares).
-    newest_signed_ms: int | None = None
+    node: int | None = None
+    #: Requests whose shares were computed (signed, or cancelled after that) and that are
+    #: dated at or after ``recent_since_ms``: (request_id, timestamp_ms, client).
+    recent: list[tuple[str, int, str | None]] = field(default_factory=list)
 
 
-def _walk_chain(fh: BinaryIO) -> _Walked:
-    """Check a whole log from its start. Raises :class:`_Broken` at the first bad line."""
+#: Outcomes of requests whose id was spent and whose shares were (or may have been)
+#: computed: after a restart their ids are remembered again.
+_SPENT_OUTCOMES = ("signed", "cancelled")
+
+
+def _walk_chain(fh: BinaryIO, recent_since_ms: float | None = None) -> _Walked:
+    """Check a whole log from its start. Raises :class:`_Broken` at the first bad line.
+
+    With ``recent_since_ms``, also collect the requests dated since then whose shares
+    were computed (see :attr:`_Walked.recent`)."""
     walked = _Walked()
     number = 0
     previous: bytes | None = None
@@ -139,7 +168,7 @@ def _walk_chain(fh: BinaryIO) -> _Walked:
         line = line[:-1]
         record = _parse_line(number, line)
         if previous is None:
-            walked.key_id = _check_first(record)
+            walked.key_id, walked.node = _check_first(record)
         elif record["prev"] != _line_hash(previous):
             raise _Broken(
                 number,
@@ -147,9 +176,17 @@ def _walk_chain(fh: BinaryIO) -> _Walked:
                 "lines were deleted or inserted here)",
                 chain=True,
             )
-        signed_ms = record.get("timestamp_ms")
-        if record.get("outcome") == "signed" and type(signed_ms) is int:
-            walked.newest_signed_ms = max(walked.newest_signed_ms or signed_ms, signed_ms)
+        if recent_since_ms is not None and record.get("outcome") in _SPENT_OUTCOMES:
+            request_id, timestamp_ms = record.get("request_id"), record.get("timestamp_ms")
+            client = record.get("client")
+            if (
+                isinstance(request_id, str)
+                and type(timestamp_ms) is int
+                and timestamp_ms >= recent_since_ms
+            ):
+                walked.recent.append(
+                    (request_id, timestamp_ms, client if isinstance(client, str) else None)
+                )
         previous = line
 
 
@@ -214,20 +251,25 @@ class AuditLog:
         path: os.PathLike[str] | str,
         fd: int,
         key_id: str,
+        node: int,
         prev: str,
         created: bool,
         lines: int,
-        newest_signed_ms: int | None = None,
+        recent: list[tuple[str, int, str | None]] | None = None,
         size: int = 0,
     ) -> None:
         self.path = os.fspath(path)
         self.key_id = key_id
+        self.node = node
         self.created = created
+        #: Lines in the file when it was opened (so: does the node know its history?).
+        self.opened_lines = lines
         #: Lines in the file when it was opened plus lines written since.
         self.lines = lines
-        #: The newest timestamp of a request signed before this run (from the log), or
-        #: None: a replay memory lost in a restart is rebuilt from it (see the service).
-        self.newest_signed_ms = newest_signed_ms
+        #: Requests of earlier runs that may still be fresh and whose shares were computed:
+        #: (request_id, timestamp_ms, client). The replay memory lost in a restart is
+        #: rebuilt from them (see the service).
+        self.recent = recent or []
         self._fd = fd
         self._prev = prev
         #: The file's length up to the last acknowledged (written and fsynced) line: after
@@ -245,13 +287,22 @@ class AuditLog:
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: os.PathLike[str] | str, key_id: str) -> AuditLog:
-        """Open (or create, mode 0600) the log at ``path`` for node key ``key_id``.
+    def open(
+        cls,
+        path: os.PathLike[str] | str,
+        key_id: str,
+        node: int,
+        *,
+        recent_since_ms: float | None = None,
+    ) -> AuditLog:
+        """Open (or create, mode 0600) the log at ``path`` of node ``node`` of key ``key_id``.
 
         An existing log must be a regular file not writable by group or others, start
-        with this key's chain, and verify to its last line, which must be complete: the
-        node does not extend a chain that is already broken. That reads the whole log
-        (about a second per 100 MB): rotate logs (nodes/README.md). Nothing is written.
+        with this key's and this node's chain, and verify to its last line, which must be
+        complete: the node does not extend a chain that is already broken. That reads the
+        whole log (about a second per 100 MB): rotate logs (nodes/README.md). Nothing is
+        written. With ``recent_since_ms``, :attr:`recent` lists the requests dated since
+        then whose shares were computed.
         """
         where = os.fspath(path)
         # O_NONBLOCK: opening a FIFO planted at the path must fail, not wait for a reader.
@@ -281,7 +332,7 @@ class AuditLog:
                     f"audit log {where}: writable by group or other users "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}"
                 )
-            prev, walked = cls._continue_chain(where, key_id, st.st_size)
+            prev, walked = cls._continue_chain(where, key_id, node, st.st_size, recent_since_ms)
             if not existed:
                 _fsync_dir(os.path.dirname(os.path.abspath(where)))
         except BaseException:
@@ -293,25 +344,28 @@ class AuditLog:
             where,
             fd,
             key_id,
+            node,
             prev,
             not existed,
             walked.lines,
-            walked.newest_signed_ms,
+            walked.recent,
             size=st.st_size,
         )
 
     @staticmethod
-    def _continue_chain(where: str, key_id: str, size: int) -> tuple[str, _Walked]:
+    def _continue_chain(
+        where: str, key_id: str, node: int, size: int, recent_since_ms: float | None
+    ) -> tuple[str, _Walked]:
         """(hash to chain the next line to, what the log holds) for an existing log."""
         if size == 0:
-            return genesis_hash(key_id), _Walked()
+            return genesis_hash(key_id, node), _Walked()
         try:
             fh = open(where, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
         with fh:
             try:
-                walked = _walk_chain(fh)
+                walked = _walk_chain(fh, recent_since_ms)
             except _Broken as broken:
                 if broken.chain:
                     raise AuditLogError(
@@ -326,6 +380,10 @@ class AuditLog:
             raise AuditLogError(
                 f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
                 f"not to this node's key {key_id[:16]}"
+            )
+        if walked.node != node:
+            raise AuditLogError(
+                f"audit log {where}: belongs to node {walked.node}, not to this node ({node})"
             )
         assert walked.last is not None
         return _line_hash(walked.last), walked
@@ -343,6 +401,12 @@ class AuditLog:
 
     async def append(self, record: dict[str, Any]) -> None:
         """Queue ``record`` (a fresh dict; ``prev`` is added) and wait until it is durable."""
+        # If the caller is cancelled the line is still written: only the wait ends.
+        await self.submit(record)
+
+    def submit(self, record: dict[str, Any]) -> asyncio.Future[None]:
+        """Queue ``record`` now, without waiting (for a caller that is being cancelled):
+        the future is done once the line is durable, or has the error."""
         if self.failure is not None:
             raise AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
         if self._closing or self._wake is None:
@@ -350,8 +414,7 @@ class AuditLog:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((record, future))
         self._wake.set()
-        # If the caller is cancelled the line is still written: only the wait ends.
-        await future
+        return future
 
     async def _write_loop(self) -> None:
         assert self._wake is not None
@@ -366,6 +429,9 @@ class AuditLog:
             batch, self._queue = self._queue, []
             prev = self._prev
             lines = []
+            if self._acked == 0:
+                # A log's first line names what its chain is bound to.
+                batch[0][0].update(key_id=self.key_id, node=self.node)
             for record, _ in batch:
                 record["prev"] = prev
                 line = _dumps(record)

@@ -44,7 +44,7 @@ from ittc.errors import (
 )
 from ittc.scheme import ct
 from ittc.scheme.keyshare import KeyShare
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
 from ittc.storage import pki
 from ittc.version import __version__
 from ittc.wire import codec, tls
@@ -255,7 +255,14 @@ async def serve(
         )
 
     creds, certificates = _server_credentials(config, clock())
-    audit = AuditLog.open(config.audit_log, params.key_id)
+    # The ids of requests that may still be fresh are read back from the log (2 windows:
+    # see ReplayCache.restore).
+    audit = AuditLog.open(
+        config.audit_log,
+        params.key_id,
+        config.index,
+        recent_since_ms=(clock() - 2 * config.limits.freshness_seconds) * 1000,
+    )
     compute = None
     server = None
     health = _Health()
@@ -352,6 +359,12 @@ async def serve(
 
     watcher = loop.create_task(certwatch.watch(certificates, clock, stop, certificate_invalid))
     await health.set(True)
+    if params.bits < MIN_MODULUS_BITS:
+        log.warning(
+            "!!! TEST KEY: a %d-bit modulus protects nothing (the config allows it with "
+            "insecure_small_key_for_tests); never use it for anything real !!!",
+            params.bits,
+        )
     log.info(
         "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
         config.index,

@@ -67,6 +67,21 @@ class Refusal(Exception):
 _NO_FAULTS = Faults()
 
 
+@dataclass
+class _Progress:
+    """How far a request whose id is spent got: were its shares computed, is its audit
+    line queued (then a cancellation needs no line of its own)."""
+
+    computed: bool = False
+    audited: bool = False
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    """Retrieve a background audit write's outcome (a failure is logged by the log)."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(frozen=True)
 class _Caller:
     identity: str | None
@@ -114,11 +129,14 @@ def validate_sign_request(
     replay: ReplayCache,
     pending: int = 0,
     faults: Faults = _NO_FAULTS,
+    identity: str | None = None,
 ) -> list[int]:
     """Every check on a SignRequest, cheapest first; the representatives to sign.
 
-    ``now`` is the node's clock (seconds), ``started_ms`` when it started (ms), ``pending``
-    the items already waiting for compute. Raises :class:`Refusal` with the status code
+    ``now`` is the node's clock (seconds), ``started_ms`` the oldest timestamp it serves
+    (ms: its start, when its audit log told it nothing of earlier runs), ``pending``
+    the items already waiting for compute, ``identity`` the caller (its own share of the
+    replay memory). Raises :class:`Refusal` with the status code
     and reason the caller is sent. Reads ``replay`` but does not record the id: the
     caller does that once it commits to the request. No I/O, no gRPC.
     """
@@ -158,16 +176,16 @@ def validate_sign_request(
     if request.timestamp_ms < started_ms:
         raise Refusal(
             grpc.StatusCode.FAILED_PRECONDITION,
-            "stale request: dated before this node (re)started, or not after a "
-            "request it signed before that, so it may have been served already; "
-            "send a new request",
+            "stale request: dated before this node started on a new audit log, so it "
+            "may have been served already; send a new request",
         )
     if replay.seen(request.request_id, now):
         raise Refusal(grpc.StatusCode.ALREADY_EXISTS, "request_id already used")
-    if replay.full(now):
+    if replay.full(now, identity):
         raise Refusal(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "too many recent requests (replay cache full); retry later",
+            "too many recent requests from this client (its share of the replay memory is "
+            "full); retry later",
         )
     count = len(request.items)
     if not 1 <= count <= limits.max_batch:
@@ -224,13 +242,15 @@ class SignerService:
         self.certificate_problem: str | None = None
         self._allowed = frozenset(config.allowed_clients)
         self._window_ms = int(self.limits.freshness_seconds * 1000)
-        # The replay cache lives in memory and a restart empties it, so a request made
-        # before this start might have been served already: refuse those. So might one
-        # dated after it, if an earlier run signed it while it was dated in the future: the
-        # audit log names the newest timestamp signed, and nothing up to it is served again.
-        self.started_ms = clock() * 1000.0
-        if audit.newest_signed_ms is not None:
-            self.started_ms = max(self.started_ms, audit.newest_signed_ms + 1.0)
+        # The replay memory lives in memory and a restart empties it. Every request whose
+        # shares an earlier run computed has its line in the audit log (written before the
+        # answer), so the memory is rebuilt from the log exactly: nobody is locked out, and
+        # no copy is served twice. A node started on a new log knows nothing of earlier
+        # runs: it refuses requests dated before its start (and the operator waits a
+        # window after rotating a log, nodes/README.md).
+        for request_id, timestamp_ms, client in audit.recent:
+            replay.restore(request_id, timestamp_ms, client)
+        self.started_ms = clock() * 1000.0 if audit.opened_lines == 0 else -math.inf
 
     # -- shared steps ------------------------------------------------------------------
 
@@ -431,7 +451,7 @@ class SignerService:
 
     # -- Sign --------------------------------------------------------------------------
 
-    def _validate(self, request: pb.SignRequest, now: float) -> list[int]:
+    def _validate(self, request: pb.SignRequest, now: float, identity: str | None) -> list[int]:
         """Every check on a request, in order; the representatives to sign, or Refusal."""
         return validate_sign_request(
             request,
@@ -442,6 +462,7 @@ class SignerService:
             replay=self.replay,
             pending=self.compute.pending,
             faults=self.faults,
+            identity=identity,
         )
 
     async def sign(
@@ -470,11 +491,45 @@ class SignerService:
             await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "stalled (test fault)")
         now = self.clock()
         try:
-            xs = self._validate(request, now)
+            xs = self._validate(request, now, caller.identity)
         except Refusal as refusal:
             await self._refuse(context, caller, "Sign", refusal, request)
-        # Validated: from here on this request_id is spent, whatever happens next.
-        self.replay.remember(request.request_id, now)
+        # Validated: from here on this request_id is spent, whatever happens next, and the
+        # request gets a line whatever happens next (the caller may cancel it).
+        self.replay.remember(request.request_id, now, caller.identity)
+        progress = _Progress()
+        try:
+            return await self._sign_spent(caller, request, context, xs, progress)
+        except asyncio.CancelledError:
+            if not progress.audited:
+                self._audit_cancelled(caller, request, progress.computed)
+            raise
+
+    def _audit_cancelled(self, caller: _Caller, request: pb.SignRequest, computed: bool) -> None:
+        """The line of a request the caller cancelled after its id was spent (written
+        without waiting: the handler is being cancelled)."""
+        reason = "cancelled by the caller " + (
+            "after its shares were computed (none was sent)"
+            if computed
+            else "while its shares were being computed (none was sent)"
+        )
+        try:
+            written = self.audit.submit(self._record(caller, "Sign", "cancelled", reason, request))
+        except AuditLogError:
+            return  # logged by the audit log; health reflects it
+        written.add_done_callback(_quiet)
+
+    async def _sign_spent(
+        self,
+        caller: _Caller,
+        request: pb.SignRequest,
+        context: grpc.aio.ServicerContext,
+        xs: list[int],
+        progress: _Progress,
+    ) -> pb.SignResponse:
+        async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
+            progress.audited = True
+            await self._refuse(context, caller, "Sign", Refusal(code, reason), request)
 
         remaining = context.time_remaining()
         budget = self.limits.max_deadline_seconds
@@ -493,10 +548,12 @@ class SignerService:
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the node
             log.error("Sign %s: internal error: %s", request.request_id, type(exc).__name__)
             await refuse(grpc.StatusCode.INTERNAL, "internal error")
+        progress.computed = True
         shares = self.faults.shares(shares, self.params.modulus, request.with_proofs)
         if self.faults.slow_ms:
             await asyncio.sleep(self.faults.slow_ms / 1000)
 
+        progress.audited = True
         try:
             await self.audit.append(self._record(caller, "Sign", "signed", "", request))
         except AuditLogError:
