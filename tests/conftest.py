@@ -66,6 +66,8 @@ def _check_network(what: str) -> None:
 
 def _starts_nodes(args: Sequence[str]) -> bool:
     argv = [str(a) for a in args]
+    if {"--help", "-h", "--version"} & set(argv):
+        return False
     if "ittc_node" in argv:
         return True
     if "ittc" in argv and "-m" in argv:

@@ -17,7 +17,7 @@ def _setup_audit(p: argparse.ArgumentParser) -> None:
         "verify",
         help="check an audit log's hash chain (exit 0 intact, 1 empty, 3 altered or damaged)",
     )
-    v.add_argument("file", type=pathlib.Path)
+    v.add_argument("file", type=pathlib.Path, help="the audit log (a node's var/audit.log)")
 
 
 #: The file holds no record: nothing was verified.

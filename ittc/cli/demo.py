@@ -7,6 +7,7 @@ import datetime
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -14,9 +15,10 @@ import time
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from ittc.cli import argtypes
 from ittc.cli.command import EXIT_OK, Command
 from ittc.config import ClusterFile
-from ittc.errors import InvalidSignature
+from ittc.errors import ConfigError, InvalidSignature
 
 __all__ = ["DEMO"]
 
@@ -34,7 +36,29 @@ def _setup_demo(p: argparse.ArgumentParser) -> None:
         help="where the demo cluster is cached (~/.cache/ittc/demo)",
     )
     p.add_argument("--fresh", action="store_true", help="make a new demo cluster")
-    p.add_argument("--bits", type=int, default=2048, choices=[2048, 3072, 4096])
+    p.add_argument(
+        "--bits", type=int, default=2048, choices=[2048, 3072, 4096], help="key size (2048)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=argtypes.integer(1, 65535 - 4),
+        default=7001,
+        help="loopback port of node 1; node i gets base+i-1 (7001)",
+    )
+
+
+def _check_ports_free(ports: list[int]) -> None:
+    """Fail at once, naming the port and the way out, if a node could not listen."""
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                raise ConfigError(
+                    f"port {port} on 127.0.0.1 is in use (another demo or cluster?): stop it, "
+                    "or run the demo on other ports with --base-port"
+                ) from None
 
 
 def _step(text: str) -> None:
@@ -67,10 +91,18 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     root = args.dir or _default_demo_dir()
     cluster_dir = root / "cluster"
+    ports = [args.base_port + i for i in range(5)]
+    _check_ports_free(ports)
     if args.fresh and cluster_dir.exists():
         shutil.rmtree(cluster_dir)
+    cached = cluster_dir / "combiner" / "cluster.toml"
+    if cached.exists() and [e.address for e in ClusterFile.load(cached).nodes] != [
+        f"127.0.0.1:{port}" for port in ports
+    ]:
+        _step(f"the cached demo cluster listens on other ports: making one for {ports[0]}...")
+        shutil.rmtree(cluster_dir)
     # A cache from before site folders (cluster_dir/cluster.toml, node-<i>/) is remade.
-    if not (cluster_dir / "combiner" / "cluster.toml").exists():
+    if not cached.exists():
         _step(f"key ceremony: a {args.bits}-bit key from safe primes, 3-of-5 (cached in {root})")
         if cluster_dir.exists():
             shutil.rmtree(cluster_dir)
@@ -79,7 +111,8 @@ def _run_demo(args: argparse.Namespace) -> int:
         started = time.monotonic()
         dealt = dealer.generate(args.bits, progress=lambda m: print(f"   {m}", flush=True))
         print(f"   safe primes and shares in {time.monotonic() - started:.1f} s")
-        create_cluster(cluster_dir, dealt)  # a random passphrase per site, in its folder
+        # A random passphrase per site, in its folder.
+        create_cluster(cluster_dir, dealt, base_port=args.base_port)
         print(
             f"   one folder per site ({cluster_dir}/site-1 ... site-5: config, encrypted "
             "share, TLS identity, its own passphrase), a combiner bundle, the CA apart"

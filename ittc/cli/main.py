@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ittc.cli import audit, ca, ceremony, demo, keys, network, verify
+from ittc.cli import audit, ca, ceremony, completion, demo, keys, network, verify
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
 from ittc.errors import IttcError
 from ittc.version import __version__
@@ -35,6 +35,7 @@ COMMANDS: tuple[Command, ...] = (
     ca.CA,
     audit.AUDIT,
     demo.DEMO,
+    completion.COMPLETION,
 )
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         command.setup(p)
-        p.set_defaults(_run=command.run)
+        p.set_defaults(_run=command.run, _parser=parser)
     return parser
 
 

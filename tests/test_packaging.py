@@ -1,0 +1,109 @@
+"""The wheel installs and runs without the source tree: the README's install path."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (built,) = out.glob("ittc-*.whl")
+    return built
+
+
+def test_the_wheel_holds_the_library_the_node_and_the_license(wheel: pathlib.Path):
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in (
+        "ittc/__init__.py",
+        "ittc/py.typed",
+        "ittc/wire/v1/signer_pb2.py",
+        "ittc/scheme/ct.py",
+        "ittc_node/daemon.py",
+    ):
+        assert needed in names, needed
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "License-Expression: Apache-2.0" in text
+    assert not any(n.startswith(("tests/", "benchmarks/results/")) for n in names)
+
+
+def test_the_installed_wheel_runs_outside_the_source_tree(wheel, tmp_path):
+    """Installed in a fresh virtualenv and run from a folder where the source tree is not
+    importable. Its dependencies (grpcio, cryptography...) come from this environment's
+    site-packages through PYTHONPATH, which does not run this environment's editable-install
+    hook: ittc itself can only come from the wheel."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    deps = sysconfig.get_paths()["purelib"]
+    env = {**os.environ, "PYTHONPATH": deps}
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--force-reinstall",
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    where = subprocess.run(
+        [str(python), "-c", "import ittc, ittc_node; print(ittc.__file__, ittc_node.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+        env=env,
+    ).stdout
+    assert str(venv) in where and str(ROOT) not in where, where
+    for argv in (["--version"], ["keygen", "--help"], ["completion", "bash"]):
+        out = subprocess.run(
+            [str(venv / "bin" / "ittc"), *argv],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            env=env,
+        )
+        assert out.returncode == 0, (argv, out.stderr)
+    node = subprocess.run(
+        [str(python), "-m", "ittc_node", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env=env,
+    )
+    assert node.returncode == 0 and "ittc-node" in node.stdout, node.stderr
