@@ -26,5 +26,6 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMPLETION = Command("completion", "print a shell completion script (bash, zsh, tcsh)",
-                     _setup, _run)
+COMPLETION = Command(
+    "completion", "print a shell completion script (bash, zsh, tcsh)", _setup, _run
+)
