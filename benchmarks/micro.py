@@ -562,6 +562,9 @@ def bench_size(
         "combine_check_over_share": paired(s["combine_check"], s["share"], _ratio),
         "combine_nocheck_over_share": paired(s["combine_nocheck"], s["share"], _ratio),
         "final_check_s": paired(s["combine_check"], s["combine_nocheck"], _diff),
+        "combine_robust_over_combine_check": paired(
+            s["combine_robust"], s["combine_check"], _ratio
+        ),
         "share_proof_over_share": paired(s["share_proof"], s["share"], _ratio),
         "share_proof_precomputed_over_share": paired(
             s["share_proof_precomputed"], s["share"], _ratio
@@ -855,6 +858,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("combine with check / share (target <= 0.05)", "combine_check_over_share", False),
         ("combine check=False / share", "combine_nocheck_over_share", False),
         ("cost of the final y^e == x check", "final_check_s", True),
+        (
+            "combine_robust (k shares) / combine with check",
+            "combine_robust_over_combine_check",
+            False,
+        ),
         ("share + proof (fresh nonce) / share", "share_proof_over_share", False),
         ("share + proof (precomputed nonce) / share", "share_proof_precomputed_over_share", False),
         ("verify_share / share", "verify_share_over_share", False),

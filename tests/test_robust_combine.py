@@ -78,7 +78,7 @@ def test_honest_shares_sign_and_nobody_is_named(kind, n, k):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("n", "k"), SIZES)
 @pytest.mark.parametrize("where", ["among the first k", "after the first k"])
-def test_one_liar_is_named_after_at_most_k_plus_1_subsets(kind, n, k, where):
+def test_one_liar_is_named_after_at_most_two_subsets(kind, n, k, where):
     liar = 1 if where == "among the first k" else n
     dealt = L.key(kind, n, k)
     result = signed(
@@ -87,7 +87,8 @@ def test_one_liar_is_named_after_at_most_k_plus_1_subsets(kind, n, k, where):
     assert result.bad == {liar: "share does not combine with the others to a valid signature"}
     assert result.ambiguous == () and result.complete
     assert liar not in result.used
-    assert result.subsets <= k + 1
+    # The first k fail; the liar among them is found by algebra, not by k+1 subsets.
+    assert result.subsets == (2 if liar <= k else 1)
     assert result.method == ("subsets" if liar <= k else "optimistic")
 
 
@@ -160,18 +161,19 @@ def test_n_minus_k_independent_liars_are_all_named(kind, n, k):
 
 def test_proofs_as_hints_on_a_split_key_find_a_good_subset_at_once():
     """Split keys' proofs are not sound: never trusted, but shares whose proofs verify
-    are tried first. Two liars among the first k, twenty nodes."""
+    are tried first. Twenty nodes, one liar among the first k and one right after them
+    (so the algebra that finds one or two liars among the first k finds nothing)."""
     n, k = 20, 10
     dealt = L.key("split", n, k)
     assert not dealt.params.proofs_sound
     msg = L.message(dealt, "hints", proofs=True)
-    lying = L.independent(msg, [1, 2], dealt.params.modulus)
+    lying = L.independent(msg, [1, 11], dealt.params.modulus)
     hinted = combine_robust(dealt.params, msg.x, lying)
     blind = combine_robust(dealt.params, msg.x, lying, use_proofs=False)
     for result in (hinted, blind):
         assert L.verifies(dealt.params, msg, result.signature)
-        assert set(result.bad) == {1, 2} and result.ambiguous == ()
-    assert hinted.subsets == 2 and hinted.used == tuple(range(3, 13))
+        assert set(result.bad) == {1, 11} and result.ambiguous == ()
+    assert hinted.subsets == 2 and hinted.used == (*range(2, 11), 12)
     assert blind.subsets > 2
     assert hinted.method == blind.method == "subsets"
 
@@ -199,6 +201,28 @@ def test_few_liars_among_many_nodes_cost_few_subsets():
     assert L.verifies(dealt.params, msg, result.signature)
     assert set(result.bad) == {3, 9} and result.ambiguous == () and result.complete
     assert result.subsets <= math.comb(k + 2, 2)
+
+
+def test_up_to_four_liars_among_64_nodes_cost_two_subsets():
+    """n=64, k=32 (the largest cluster): liars among the first k are found by algebra,
+    not by trying other subsets one by one (up to C(34, 2) = 561 of them for two liars,
+    C(36, 4) = 58,905 for four). With one or two, ruling out colluders is skipped (a
+    second consistent set would leave 32 shares outside it) and both are named; with
+    four, that would be a search over subsets, cut short here by ``blame_deadline``."""
+    n, k = 64, 32
+    dealt = L.key("split512", n, k)
+    for liars in ({7}, {3, 30}, {1, 2, 20, 31}):
+        msg = L.message(dealt, f"sixty-four {sorted(liars)}")
+        lying = L.independent(msg, liars, dealt.params.modulus)
+        cut = {"blame_deadline": 0, "clock": lambda: 1.0} if len(liars) > 2 else {}
+        result = combine_robust(dealt.params, msg.x, lying, use_proofs=False, **cut)
+        assert L.verifies(dealt.params, msg, result.signature)
+        assert result.subsets == 2 and not set(result.used) & liars
+        if cut:
+            assert not result.complete and result.bad == {}
+            assert liars <= set(result.ambiguous)
+        else:
+            assert set(result.bad) == liars and result.ambiguous == () and result.complete
 
 
 # -- colluding liars -------------------------------------------------------------------

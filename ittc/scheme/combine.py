@@ -211,6 +211,7 @@ class _Search:
         self.x_b = powmod_public(xm, _bezout(params.combine_exponent, params.e)[1], params.N)
         self.valid: dict[tuple[int, ...], mpz] = {}
         self.invalid: set[tuple[int, ...]] = set()
+        self._last_miss: tuple[tuple[int, ...], mpz] = ((), mpz(0))
 
     @property
     def tried(self) -> int:
@@ -224,25 +225,35 @@ class _Search:
         if self.valid or self.invalid:  # the first subset is always tried
             if self.stop():
                 raise _Stopped
-        params = self.params
-        w_a = _w_to_the_a(params, [self.shares[i] for i in subset])
-        y = w_a * self.x_b % params.N
-        if _is_signature(params, y, self.xm):
+        y = self._combine(subset)
+        y_e = powmod_public(y, self.params.e, self.params.N)
+        if y_e == self.xm:
             self.valid[subset] = y
             return y
         self.invalid.add(subset)
+        self._last_miss = (subset, y_e)
         return None
 
+    def power_of(self, subset: tuple[int, ...]) -> mpz:
+        """``y^e`` for the ``y`` that ``subset`` combines to (``x`` if it signs)."""
+        if self._last_miss[0] == subset:
+            return self._last_miss[1]
+        return powmod_public(self._combine(subset), self.params.e, self.params.N)
+
+    def _combine(self, subset: tuple[int, ...]) -> mpz:
+        w_a = _w_to_the_a(self.params, [self.shares[i] for i in subset])
+        return w_a * self.x_b % self.params.N
+
     def on_polynomial(self, ref: tuple[int, ...], j: int) -> bool:
-        left, right, _ = self._relation(ref, j)
+        left, right, _ = self.relation(ref, j)
         return bool(left == right)
 
     def deviation(self, ref: tuple[int, ...], j: int) -> tuple[mpz, int]:
         """``(u^{2D}, D)`` for share ``j = (its value on ref's polynomial)·u``."""
-        left, right, scale = self._relation(ref, j)
+        left, right, scale = self.relation(ref, j)
         return left * gmpy2.invert(right, self.params.N) % self.params.N, scale
 
-    def _relation(self, ref: tuple[int, ...], j: int) -> tuple[mpz, mpz, int]:
+    def relation(self, ref: tuple[int, ...], j: int) -> tuple[mpz, mpz, int]:
         # x_j^{2D} == Π x_i^{2c_i}, with the negative powers moved to the left. Squared
         # like the combination: a share off by a sign changes no signature and is not
         # wrong here either (Shoup's proofs cannot see the sign).
@@ -442,10 +453,13 @@ def combine_robust(
     **Cost**, for ``m`` shares, in combinations of ``k`` (each ``k`` small
     exponentiations; a check of one share against ``k`` others costs the same):
 
-    * a subset that signs: the first ``k``; then subsets of the best-ranked shares first
-      (shares whose proofs verify, once the first ``k`` failed). ``f`` liars among the
-      first ``k+f`` ranked cost at most ``C(k+f, f)`` subsets (``k+1`` for one liar);
-      ``m-k`` liars and no useful hint, up to ``C(m, k)``.
+    * a subset that signs: the first ``k``. If they fail and up to four of them lie
+      (and as many ranked after them do not), the liars are found by algebra
+      (:func:`_liars_among`: ``C(k, f)·f`` small exponentiations for ``f`` liars) and a
+      second subset signs. Otherwise subsets of the best-ranked shares first (shares
+      whose proofs verify, once the first ``k`` failed): ``f`` liars among the first
+      ``k+f`` ranked cost at most ``C(k+f, f)`` subsets; ``m-k`` liars and no useful
+      hint, up to ``C(m, k)``.
     * naming: ``m-k`` checks, each share against that subset.
     * ruling out a second consistent set, if there are ``s ≥ 2`` suspects: skipped when
       it would leave ``k`` or more shares outside it (impossible for the honest set
@@ -625,7 +639,99 @@ def _ranked_by_proofs(
 
 
 def _find_signer(search: _Search, ranked: list[int], k: int) -> tuple[int, ...] | None:
+    """A ``k``-subset that signs: the ``k`` best-ranked shares; else, if up to four of
+    them lie (and as many after them do not), the subset without the liars that
+    :func:`_liars_among` finds; else every subset, the best-ranked first
+    (:func:`_colex`)."""
+    top = tuple(sorted(ranked[:k]))
+    if search.signs(top) is not None:
+        return top
+    for f in range(1, min(_LOCATED, k, len(ranked) - k) + 1):
+        probes = ranked[k : k + f]
+        for liars in _liars_among(search, top, probes):
+            subset = tuple(sorted(set(top).difference(liars).union(probes)))
+            if search.signs(subset) is not None:
+                return subset
     for subset in _colex(ranked, k):
         if search.signs(subset) is not None:
             return subset
     return None
+
+
+#: Up to how many liars among the first ``k`` shares :func:`_liars_among` looks for.
+_LOCATED = 4
+
+
+def _liars_among(
+    search: _Search, failed: tuple[int, ...], probes: Sequence[int]
+) -> Iterator[tuple[int, ...]]:
+    """The sets ``Q`` of ``f = len(probes)`` shares of ``failed`` that hold all its liars,
+    if the ``probes`` are right: found by algebra, not by combining subsets.
+
+    Let ``x_l = (right value)·u_l``, ``P(z) = Π_{i∈failed}(z - i)``,
+    ``π_l = Π_{i≠l}(l - i)`` and, in the exponent, ``R(z) = Σ_l e_l/((z - l)·π_l)`` over
+    the liars (``u_l = g^{e_l}``): a rational function with poles at the liars. What
+    ``failed`` combined to shows ``R(0)`` (``y^e/x = g^{2aeΔ·P(0)·R(0)}``, ``a`` from
+    ``a·e' + b·e = 1``), and each right probe ``p`` shows ``R(p)`` (its distance from the
+    polynomial of ``failed`` is ``g^{-2D·P(p)·R(p)}``). If ``Q`` holds every liar, then
+    ``σ_Q(z)·R(z)`` with ``σ_Q(z) = Π_{l∈Q}(z - l)`` is a polynomial of degree below
+    ``f``, so its ``f``-th divided difference over the ``f+1`` points ``0, probes``
+    vanishes: ``Π_t T_t^{σ_t} = 1`` for group elements ``T_t`` computed once and the
+    small integer coefficients ``σ_t`` of ``σ_Q``. A ``Q`` that misses a liar fails that
+    (unless liars chose their errors to collude). So each ``Q`` costs ``f`` small
+    exponentiations: ``C(k, f)·f`` for ``f`` liars among ``k``, against up to
+    ``C(k+f, f)`` combinations of ``k`` shares by trying subsets. A ``Q`` is only a
+    candidate: the subset without it is combined before it counts.
+    """
+    params, N = search.params, search.params.N
+    a, _ = _bezout(params.combine_exponent, params.e)
+    points = [0, *probes]
+    # Each point's observed group element and the integer that scales R(z) into it.
+    observed = [search.power_of(failed) * gmpy2.invert(search.xm, N) % N]
+    scales = [a * params.e * params.delta * math.prod(-i for i in failed)]
+    for p in probes:
+        left, right, scale = search.relation(failed, p)
+        observed.append(left * gmpy2.invert(right, N) % N)
+        scales.append(-scale * math.prod(p - i for i in failed))
+    # Divided-difference weights over the points, each divided by its point's scale.
+    weights = [
+        Fraction(1, scales[j] * math.prod(z - w for w in points if w != z))
+        for j, z in enumerate(points)
+    ]
+    common = math.lcm(*(w.denominator for w in weights))
+    exponents = [int(w * common) for w in weights]
+    f = len(probes)
+    powers = [
+        math.prod(  # T_t = Π_z observed_z^{weight_z·z^t}
+            (
+                _signed_power(value, exponent * z**t, N)
+                for value, exponent, z in zip(observed, exponents, points, strict=True)
+            ),
+            start=mpz(1),
+        )
+        % N
+        for t in range(f + 1)
+    ]
+    inverses = [gmpy2.invert(t, N) for t in powers]
+    for liars in itertools.combinations(failed[::-1], f):
+        if search.stop():
+            raise _Stopped
+        product = powers[f]  # σ is monic
+        for t, c in enumerate(_monic_coefficients(liars)[:-1]):
+            if c:
+                product = (
+                    product * powmod_public(powers[t] if c > 0 else inverses[t], abs(c), N) % N
+                )
+        if product == 1:
+            yield liars
+
+
+def _monic_coefficients(roots: Sequence[int]) -> list[int]:
+    """Coefficients of ``Π (z - r)``, lowest degree first."""
+    out = [1]
+    for r in roots:
+        out = [
+            (out[t - 1] if t else 0) - r * (out[t] if t < len(out) else 0)
+            for t in range(len(out) + 1)
+        ]
+    return out
