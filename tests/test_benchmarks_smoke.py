@@ -114,6 +114,7 @@ def test_ratios_rates_keygen_split(report):
         "combine_check_over_share",
         "combine_nocheck_over_share",
         "final_check_s",
+        "combine_robust_over_combine_check",
         "share_proof_over_share",
         "share_proof_precomputed_over_share",
         "verify_share_over_share",
