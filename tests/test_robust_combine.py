@@ -247,9 +247,9 @@ def colluders(case: str, kind: str, n: int, k: int):
 
 
 COLLUDING = ["two cancel in one subset", "n-k frame the others"]
-#: (bad, ambiguous) at n=16, k=8 and n=20, k=10, where the oracle takes 5-20 s and
-#: minutes: checked against it once (all four, both kinds of key), and at n=16 for the
-#: subtler case in every run (below).
+#: (bad, ambiguous) at n=16, k=8 and n=20, k=10, where the oracle takes 5-40 s and an
+#: hour: checked against it once at n=16 (both cases, both kinds of key) and for the
+#: cancelling pair at n=20 (both kinds), and for that case at n=16 in every run (below).
 BIG_COLLUDING = {
     "two cancel in one subset": lambda n, k: (set(), set(range(1, n - k + 3))),
     "n-k frame the others": lambda n, k: (set(), set(range(k - 1, n + 1))),
