@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -27,6 +28,8 @@ Job = tuple[int, Sequence[SignatureShare]]
 #: A signature (with who made it and who was found bad), or why there is none.
 Outcome = CombineResult | NotEnoughShares
 
+#: How long a robust combine may spend naming liars after it has a signature (seconds).
+BLAME_SECONDS = 0.5
 #: Up to this many exact-k combines run inline on the event loop.
 _INLINE_JOBS = 8
 
@@ -104,10 +107,18 @@ class Combiner:
                 shares,
                 use_proofs=use_proofs,
                 deadline=deadline,
+                blame_deadline=self._blame_deadline(deadline),
                 should_stop=self._stopping.is_set,
             )
         except NotEnoughShares as exc:  # SearchStopped included: no signature in time
             return exc
+
+    @staticmethod
+    def _blame_deadline(deadline: float | None) -> float:
+        """Once a signature is in hand, clearing suspects may take only a little longer:
+        the caller is waiting, and unsettled suspects are reported as ambiguous."""
+        soon = time.monotonic() + BLAME_SECONDS
+        return soon if deadline is None else min(deadline, soon)
 
     async def verify(self, x: int, shares: Sequence[SignatureShare]) -> dict[int, str]:
         """Check each share's proof against ``x``; the nodes whose proof fails, and why."""
