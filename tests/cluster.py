@@ -489,12 +489,22 @@ class EmbeddedNode:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-        async def events() -> tuple[asyncio.Event, asyncio.Event]:
-            return asyncio.Event(), asyncio.Event()
+        async def events() -> tuple[asyncio.Event, asyncio.Event, asyncio.Event]:
+            return asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-        self._stop, ready = asyncio.run_coroutine_threadsafe(events(), self.loop).result()
+        self._stop, ready, self._reload = asyncio.run_coroutine_threadsafe(
+            events(), self.loop
+        ).result()
         self.task = asyncio.run_coroutine_threadsafe(
-            serve(config, self.share, clock=clock, stop=self._stop, ready=ready, faults=faults),
+            serve(
+                config,
+                self.share,
+                clock=clock,
+                stop=self._stop,
+                ready=ready,
+                faults=faults,
+                reload=self._reload,
+            ),
             self.loop,
         )
         while not ready.is_set():
@@ -538,6 +548,10 @@ class EmbeddedNode:
 
         self.close()
         return EmbeddedNode(self.config, self.clock, Faults(), self.channel)
+
+    def reload(self) -> None:
+        """What SIGHUP does to a node process: reload its TLS identity and allowed clients."""
+        self.loop.call_soon_threadsafe(self._reload.set)
 
     def close(self) -> None:
         """Stop serving (gracefully) and end the loop thread; safe to call twice."""

@@ -11,6 +11,9 @@ import datetime
 import functools
 import os
 import pathlib
+import socket
+import ssl
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,13 +23,16 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ittc.config import parse_address
 from ittc.errors import ClientIdentityError, ConfigError
 
 __all__ = [
+    "ReloadableServerCredentials",
     "channel_credentials",
     "channel_options",
     "client_credentials",
     "peer_identity",
+    "server_certificate",
     "server_credentials",
 ]
 
@@ -52,6 +58,41 @@ def server_credentials(
         root_certificates=_read(ca_path),
         require_client_auth=True,
     )
+
+
+class ReloadableServerCredentials:
+    """A node's TLS that can change while it serves: gRPC asks for the current
+    certificate, key and client CAs at every new handshake (``dynamic_ssl_server_credentials``),
+    and :meth:`replace` sets what the next handshakes get. Connections already open keep
+    theirs. Clients always need a certificate from one of the CAs in ``ca_pem`` (a bundle
+    during a CA rotation)."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
+        self._lock = threading.Lock()
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self.credentials: grpc.ServerCredentials = grpc.dynamic_ssl_server_credentials(
+            self._configuration(key_pem, cert_pem, ca_pem),
+            self._fetch,
+            require_client_authentication=True,
+        )
+
+    @staticmethod
+    def _configuration(
+        key_pem: bytes, cert_pem: bytes, ca_pem: bytes
+    ) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)], ca_pem)
+
+    def replace(self, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
+        """Serve this identity and trust these CAs from the next handshake on."""
+        configuration = self._configuration(key_pem, cert_pem, ca_pem)
+        with self._lock:
+            self._pending = configuration
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC (from its own threads) before each handshake; None: no change.
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
 
 
 def channel_credentials(
@@ -84,7 +125,7 @@ def client_credentials(
     key_pem = _read_identity(key_path, "client key")
     ca_pem = _read_identity(ca_path, "cluster CA certificate")
     cert = _pem_cert(cert_pem, cert_path, "client certificate")
-    ca = _pem_cert(ca_pem, ca_path, "cluster CA certificate")
+    cas = _pem_certs(ca_pem, ca_path, "cluster CA certificate")
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
@@ -115,15 +156,13 @@ def client_credentials(
             f"{_when(cert.not_valid_after_utc)} (now {_when(moment)}): issue a new one "
             "from the cluster CA"
         )
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
+    if not any(_issued_by(cert, ca) for ca in cas):
+        trusted = "', '".join(ca.subject.rfc4514_string() for ca in cas)
         raise ClientIdentityError(
             f"client certificate {os.fspath(cert_path)} was not issued by the cluster CA in "
             f"{os.fspath(ca_path)} (its issuer is '{cert.issuer.rfc4514_string()}', the "
-            f"cluster CA is '{ca.subject.rfc4514_string()}'): a certificate of another "
-            "cluster?"
-        ) from None
+            f"cluster CA is '{trusted}'): a certificate of another cluster?"
+        )
     try:
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -160,6 +199,25 @@ def _read_identity(path: PathLike, what: str) -> bytes:
     except OSError as exc:
         raise ClientIdentityError(
             f"{what} {os.fspath(path)}: cannot be read: {exc.strerror or exc}"
+        ) from None
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _pem_certs(data: bytes, path: PathLike, what: str) -> list[x509.Certificate]:
+    """Every certificate of a PEM file (a CA bundle during a CA rotation)."""
+    _pem_cert(data, path, what)  # the first one, with a clear error if there is none
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ClientIdentityError(
+            f"{what} {os.fspath(path)}: a certificate after the first one is damaged"
         ) from None
 
 
@@ -224,3 +282,34 @@ def _single_common_name(pem: bytes) -> str | None:
     value = names[0].value
     name = value if isinstance(value, str) else value.decode("utf-8", "replace")
     return name or None
+
+
+def server_certificate(
+    address: str,
+    tls_name: str,
+    *,
+    ca_path: PathLike,
+    cert_path: PathLike,
+    key_path: PathLike,
+    timeout: float,
+) -> x509.Certificate:
+    """The certificate the node at ``address`` presents, by a TLS handshake of our own
+    (gRPC does not show a client the server's certificate): checked against the CA in
+    ``ca_path`` and ``tls_name``, presenting the client identity ``cert_path``/``key_path``
+    as the node requires. Blocking; raises ``OSError`` (``ssl.SSLError`` included) when
+    the node cannot be reached or the handshake fails."""
+    host, port = parse_address(address)
+    host = host[1:-1] if host.startswith("[") else host
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=os.fspath(ca_path))
+    context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host, port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=tls_name) as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+    if der is None:  # pragma: no cover - a verified handshake always has one
+        raise ssl.SSLError("the node presented no certificate")
+    return x509.load_der_x509_certificate(der)

@@ -27,8 +27,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -38,21 +36,22 @@ from ittc.errors import (
     AuditLogError,
     BackendError,
     ComputeError,
-    ConfigError,
     IttcError,
     StartupError,
 )
 from ittc.scheme import ct
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
-from ittc.storage import pki
 from ittc.version import __version__
 from ittc.wire import codec, tls
 from ittc_node import certwatch
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import make_compute
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
+from ittc_node.identity import TlsIdentity, load_identity
+from ittc_node.reload import Reloader
 from ittc_node.replay import ReplayCache
+from ittc_node.sdnotify import Notifier
 from ittc_node.service import SignerService
 
 __all__ = ["StartupError", "load_share", "read_passphrase", "run", "serve"]
@@ -168,31 +167,17 @@ def _check_limits(config: NodeConfig, params: PublicParams) -> None:
         )
 
 
-def _server_credentials(
-    config: NodeConfig, now: float
-) -> tuple[grpc.ServerCredentials, list[tuple[pathlib.Path, x509.Certificate]]]:
-    """mTLS credentials, after checking the key file's mode, that it fits the certificate,
-    and that the certificate and the CA's are valid now (a warning is logged if one
-    expires soon); and those two certificates, to watch while the node runs."""
+def _identity(config: NodeConfig, now: float) -> TlsIdentity:
+    """The node's TLS identity, checked (the key's mode, that it fits the certificate, that
+    a CA of the bundle issued it, that both are valid now); warnings are logged (one
+    expires soon)."""
     try:
-        key = pki.load_private_key(config.tls_key)  # refuses a key others can read
-        cert = pki.load_cert(config.tls_cert)
-        ca_cert = pki.load_cert(config.tls_ca)
-        if cert.public_key().public_bytes(*_SPKI) != key.public_key().public_bytes(*_SPKI):
-            raise StartupError(
-                f"{config.tls_cert}: is not the certificate of the key {config.tls_key}"
-            )
-        certificates = [(config.tls_cert, cert), (config.tls_ca, ca_cert)]
-        for path, certificate in certificates:
-            warning = certwatch.check_certificate(path, certificate, now)
-            if warning is not None:
-                log.warning("%s", warning)
-        return tls.server_credentials(config.tls_cert, config.tls_key, config.tls_ca), certificates
-    except (ConfigError, certwatch.CertificateError) as exc:
+        identity, warnings = load_identity(config, now)
+    except IttcError as exc:  # ConfigError, certwatch.CertificateError
         raise StartupError(str(exc)) from None
-
-
-_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return identity
 
 
 # -- serving -------------------------------------------------------------------------
@@ -229,13 +214,17 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     faults: Faults | None = None,
+    reload: asyncio.Event | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully.
 
     ``share`` must be this node's, already self-tested. Opens the audit log (raising
     :class:`AuditLogError` before serving anything if it cannot), binds the port, starts
     the compute pool, then reports SERVING and sets ``ready``. ``faults`` defaults to
-    what the environment asks for (see :mod:`ittc_node.faults`).
+    what the environment asks for (see :mod:`ittc_node.faults`). Each time ``reload`` is
+    set the node reloads its TLS identity and allowed clients (:mod:`ittc_node.reload`).
+    ``notifier`` tells systemd (default: from ``$NOTIFY_SOCKET``, if set).
     """
     params = share.params
     if share.index != config.index:
@@ -254,7 +243,12 @@ async def serve(
             faults.describe(),
         )
 
-    creds, certificates = _server_credentials(config, clock())
+    notifier = notifier if notifier is not None else Notifier()
+    reload = reload if reload is not None else asyncio.Event()
+    identity = _identity(config, clock())
+    credentials = tls.ReloadableServerCredentials(
+        identity.key_pem, identity.cert_pem, identity.ca_pem
+    )
     # The ids of requests that may still be fresh are read back from the log (2 windows:
     # see ReplayCache.restore).
     audit = AuditLog.open(
@@ -278,7 +272,7 @@ async def serve(
             maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         try:
-            port = server.add_secure_port(config.listen, creds)
+            port = server.add_secure_port(config.listen, credentials.credentials)
         except RuntimeError:
             port = 0
         if not port:
@@ -357,7 +351,25 @@ async def serve(
         service.certificate_problem = reason
         failed(reason)
 
-    watcher = loop.create_task(certwatch.watch(certificates, clock, stop, certificate_invalid))
+    def watch(identity: TlsIdentity) -> asyncio.Task[None]:
+        return loop.create_task(certwatch.watch(identity.watched, clock, stop, certificate_invalid))
+
+    watcher = watch(identity)
+
+    async def identity_changed(new: TlsIdentity) -> None:
+        nonlocal watcher
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        watcher = watch(new)
+        # A renewed certificate ends a NOT_SERVING that its expiry caused.
+        service.certificate_problem = None
+        await health.set(service.serving)
+
+    reloader = Reloader(
+        config, identity, credentials, service, audit, clock, identity_changed, notifier
+    )
+    watchdog = loop.create_task(notifier.watchdog(stop))
     await health.set(True)
     if params.bits < MIN_MODULUS_BITS:
         log.warning(
@@ -374,23 +386,40 @@ async def serve(
         ct.backend_description(),
         len(config.allowed_clients),
     )
+    notifier.ready(f"serving as node {config.index} of key {params.short_id}")
     if ready is not None:
         ready.set()
     try:
-        await stop.wait()
+        while not stop.is_set():
+            await _first(stop, reload)
+            if reload.is_set() and not stop.is_set():
+                reload.clear()
+                await reloader.reload()
     finally:
         log.info("node %d stopping", config.index)
+        notifier.stopping()
         service.ready = False
         await health.servicer.enter_graceful_shutdown()
         await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
         await compute.close()
         await summaries
         await watcher
+        await watchdog
         await service.write_refusal_summaries(final=True)
         with contextlib.suppress(AuditLogError):
             await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
         await audit.close()
         log.info("node %d stopped", config.index)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until one of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 # -- the command line ----------------------------------------------------------------
@@ -417,18 +446,25 @@ def _fail(message: str) -> int:
     return EXIT_STARTUP
 
 
-async def _main(config: NodeConfig, share: KeyShare) -> None:
-    stop = asyncio.Event()
+async def _main(config: NodeConfig, share: KeyShare, hup_pending: bool) -> None:
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(config, share, stop=stop, faults=Faults.from_env())
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    if hup_pending:  # a SIGHUP while the node was starting: reload once it serves
+        reload.set()
+    await serve(config, share, stop=stop, faults=Faults.from_env(), reload=reload)
 
 
 def run(config_path: pathlib.Path | str) -> int:
     """Run a node until SIGTERM/SIGINT. Returns the exit status: 0 after a clean stop,
     2 if the node could not start (one line on stderr says why), 1 on a later failure."""
     _configure_logging()
+    # Until the event loop handles it, a SIGHUP (a reload) must not kill the node: it is
+    # remembered and applied once the node serves.
+    hups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hups.append(signum))
     config_path = pathlib.Path(config_path)
     try:
         try:
@@ -444,7 +480,7 @@ def run(config_path: pathlib.Path | str) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted")
     try:
-        asyncio.run(_main(config, share))
+        asyncio.run(_main(config, share, bool(hups)))
     except ComputeError as exc:
         return _fail(f"{config.path}: {exc}")
     except IttcError as exc:  # StartupError, AuditLogError: before serving anything

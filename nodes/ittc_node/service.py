@@ -18,7 +18,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -251,6 +251,15 @@ class SignerService:
         for request_id, timestamp_ms, client in audit.recent:
             replay.restore(request_id, timestamp_ms, client)
         self.started_ms = clock() * 1000.0 if audit.opened_lines == 0 else -math.inf
+
+    @property
+    def allowed_clients(self) -> frozenset[str]:
+        """The client identities allowed to call Sign and GetInfo now."""
+        return self._allowed
+
+    def allow(self, clients: Iterable[str]) -> None:
+        """Replace the allowed identities (a reload): from the next call on."""
+        self._allowed = frozenset(clients)
 
     # -- shared steps ------------------------------------------------------------------
 
