@@ -216,6 +216,11 @@ class ClientIdentityError(ConfigError):
     The message names the file and what is wrong."""
 
 
+class CertificateNotValid(IttcError):
+    """A TLS certificate of the cluster's own PKI that is not valid now (expired, or not
+    valid yet by this host's clock); the message names the file and the dates."""
+
+
 class ReshareError(IttcError):
     """A reshare run failed one of its checks; nothing of that run was committed.
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ittc.cli import audit, ca, ceremony, completion, demo, keys, network, verify
+from ittc.cli import audit, ca, ceremony, completion, demo, keys, network, share, tls, verify
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
 from ittc.errors import IttcError
 from ittc.version import __version__
@@ -27,6 +27,8 @@ COMMANDS: tuple[Command, ...] = (
     keys.SPLIT,
     keys.INFO,
     ceremony.CEREMONY,
+    tls.TLS,
+    share.SHARE,
     network.NODE,
     network.CLUSTER,
     network.SIGN,

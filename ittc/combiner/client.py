@@ -23,6 +23,7 @@ refused for a newer epoch are signed again in it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -34,8 +35,11 @@ from pathlib import Path
 from typing import TypeVar, Unpack
 
 import grpc
+from cryptography import x509
 
+from ittc.combiner import certcheck
 from ittc.combiner.batcher import Batcher, Pending
+from ittc.combiner.certcheck import CertificateWatch
 from ittc.combiner.combining import Combiner
 from ittc.combiner.context import ClientStats, RoundContext
 from ittc.combiner.options import ClientOptions, Settings
@@ -53,6 +57,7 @@ from ittc.errors import (
 from ittc.scheme.encoding import Scheme, SignItem
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
+from ittc.wire import tls
 from ittc.wire.v1 import signer_pb2 as pb
 
 __all__ = ["ClientStats", "ClusterClient", "EpochView", "SignItem", "SyncClusterClient"]
@@ -122,6 +127,9 @@ class ClusterClient:
         self._listeners: list[Callable[[NodeEvent], None]] = []
         self._view = self._new_view(loaded)
         self._watched = _file_state(loaded.path)
+        self._identity_watched = self._identity_state(loaded)
+        self._certificates = CertificateWatch(s.clock)
+        self._certificate_task: asyncio.Task[None] | None = None
         self._looked_at = time.monotonic()
         self._retired: list[EpochView] = []
         self._batcher = Batcher(
@@ -171,6 +179,7 @@ class ClusterClient:
         if not force and now - self._looked_at < FOLLOW_INTERVAL:
             return False
         self._looked_at = now
+        self._follow_identity()
         path = self._view.cluster.path
         state = _file_state(path)
         if state is None or state == self._watched:
@@ -195,11 +204,42 @@ class ClusterClient:
         self._switch(loaded)
         return True
 
-    def _switch(self, cluster: ClusterFile) -> None:
+    def _identity_state(self, cluster: ClusterFile) -> tuple[object, ...]:
+        return tuple(_file_state(p) for p in (cluster.ca, self._cert, self._key))
+
+    def _follow_identity(self) -> None:
+        """If the CA file or the client's certificate or key changed (a renewal, a CA
+        rotation), make new connections with them: batches under way finish on the old
+        ones, the next use the new ones. A change that does not make a working identity
+        (a file half-copied, a key that is not the certificate's) is logged and ignored."""
+        cluster = self._view.cluster
+        state = self._identity_state(cluster)
+        if state == self._identity_watched:
+            return
+        self._identity_watched = state
+        try:
+            tls.client_credentials(self._cert, self._key, cluster.ca, now=self.settings.clock())
+        except IttcError as exc:
+            log.error("client identity or CA changed but cannot be used (kept the old): %s", exc)
+            return
+        self._replace_view(self._new_view(cluster))
+        log.warning(
+            "client identity or CA files changed (%s, %s, %s): new connections use them",
+            self._cert,
+            self._key,
+            cluster.ca,
+        )
+        self._certificates.check_own(self._cert)
+
+    def _replace_view(self, view: EpochView) -> None:
         old = self._view
-        self._view = self._new_view(cluster)
+        self._view = view
         old.retired = True
         self._retired.append(old)
+
+    def _switch(self, cluster: ClusterFile) -> None:
+        old = self._view
+        self._replace_view(self._new_view(cluster))
         log.warning(
             "key %s: now signing in epoch %d (%d of %d nodes), was epoch %d",
             cluster.params.short_id,
@@ -223,7 +263,21 @@ class ClusterClient:
         view = view or self._view
         if not view.links:
             view.links = open_links(view.cluster, self._cert, self._key, self.settings.clock)
+            if self._certificate_task is None:
+                self._certificates.check_own(self._cert)
+                with contextlib.suppress(RuntimeError):  # no running loop: no watch
+                    self._certificate_task = asyncio.get_running_loop().create_task(
+                        self._watch_certificates()
+                    )
         return view.links
+
+    async def _watch_certificates(self) -> None:
+        """Now and then, warn about the client's certificate and the nodes' (certcheck)."""
+        await asyncio.sleep(certcheck.FIRST_CHECK)
+        while not self._closed:
+            self._certificates.check_own(self._cert)
+            await self.certificates()
+            await asyncio.sleep(certcheck.CHECK_INTERVAL)
 
     async def __aenter__(self) -> ClusterClient:
         self._connect()
@@ -237,6 +291,10 @@ class ClusterClient:
         if self._closed:
             return
         self._closed = True
+        if self._certificate_task is not None:
+            self._certificate_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._certificate_task
         await self._batcher.close(CombinerClosed("client closed"))
         for view in [self._view, *self._retired]:
             await view.close()
@@ -353,6 +411,16 @@ class ClusterClient:
         answers = await asyncio.gather(*(link.health(timeout) for link in links.values()))
         return dict(zip(links, answers, strict=True))
 
+    async def certificates(self) -> dict[int, x509.Certificate | str]:
+        """The certificate each node presents now (by a TLS handshake of its own), or why
+        it could not be had; one expiring within 30 days is warned about (logger
+        ``ittc.combiner``)."""
+        found = await certcheck.node_certificates(
+            self.cluster, self._cert, self._key, self.settings.node_timeout
+        )
+        self._certificates.check_nodes(found)
+        return found
+
     async def info(self) -> dict[int, pb.NodeInfo | str]:
         """Each node's self-description, or why it could not be asked."""
         links = self._connect()
@@ -431,6 +499,9 @@ class SyncClusterClient:
 
     def health(self) -> dict[int, str]:
         return self._call(self._client.health())
+
+    def certificates(self) -> dict[int, x509.Certificate | str]:
+        return self._call(self._client.certificates())
 
     def close(self) -> None:
         if self._loop.is_running():

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ittc.errors import ConfigError, IttcError
+from ittc.errors import CertificateNotValid, ConfigError
 from ittc.storage.files import write_file_atomically
 
 __all__ = [
@@ -337,10 +337,6 @@ def issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> x509.C
 
 #: Nodes and combiners warn this long before a certificate expires (daily from then on).
 EXPIRY_WARNING = datetime.timedelta(days=30)
-
-
-class CertificateNotValid(IttcError):
-    """A certificate that is not valid now; the message names the file and the dates."""
 
 
 def _day(moment: datetime.datetime) -> str:
