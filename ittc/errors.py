@@ -8,13 +8,32 @@ raise. Messages name nodes, indices and reasons, never secret values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature as _CryptographyInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm as _CryptographyUnsupportedAlgorithm
 
 
+def _rebuild(cls: type[IttcError], args: tuple[Any, ...], state: dict[str, Any]) -> IttcError:
+    """An error as it was pickled: its ``args`` and attributes, without calling the
+    class's ``__init__`` (whose parameters are not its ``args``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
 class IttcError(Exception):
-    """Base class of every error ittc raises on purpose."""
+    """Base class of every error ittc raises on purpose.
+
+    Every one pickles whole (its message and attributes): an error raised in a worker
+    process reaches the process that waits for it as itself.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own reduce calls ``cls(*args)``, which breaks every class whose
+        # ``__init__`` takes other parameters than the message it passes on.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class ParameterError(IttcError, ValueError):

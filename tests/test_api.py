@@ -99,3 +99,83 @@ def test_bad_options_are_named(option, value, message):
 def test_unknown_option_is_a_type_error_naming_it():
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['deadlin'\]"):
         options.Settings.from_options({"deadlin": 5})
+
+
+def _error_examples() -> list[errors.IttcError]:
+    """One instance of every error class in ittc.errors, with attributes set."""
+    node = errors.NodeMisbehaved(4, "sent two different shares", "INTERNAL")
+    examples: list[errors.IttcError] = [
+        errors.InvalidShare(3, "value is not a unit"),
+        errors.InvalidShare(None, "too long"),
+        errors.InvalidProof(2, "proof does not verify"),
+        errors.NotEnoughShares(3, 2, {5: "proof does not verify"}),
+        errors.SearchStopped(3, 7, {1: "suspect"}),
+        errors.CombineError([1, 2, 4]),
+        errors.NodeError(1, "gone", "UNAVAILABLE"),
+        errors.NodeUnavailable(2, "UNAVAILABLE: connection refused", "UNAVAILABLE"),
+        errors.NodeRefused(3, "stale request", "FAILED_PRECONDITION"),
+        node,
+        errors.SigningError("fewer than k=3 nodes answered", {4: node}),
+        errors.CombinerClosed("closed", {}),
+        errors.WireError("unknown hash 9"),
+        errors.ReshareError("commitments", "wrong degree", holders=[2], members=[1, 3]),
+        errors.EnvelopeError("site-a", "signature does not verify"),
+        errors.Undecryptable("site-b", "does not open"),
+        errors.ApprovalError("too few approvals", {"site-c": "expired"}),
+    ]
+    covered = {type(e) for e in examples}
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if cls.__module__ == errors.__name__ and cls not in covered:
+            examples.append(cls("a message naming nothing secret"))
+    return examples
+
+
+def _same(a: BaseException, b: BaseException) -> None:
+    assert type(a) is type(b)
+    assert a.args == b.args and str(a) == str(b)
+    assert {k: v for k, v in vars(a).items() if k != "nodes"} == {
+        k: v for k, v in vars(b).items() if k != "nodes"
+    }
+    if isinstance(a, errors.SigningError):
+        assert isinstance(b, errors.SigningError)
+        assert a.nodes.keys() == b.nodes.keys()
+        for i in a.nodes:
+            _same(a.nodes[i], b.nodes[i])
+
+
+def test_every_error_pickles_whole():
+    """An error raised in a worker process crosses the pipe as itself (type, message,
+    attributes); classes whose __init__ takes other parameters than their message too."""
+    import pickle
+
+    from ittc_node.audit import AuditChainBroken
+    from ittc_node.certwatch import CertificateError
+
+    examples = [
+        *_error_examples(),
+        AuditChainBroken("log: line 3: hash chain broken"),
+        CertificateError("node.crt: expired"),
+    ]
+    assert len(examples) > 25
+    for error in examples:
+        _same(error, pickle.loads(pickle.dumps(error)))
+
+
+def _raise(position: int) -> None:
+    raise _error_examples()[position]
+
+
+def test_errors_raised_in_a_worker_process_arrive_as_themselves():
+    """What a node's worker process raises reaches the daemon as that error, not as a
+    broken pool ("worker processes failed to start")."""
+    import concurrent.futures
+    import multiprocessing
+
+    examples = _error_examples()
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        for position, expected in enumerate(examples):
+            with pytest.raises(type(expected)) as raised:
+                pool.submit(_raise, position).result(timeout=60)
+            _same(expected, raised.value)
