@@ -114,6 +114,7 @@ def _error_examples() -> list[errors.IttcError]:
         errors.NodeError(1, "gone", "UNAVAILABLE"),
         errors.NodeUnavailable(2, "UNAVAILABLE: connection refused", "UNAVAILABLE"),
         errors.NodeRefused(3, "stale request", "FAILED_PRECONDITION"),
+        errors.NodeInOtherEpoch(2, "wrong epoch", 7),
         node,
         errors.SigningError("fewer than k=3 nodes answered", {4: node}),
         errors.CombinerClosed("closed", {}),
