@@ -1157,3 +1157,59 @@ def test_faults_need_the_enabling_variable() -> None:
     assert faults.random_share and faults.slow_ms == 20 and faults.index(5, 5) == 1
     with pytest.raises(ValueError, match="unknown test fault"):
         Faults.from_env(fault_env("be-evil"))
+
+
+def test_compute_deadline_ends_a_request_only_while_its_shares_are_computed(
+    vkey: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline (and cancelling) drop a request whose shares are not made yet, and its
+    commit (the audit record) never runs; once the shares exist, the commit runs to its
+    end and the caller gets the shares even past the deadline; a failed commit is the
+    caller's error."""
+    share = vkey.shares[0]
+    x = encode(Scheme.PKCS1V15, "sha256", b"\x07" * 32, vkey.params.bits)
+    compute = compute_mod.ThreadCompute(share, threads=1, proof_nonces=0)
+    committed: list[str] = []
+
+    async def run() -> None:
+        await compute.start()
+
+        # Shares made, commit slow: answered after the deadline, record written once.
+        def slow_commit(done: Callable[[BaseException | None], None]) -> None:
+            time.sleep(0.3)
+            committed.append("slow")
+            done(None)
+
+        shares = await compute.sign([x], False, commit=slow_commit, timeout=0.05)
+        assert shares[0][0] == share.signature_share(x).value.to_bytes(
+            vkey.params.size_bytes, "big"
+        )
+        assert committed == ["slow"]
+
+        # Shares not made within the deadline: TimeoutError, the commit never runs.
+        release = threading.Event()
+        real = compute_mod.sign_chunk
+
+        def stuck(*args: Any) -> Any:
+            release.wait(TIMEOUT)
+            return real(*args)
+
+        monkeypatch.setattr(compute_mod, "sign_chunk", stuck)
+        with pytest.raises(TimeoutError):
+            await compute.sign(
+                [x], False, commit=lambda done: committed.append("late"), timeout=0.05
+            )
+        release.set()
+        monkeypatch.setattr(compute_mod, "sign_chunk", real)
+        for _ in range(100):
+            if compute.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert compute.pending == 0 and committed == ["slow"]
+
+        # A commit that fails: the caller gets its error.
+        with pytest.raises(AuditLogError):
+            await compute.sign([x], False, commit=lambda done: done(AuditLogError("disk full")))
+        await compute.close()
+
+    asyncio.run(run())

@@ -9,9 +9,10 @@ the first bad line. A chain alone cannot show that lines were cut off the *end*:
 the last line's hash (:func:`audit_log_head`) somewhere else now and then, or ship the
 log to a remote store, to catch that too.
 
-Writes are group-committed: one writer task takes every line queued while the previous
-``write + fsync`` ran and writes them with one more ``write + fsync``, so many
-concurrent requests cost few fsyncs. A request is answered only after its line is on
+Writes are group-committed: one writer thread takes every line queued while the
+previous ``write + fsync`` ran and writes them with one more ``write + fsync``, so many
+concurrent requests cost few fsyncs, and answers their callers with one wake-up of the
+event loop. A request is answered only after its line is on
 disk; if writing ever fails the log stays failed and the node refuses to sign until it
 is restarted. A failed write or fsync is cut back to the end of the last acknowledged
 line (never further), so the log a restart finds is whole and verifies: the documented
@@ -21,6 +22,7 @@ recovery from a full disk is "free space, restart".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import fcntl
 import hashlib
@@ -28,8 +30,8 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -238,12 +240,18 @@ def _tail_lines(fd: int, size: int, count: int) -> list[bytes]:
     return lines[-count:]
 
 
+#: Who waits for a record: a future of the event loop, or a function called in the writer
+#: thread with the error (None once the record is durable).
+_Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
+
+
 class AuditLog:
     """One node's audit log, open for appending.
 
     :meth:`open` checks the existing file (mode, and its whole hash chain) and never
-    writes; :meth:`start` launches the writer; :meth:`append` returns once the
-    record is durable or raises :class:`AuditLogError`.
+    writes; :meth:`start` launches the writer thread; :meth:`append` returns once the
+    record is durable or raises :class:`AuditLogError`. Once started, the writer thread
+    alone touches the file and the chain.
     """
 
     def __init__(
@@ -275,11 +283,14 @@ class AuditLog:
         #: The file's length up to the last acknowledged (written and fsynced) line: after
         #: a failed write or fsync the file is cut back to it, never shorter.
         self._acked = size
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._io = ThreadPoolExecutor(1, thread_name_prefix="ittc-audit")
+        #: Records waiting for the writer thread, and what guards them.
+        self._queue: list[tuple[dict[str, Any], _Waiter]] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._closing = False
+        self._discarding = False
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self.fsyncs = 0
@@ -391,16 +402,19 @@ class AuditLog:
     # -- writing -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Launch the writer task on the running event loop."""
-        self._wake = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        """Launch the writer thread; records are answered on the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._write_loop, name="ittc-audit", daemon=True)
+        self._thread.start()
 
     @property
     def healthy(self) -> bool:
         return self.failure is None and not self._closing
 
     async def append(self, record: dict[str, Any]) -> None:
-        """Queue ``record`` (a fresh dict; ``prev`` is added) and wait until it is durable."""
+        """Queue ``record`` (a fresh dict, handed over: ``prev`` is added) and wait until it
+        is durable."""
         # If the caller is cancelled the line is still written: only the wait ends.
         await self.submit(record)
 
@@ -409,24 +423,43 @@ class AuditLog:
         the future is done once the line is durable, or has the error."""
         if self.failure is not None:
             raise AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
-        if self._closing or self._wake is None:
+        if self._closing or self._loop is None:
             raise AuditLogError(f"audit log {self.path}: closed")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((record, future))
-        self._wake.set()
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._cond:
+            self._queue.append((record, future))
+            self._cond.notify()
         return future
 
-    async def _write_loop(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
+    def append_threadsafe(
+        self, record: dict[str, Any], done: Callable[[BaseException | None], None]
+    ) -> None:
+        """From any thread: queue ``record`` (handed over, like :meth:`append`); ``done`` is
+        called with ``None`` once it is durable, or with the :class:`AuditLogError`, in the
+        writer thread (at once, in this one, if the log cannot take it)."""
+        with self._cond:
+            if self.failure is None and not self._closing:
+                self._queue.append((record, done))
+                self._cond.notify()
+                return
+        done(
+            self._unavailable() if self.failure else AuditLogError(f"audit log {self.path}: closed")
+        )
+
+    def _write_loop(self) -> None:
+        """The writer thread: everything queued while the last write ran goes out in one
+        ``write + fsync``; the waiting callers are answered with one wake-up of the loop."""
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self._queue:
-                if self._closing:
-                    return
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._discarding or (self._closing and not self._queue):
+                    dropped, self._queue = self._queue, []
+                    break
+                batch, self._queue = self._queue, []
+            if self.failure is not None:  # queued after the log failed
+                self._answer(batch, self._unavailable())
                 continue
-            batch, self._queue = self._queue, []
             prev = self._prev
             lines = []
             if self._acked == 0:
@@ -437,25 +470,37 @@ class AuditLog:
                 line = _dumps(record)
                 prev = _line_hash(line)
                 lines.append(line)
-            data = b"\n".join(lines) + b"\n"
             try:
-                await loop.run_in_executor(self._io, self._write_sync, data)
+                self._write_sync(b"\n".join(lines) + b"\n")
             except OSError as exc:
                 self._fail(f"write failed: {exc.strerror or exc}")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
-                        )
+                self._answer(batch, self._unavailable())
                 continue
             self._prev = prev
-            if self.lines >= 0:
-                self.lines += len(batch)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-            if self._closing and not self._queue:
-                return
+            self.lines += len(batch)
+            self._answer(batch, None)
+        self._answer(dropped, AuditLogError(f"audit log {self.path}: closed"))
+        self._call_on_loop(_set_result, self._stopped, None)
+
+    def _unavailable(self) -> AuditLogError:
+        return AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
+
+    def _answer(self, batch: list[tuple[dict[str, Any], _Waiter]], error: Exception | None) -> None:
+        """Tell the writers of ``batch``: the loop's waiters with one wake-up of the loop,
+        the others (:meth:`append_threadsafe`) here."""
+        futures = []
+        for _, waiter in batch:
+            if isinstance(waiter, asyncio.Future):
+                futures.append(waiter)
+            else:
+                waiter(error)
+        if futures:
+            self._call_on_loop(_settle, futures, error)
+
+    def _call_on_loop(self, function: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(function, *args)
 
     #: The system calls the writer makes (tests replace them to inject disk faults).
     _write = staticmethod(os.write)
@@ -501,38 +546,56 @@ class AuditLog:
             )
 
     def _fail(self, reason: str) -> None:
-        if self.failure is not None:
-            return
-        self.failure = reason
+        """The log failed (in the writer thread): it stays failed until the node restarts."""
+        with self._cond:
+            if self.failure is not None:
+                return
+            self.failure = reason
+            # Anything queued behind the failed write fails too: the chain is now unknown.
+            queued, self._queue = self._queue, []
         log.error("audit log %s: %s; refusing to sign until restarted", self.path, reason)
-        # Anything queued behind the failed write fails too: the chain is now unknown.
-        queued, self._queue = self._queue, []
-        for _, future in queued:
-            if not future.done():
-                future.set_exception(AuditLogError(f"audit log {self.path}: unavailable"))
+        self._answer(queued, self._unavailable())
         if self.on_failure is not None:
-            self.on_failure(reason)
+            self._call_on_loop(self.on_failure, reason)
 
     async def close(self) -> None:
         """Write what is queued, then close the file."""
-        self._closing = True
-        if self._writer is not None and self._wake is not None:
-            self._wake.set()
-            await self._writer
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._stopped is not None:
+            await self._stopped
         self.discard()
 
     def discard(self) -> None:
         """Close without writing anything more (startup failed)."""
-        self._closing = True
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+        with self._cond:
+            self._closing = True
+            self._discarding = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()  # at most the write in progress: the file is closed after it
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._io.shutdown(wait=False)
         if self.created and self.lines == 0:
             # Startup failed after creating an empty log: leave the disk as it was.
             _unlink_quietly(self.path)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:
+    """On the loop: answer the callers still waiting."""
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+def _set_result(future: asyncio.Future[None] | None, value: None) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
 
 
 def _fsync_dir(directory: str) -> None:

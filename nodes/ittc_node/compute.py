@@ -23,6 +23,7 @@ less.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -34,6 +35,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from ittc.errors import ComputeError, IttcError
 from ittc.scheme import ct
@@ -43,6 +45,7 @@ from ittc.scheme.params import PublicParams
 from ittc.wire.codec import ShareBytes, share_to_wire
 
 __all__ = [
+    "Commit",
     "Compute",
     "ComputeError",
     "ProcessCompute",
@@ -110,6 +113,104 @@ def _call_with(function: Callable[[int], None], items: int, _future: object) -> 
     function(items)
 
 
+#: What a request does once its shares exist, before the event loop hears of it: called
+#: in the thread that finished them (under the request's lock: it must only hand work
+#: on), with a function to call (from any thread) once that work is done, given the error
+#: if it failed. The node queues its audit record here, so a lone request wakes the
+#: event loop once, when the record is durable.
+Commit = Callable[[Callable[[BaseException | None], None]], None]
+
+
+class _Request:
+    """One request's chunks, gathered in the threads that finish them; the event loop is
+    told once, when every share exists (and the commit, if any, is done) or one failed.
+
+    The deadline and the caller's cancellation end the request only while its shares are
+    being computed; once they exist (the commit started) the request runs to the end.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        parts: int,
+        commit: Commit | None,
+        fail: Callable[[str], None],
+    ) -> None:
+        self.loop = loop
+        self.result: asyncio.Future[list[ShareBytes]] = loop.create_future()
+        self._commit = commit
+        self._fail = fail
+        self._lock = threading.Lock()
+        self._parts: list[list[ShareBytes] | None] = [None] * parts
+        self._missing = parts
+        #: "computing", then "done" (shares or an error), or "abandoned".
+        self._state = "computing"
+
+    def chunk_done(
+        self,
+        position: int,
+        finished: Callable[[int], None],
+        items: int,
+        future: Future[list[ShareBytes]],
+    ) -> None:
+        """A chunk's done-callback, in the thread that finished (or cancelled) it."""
+        finished(items)
+        with self._lock:
+            if self._state != "computing" or future.cancelled():
+                return
+            error = future.exception()
+            if error is None:
+                self._parts[position] = future.result()
+                self._missing -= 1
+                if self._missing:
+                    return
+            self._state = "done"
+            if error is None:
+                parts = [part for part in self._parts if part is not None]
+                shares = parts[0] if len(parts) == 1 else [s for part in parts for s in part]
+                if self._commit is not None:
+                    # Under the lock: a cancellation either stopped the request before
+                    # this, or finds its commit started (abandon() is False).
+                    self._commit(lambda error: self._call(self._settle, error, shares))
+                    return
+        if isinstance(error, BrokenProcessPool):
+            self._call(self._broken)
+        elif error is not None:
+            self._call(self._settle, error, None)
+        else:
+            self._call(self._settle, None, shares)
+
+    def abandon(self) -> bool:
+        """Stop the request if its shares are still being computed (on the loop)."""
+        with self._lock:
+            if self._state == "computing":
+                self._state = "abandoned"
+                return True
+            return False
+
+    def expire(self) -> None:
+        """The deadline (a timer on the loop): fails the request unless its shares exist."""
+        if self.abandon():
+            self._settle(TimeoutError(), None)
+
+    def _call(self, function: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self.loop.call_soon_threadsafe(function, *args)
+
+    def _settle(self, error: BaseException | None, shares: list[ShareBytes] | None) -> None:
+        if self.result.done():
+            return
+        if error is not None:
+            self.result.set_exception(error)
+        else:
+            assert shares is not None
+            self.result.set_result(shares)
+
+    def _broken(self) -> None:
+        self._fail("a worker process died")
+        self._settle(ComputeError("a worker process died"), None)
+
+
 def _chunks(xs: Sequence[int], parts: int) -> list[Sequence[int]]:
     parts = max(1, min(parts, len(xs)))
     size, extra = divmod(len(xs), parts)
@@ -150,31 +251,56 @@ class Compute:
         with self._lock:
             self._pending -= items
 
-    async def sign(self, xs: Sequence[int], with_proofs: bool) -> list[ShareBytes]:
-        """The shares of ``xs`` in order. Cancelling drops the chunks not yet started."""
+    async def sign(
+        self,
+        xs: Sequence[int],
+        with_proofs: bool,
+        *,
+        commit: Commit | None = None,
+        timeout: float | None = None,
+    ) -> list[ShareBytes]:
+        """The shares of ``xs`` in order, once ``commit`` (if given) is done too.
+
+        Raises :class:`TimeoutError` if the shares are not all computed within
+        ``timeout`` seconds; that, or cancelling, drops the chunks not yet started. Once
+        the shares exist, ``commit`` runs to its end even if the caller is cancelled.
+        The threads (or, for worker processes, the pool's result thread) report back
+        with one ``call_soon_threadsafe``: a lone request wakes the event loop once.
+        """
         if self.failure is not None:
             raise ComputeError(self.failure)
+        loop = asyncio.get_running_loop()
+        chunks = _chunks(xs, self.parallelism)
+        request = _Request(loop, len(chunks), commit, self._fail)
         futures: list[Future[list[ShareBytes]]] = []
+        timer = None
         try:
-            for chunk in _chunks(xs, self.parallelism):
+            for position, chunk in enumerate(chunks):
                 with self._lock:
                     self._pending += len(chunk)
                 try:
                     future = self._submit(chunk, with_proofs)
                 except BaseException:
                     self._finished(len(chunk))
-                    for f in futures:
-                        f.cancel()
+                    request.abandon()
                     raise
-                future.add_done_callback(functools.partial(_call_with, self._finished, len(chunk)))
                 futures.append(future)
-            parts = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-        except BrokenProcessPool:
-            self._fail("a worker process died")
-            raise ComputeError("a worker process died") from None
-        if len(parts) == 1:
-            return parts[0]
-        return [share for part in parts for share in part]
+                future.add_done_callback(
+                    functools.partial(request.chunk_done, position, self._finished, len(chunk))
+                )
+            if timeout is not None:
+                timer = loop.call_later(timeout, request.expire)
+            return await request.result
+        except asyncio.CancelledError:
+            request.abandon()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            result = request.result
+            if not result.done() or result.cancelled() or result.exception() is not None:
+                for f in futures:  # a no-op for chunks already finished
+                    f.cancel()
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:

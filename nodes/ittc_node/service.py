@@ -7,7 +7,9 @@ per-identity rate, then counted in summary lines: :mod:`ittc_node.refusals`).
 ``Sign`` then validates the whole request before any arithmetic (cheapest checks first),
 builds each message representative itself from (padding, hash, digest, salt) — a node
 never exponentiates a caller's integer — computes the shares off the event loop, writes
-the audit record, and answers only once that record is on disk.
+the audit record, and answers only once that record is on disk. The thread that made
+the shares hands the record to the audit writer itself, so a request wakes the event
+loop once between its arrival and its answer.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ittc.version import __version__
 from ittc.wire import codec, tls
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc_node.audit import AuditLog, utc_iso
-from ittc_node.compute import Compute
+from ittc_node.compute import Commit, Compute
 from ittc_node.faults import Faults
 from ittc_node.refusals import RefusalLimiter
 from ittc_node.replay import ReplayCache
@@ -546,27 +548,40 @@ class SignerService:
             budget = min(budget, remaining)
         if not budget > 0 or math.isnan(budget):
             await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+        commit: Commit | None = None
+        if not self.faults.slow_ms:  # (that test fault holds the answer before its line)
+            record = self._record(caller, "Sign", "signed", "", request)
+            clock, audit = self.clock, self.audit
+
+            def commit(done: Callable[[BaseException | None], None]) -> None:
+                # In the thread that made the shares: the line goes straight to the audit
+                # writer, and the loop hears of the request once, when it is durable.
+                progress.computed = progress.audited = True
+                record["time"] = utc_iso(clock())
+                audit.append_threadsafe(record, done)
+
         try:
-            shares = await asyncio.wait_for(self.compute.sign(xs, request.with_proofs), budget)
+            shares = await self.compute.sign(xs, request.with_proofs, commit=commit, timeout=budget)
         except TimeoutError:
             await refuse(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"not done within the deadline ({budget:.3f} s)"
             )
         except ComputeError:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
+        except AuditLogError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         except Exception as exc:  # noqa: BLE001 - one bad request must not kill the node
             log.error("Sign %s: internal error: %s", request.request_id, type(exc).__name__)
             await refuse(grpc.StatusCode.INTERNAL, "internal error")
         progress.computed = True
         shares = self.faults.shares(shares, self.params.modulus, request.with_proofs)
-        if self.faults.slow_ms:
+        if commit is None:
             await asyncio.sleep(self.faults.slow_ms / 1000)
-
-        progress.audited = True
-        try:
-            await self.audit.append(self._record(caller, "Sign", "signed", "", request))
-        except AuditLogError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
+            progress.audited = True
+            try:
+                await self.audit.append(self._record(caller, "Sign", "signed", "", request))
+            except AuditLogError:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         return pb.SignResponse(
             index=self.faults.index(self.config.index, self.params.n),
             key_id=self.params.key_id,
