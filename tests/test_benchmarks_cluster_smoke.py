@@ -14,7 +14,7 @@ import math
 import pytest
 
 from benchmarks import cluster as bench
-from benchmarks import report as reporting
+from benchmarks.cluster import plots
 from tests.cluster import make_cluster
 
 MACHINE_FIELDS = {
@@ -62,6 +62,8 @@ POINT_FIELDS = {
     "latency_p50_over_t_share",
     "verified_signatures",
     "loadavg",
+    "backend",
+    "node_overhead",
 }
 LATENCY_FIELDS = {"n", "p50", "p90", "p99", "max", "min", "mean"}
 CPU_FIELDS = {
@@ -93,6 +95,7 @@ def run(tmp_path_factory):
         str(root),
         "--sweep",
         "lone",
+        "backend",
         "proofs",
         "liar",
         "--quick",
@@ -119,7 +122,7 @@ def test_machine_facts_and_config(run):
     assert doc["command"].startswith("python -m benchmarks.cluster --test-cluster")
     assert MACHINE_FIELDS <= set(doc["machine"])
     assert doc["config"]["target"] == "test" and doc["config"]["cores"] >= 1
-    assert doc["config"]["sweeps"] == ["lone", "proofs", "liar"]
+    assert doc["config"]["sweeps"] == ["lone", "backend", "proofs", "liar"]
     [cluster] = doc["clusters"]
     assert cluster["bits"] == 1024 and cluster["n"] == 5 and cluster["k"] == 3
 
@@ -128,7 +131,18 @@ def test_machine_facts_and_config(run):
 def test_every_point_complete_and_sane(run):
     doc, *_ = run
     points = doc["points"]
-    assert [p["sweep"] for p in points] == ["lone"] + ["proofs"] * 4 + ["liar"] * 2
+    assert [p["sweep"] for p in points] == ["lone"] + ["backend"] * 4 + ["proofs"] * 4 + [
+        "liar"
+    ] * 2
+    # The backend sweep ran each backend in turn, and measured each one's T_share.
+    assert [p["backend"] for p in points if p["sweep"] == "backend"] == [
+        "openssl",
+        "gmpy2",
+    ] * 2
+    for p in points:
+        base = p["baseline"]
+        assert base["t_share_s"] == base[f"t_share_{p['backend']}_s"], p["label"]
+        assert base["t_share_openssl_s"] < base["t_share_gmpy2_s"], p["label"]
     for p in points:
         assert POINT_FIELDS <= set(p), p["label"]
         assert p["signatures"] >= 1 and p["calls"] >= 1, p["label"]
@@ -176,6 +190,13 @@ def test_every_point_complete_and_sane(run):
             assert p["bound_per_s"] == pytest.approx(p["cores"] / (p["k"] * base["t_share_s"]))
         stats = p["client_stats_run"]
         assert stats["signatures"] >= p["signatures"] and stats["rpcs"] >= 1
+        overhead = p["node_overhead"]
+        assert overhead["rpcs"] == p["client_stats_window"]["rpcs"] >= 1
+        # Every call in the window asked k nodes (calls at the window's edges may have
+        # asked before it opened).
+        edge = p["concurrency"] * p["batch"] * p["k"]
+        assert overhead["shares_asked"] >= p["signatures"] * p["k"] - edge
+        assert isinstance(overhead["per_rpc_s"], float)
         if p["fault"] is None:
             assert p["errors"] == {} and stats["blamed"] == {}, p["label"]
 
@@ -186,8 +207,12 @@ def test_lone_signature_and_liar(run):
     lone = doc["points"][0]
     assert lone["concurrency"] == 1 and lone["batch"] == 1
     assert lone["signatures"] == 60  # --quick counts 60 signatures
-    assert _positive(lone["baseline"]["k_parallel_makespan_s"])
+    base = lone["baseline"]
+    for name in ("k_parallel_makespan_s", "audit_fsync_s", "floor_s"):
+        assert _positive(base[name]), name
+    assert base["floor_s"] == pytest.approx(base["k_parallel_makespan_s"] + base["audit_fsync_s"])
     assert _positive(lone["latency_p50_over_makespan"])
+    assert _positive(lone["latency_p50_over_floor"])
     liar = doc["points"][-1]
     assert liar["fault"] == "random-share" and liar["fault_node"] == bench.FAULT_NODE
     assert liar["client_stats_run"]["blamed"] == {str(bench.FAULT_NODE): 1}
@@ -203,17 +228,20 @@ def test_targets_and_report(run):
     # proofs sweep's).
     assert set(targets) == {
         "efficiency",
+        "openssl_over_gmpy2",
+        "node_cpu_per_rpc",
+        "lone_p50_over_floor",
         "efficiency_proofs",
         "liar_over_honest",
         "liar_blamed_exactly",
-        "lone_p50_over_t_share",
     }
     for t in doc["targets"]:
         assert isinstance(t["pass"], bool) and t["bits"] == 1024 and t["k"] == 3
     assert targets["liar_blamed_exactly"]["pass"] is True
     md = json_path.with_suffix(".md").read_text()
-    assert "## Targets (issue 5)" in md and ("PASS" in md or "MISS" in md)
+    assert "## Targets (issue 10)" in md and ("PASS" in md or "MISS" in md)
     assert "## A lone signature" in md and "## Sweep: one node lying" in md
+    assert "## The nodes' backends side by side" in md
     assert (out / "LATEST.md").read_text().endswith(md)
     if plot:
         # The run above has no concurrency sweep; its points still draw every plot.
@@ -225,12 +253,14 @@ def test_targets_and_report(run):
         ]
         points += [dict(points[0], sweep="k", k=k) for k in (2, 3)]
         points += [dict(points[0], sweep="batch", batch=b) for b in (1, 8)]
-        written = reporting.write_plots(dict(doc, points=points), out / "plots")
+        points += [p for p in doc["points"] if p["sweep"] == "backend"]
+        written = plots.write_plots(dict(doc, points=points), out / "plots")
         assert [name for name, _ in written] == [
             "plots-throughput.png",
             "plots-latency.png",
             "plots-k.png",
             "plots-batch.png",
+            "plots-backend.png",
         ]
         for name, _ in written:
             assert (out / name).stat().st_size > 1000

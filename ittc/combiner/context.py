@@ -26,6 +26,8 @@ class ClientStats:
     signatures: int = 0
     batches: int = 0
     rpcs: int = 0
+    #: Items sent to nodes in those RPCs: each a share a node computes if it answers.
+    shares_asked: int = 0
     hedges: int = 0
     proof_rounds: int = 0
     node_failures: collections.Counter[int] = field(default_factory=collections.Counter)

@@ -79,6 +79,7 @@ class SigningRound:
         ctx = self.ctx
         ctx.pool.asked(index, len(items))
         ctx.stats.rpcs += 1
+        ctx.stats.shares_asked += len(items)
         started = time.monotonic()
         try:
             shares = await ctx.links[index].sign(

@@ -1,0 +1,7 @@
+"""``python -m benchmarks.cluster``."""
+
+import sys
+
+from benchmarks.cluster.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""CPU accounting: this process, the node processes and their workers, the machine."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "CpuMark",
+    "client_cpu_seconds",
+    "cores",
+    "machine_busy_seconds",
+    "node_cpu_seconds",
+    "others_busy",
+]
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        text = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def node_cpu_seconds(groups: Sequence[int]) -> float:
+    """CPU time (user + system) of every live process in the given process groups, plus
+    what their leaders' reaped children used."""
+    wanted = set(groups)
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields is None or int(fields[2]) not in wanted:  # field 5: pgrp
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        if int(entry.name) in wanted:
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / _TICK
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU time the whole machine spent busy (all cores), from /proc/stat."""
+    try:
+        first = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    values = [int(v) for v in first[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
+    return (sum(values) - idle - guest) / _TICK
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuMark:
+    wall: float
+    client: float
+    nodes: float | None
+    machine: float | None
+
+    @classmethod
+    def now(cls, groups: Sequence[int] | None, *, nodes_first: bool) -> CpuMark:
+        # The /proc scan costs this process CPU: do it outside the client's window.
+        nodes = node_cpu_seconds(groups) if groups is not None and nodes_first else None
+        machine = machine_busy_seconds()
+        client = client_cpu_seconds()
+        wall = time.perf_counter()
+        if groups is not None and not nodes_first:
+            nodes = node_cpu_seconds(groups)
+        return cls(wall, client, nodes, machine)
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def others_busy(seconds: float = 0.5) -> float | None:
+    """Share of all cores busy over ``seconds`` while our cluster is idle: other work."""
+    start = machine_busy_seconds()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    end = machine_busy_seconds()
+    if start is None or end is None:
+        return None
+    return (end - start) / ((time.perf_counter() - t0) * cores())
