@@ -278,3 +278,34 @@ def test_plan_and_targets_logic():
     # A batching combiner finishes signatures in bursts; the slope sees the true rate.
     bursts = [(0.1 + 0.25 * i + j * 1e-5, 1) for i in range(10) for j in range(64)]
     assert bench.completion_slope(bursts) == pytest.approx(64 / 0.25, rel=0.02)
+
+
+def test_profile_collapses_samples_and_draws_a_flame_graph(tmp_path):
+    """benchmarks.profile's pieces on py-spy's raw format (the sampling itself needs
+    py-spy and is not run here): stacks, top frames, a flame graph, this process's
+    threads and their CPU."""
+    from benchmarks import profile
+
+    raw = tmp_path / "nodes-1.txt"
+    raw.write_text(
+        "thread (1): MainThread;run (asyncio/runners.py:190);"
+        "SignerService.sign (ittc_node/service.py:463);validate (ittc_node/service.py:120) 6\n"
+        "thread (1): MainThread;run (asyncio/runners.py:190);"
+        "SignerService.sign (ittc_node/service.py:470) 3\n"
+        "thread (1): MainThread;run (asyncio/runners.py:190);select (selectors.py:468) 1\n"
+    )
+    stacks = profile.collapse([raw, tmp_path / "missing.txt"])
+    assert sum(stacks.values()) == 10
+    top = profile.top_frames(stacks)
+    assert top["samples"] == 10
+    assert top["self"][0] == ("validate (ittc_node/service.py)", 0.6)
+    assert dict(top["inclusive"])["SignerService.sign (ittc_node/service.py)"] == 0.9
+    assert "run (asyncio/runners.py)" not in dict(top["inclusive"])  # plumbing left out
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = tmp_path / "flame.png"
+        assert profile.flame_graph(stacks, png, "test")
+        assert png.stat().st_size > 1000
+    import os
+
+    threads = profile.thread_cpu([("client", os.getpid())], None)
+    assert any(name == "client: MainThread" for name, _ in threads.values())
