@@ -1213,3 +1213,41 @@ def test_compute_deadline_ends_a_request_only_while_its_shares_are_computed(
         await compute.close()
 
     asyncio.run(run())
+
+
+def test_nonce_keeper_refills_what_proofs_used_and_sleeps_otherwise(vkey: Any) -> None:
+    """Idle time refills the proof nonces a request used; a request that used none does
+    not wake the keeper (its wake-ups cost every request a thread switch)."""
+    share = compute_mod.KeyShare(vkey.params, 1, vkey.shares[0].dangerously_export_secret())
+    x = encode(Scheme.PKCS1V15, "sha256", b"\x09" * 32, vkey.params.bits)
+    compute = compute_mod.ThreadCompute(share, threads=1, proof_nonces=2)
+    keeper = compute._keeper
+    wakes = 0
+    real_notify = keeper._cond.notify
+
+    def counting_notify(n: int = 1) -> None:
+        nonlocal wakes
+        wakes += 1
+        real_notify(n)
+
+    keeper._cond.notify = counting_notify  # type: ignore[method-assign]
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        for _ in range(500):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
+
+    async def run() -> None:
+        await compute.start()
+        await until(lambda: share.precomputed_nonces == 2)
+        before = wakes
+        await compute.sign([x], False)
+        assert wakes == before  # no proof, nothing to refill, no wake-up
+        await compute.sign([x], True)
+        assert wakes == before + 1
+        await until(lambda: share.precomputed_nonces == 2)
+        await compute.close()
+
+    asyncio.run(run())

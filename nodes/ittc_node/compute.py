@@ -86,7 +86,9 @@ class _NonceKeeper:
     def idle(self, items: int) -> None:
         with self._cond:
             self.work -= items
-            if self.work == 0:
+            # Wake the thread only if it has nonces to make: a wake-up for nothing costs
+            # a request a thread switch and a handover of the GIL.
+            if self._needed():
                 self._cond.notify()
 
     def stop(self) -> None:
