@@ -12,7 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "Command", "say", "warn_loudly"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "Command",
+    "add_log_options",
+    "say",
+    "warn_loudly",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -27,6 +35,25 @@ class Command:
     help: str
     setup: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+
+
+def add_log_options(p: argparse.ArgumentParser, *, default: bool) -> None:
+    """``--log-format`` and ``--log-level``. On ``ittc`` itself with defaults; repeated on a
+    subcommand (``ittc node``) without them, so that either position works."""
+    from ittc.logs import FORMATS, LEVELS
+
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="text" if default else argparse.SUPPRESS,
+        help="log records as text lines or as one JSON object per line (text)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=None if default else argparse.SUPPRESS,
+        help="the least severe records logged (warning; a node: info)",
+    )
 
 
 def say(message: str) -> None:

@@ -104,6 +104,20 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         "an IPv6 address) at that port",
     )
     p.add_argument(
+        "--health-listen",
+        type=argtypes.address,
+        metavar="HOST:PORT",
+        help="every node also answers plain-HTTP health checks (/healthz, /livez) here, "
+        "without TLS: for a load balancer or a kubelet (default: off)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        type=argtypes.address,
+        metavar="HOST:PORT",
+        help="every node also serves Prometheus metrics (/metrics) here, plain HTTP; bind "
+        "it to loopback or a management network (default: off)",
+    )
+    p.add_argument(
         "--client",
         action="append",
         dest="clients",
@@ -239,6 +253,8 @@ def _write_cluster(
         host=args.host,
         base_port=args.base_port,
         client_names=tuple(args.clients or ("ittc-client",)),
+        metrics_listen=args.metrics_listen,
+        health_listen=args.health_listen,
         kdf=_kdf(args.kdf),
         leftovers=leftovers,
         progress=say,

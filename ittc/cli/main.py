@@ -8,14 +8,14 @@ no traceback. Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from ittc import logs
 from ittc.cli import audit, ca, ceremony, completion, demo, keys, network, share, tls, verify
-from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command
+from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command, add_log_options
 from ittc.errors import IttcError
 from ittc.version import __version__
 
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Threshold RSA signing network (Shoup, Practical Threshold Signatures).",
     )
     parser.add_argument("--version", action="version", version=f"ittc {__version__}")
+    add_log_options(parser, default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -70,15 +71,15 @@ def _error(message: str) -> int:
     return EXIT_ERROR
 
 
-def _configure_logging() -> None:
-    """The library's warnings (a node failed, a node was blamed) as one line each."""
-    logger = logging.getLogger("ittc")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("ittc: %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
+def _configure_logging(fmt: str = "text", level: str | None = None) -> None:
+    """The library's warnings (a node failed, a node was blamed) as one line each, or one
+    JSON object each (``--log-format json``); more with ``--log-level``."""
+    logs.configure(
+        fmt=fmt,
+        level=level or "warning",
+        text="ittc: %(levelname)s: %(message)s",
+        loggers=("ittc",),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(None if argv is None else list(argv))
         except SystemExit as exc:  # argparse has printed usage and "ittc: error: ..."
             return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+        _configure_logging(args.log_format, args.log_level)
         result: int = args._run(args)
         return result
     except IttcError as exc:

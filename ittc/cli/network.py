@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import pathlib
 import signal
 import sys
 import time
 from types import FrameType
+from typing import Any
+
+from cryptography import x509
 
 from ittc.cli import argtypes
-from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command
+from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command, add_log_options
 from ittc.cli.verify import check_signature
 from ittc.config import ClusterFile
 from ittc.errors import ConfigError, InvalidSignature
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES
+from ittc.scheme.params import PublicParams
 from ittc.storage.files import write_file_atomically
+from ittc.wire.v1 import signer_pb2 as pb
 
 __all__ = ["CLUSTER", "NODE", "SIGN", "STATUS"]
 
@@ -29,12 +36,13 @@ def _err(message: str) -> None:
 
 def _setup_node(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=pathlib.Path, help="the node's node.toml")
+    add_log_options(p, default=False)
 
 
 def _run_node(args: argparse.Namespace) -> int:
     from ittc_node.daemon import run
 
-    code: int = run(args.config)
+    code: int = run(args.config, log_format=args.log_format, log_level=args.log_level or "info")
     return code
 
 
@@ -171,30 +179,87 @@ SIGN = Command("sign", "sign a file through the cluster", _setup_sign, _run_sign
 def _setup_status(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", required=True, type=pathlib.Path, help="cluster folder or file")
     p.add_argument("--timeout", type=argtypes.seconds, default=5.0, help="seconds per node (5)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (key, threshold, each node's health, readiness, "
+        "version, epoch and certificate expiry) instead of text",
+    )
+
+
+def _utc(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _node_report(
+    index: int,
+    params: PublicParams,
+    health: str,
+    about: pb.NodeInfo | str,
+    cert: x509.Certificate | str | None,
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    """What ``ittc status`` knows of one node (JSON-ready)."""
+    entry: dict[str, Any] = {"index": index, "health": health, "ready": False}
+    if isinstance(about, str):
+        entry["problem"] = f"GetInfo refused: {about}"
+    elif about.key_id != params.key_id or about.index != index:
+        entry["problem"] = f"WRONG NODE: answers as node {about.index} of key {about.key_id[:16]}"
+    else:
+        entry.update(
+            ready=bool(about.ready) and health == "SERVING",
+            version=about.software_version,
+            epoch=about.epoch,
+            max_batch=about.max_batch,
+        )
+    if isinstance(cert, x509.Certificate):
+        left = cert.not_valid_after_utc - now
+        entry["certificate"] = {
+            "subject": cert.subject.rfc4514_string(),
+            "serial": f"{cert.serial_number:x}",
+            "not_after": _utc(cert.not_valid_after_utc),
+            "days_left": left.days,
+        }
+    return entry
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    """Health and self-description of every node; exit 0 when k of them can sign."""
+    """Health, self-description and certificate of every node; exit 0 when k can sign."""
     from ittc.combiner import SyncClusterClient
 
     with SyncClusterClient(args.cluster, node_timeout=args.timeout) as client:
         params = client.params
-        health, info = client.health(), client.info()
-    ready = 0
+        health, info, certs = client.health(), client.info(), client.certificates()
+    now = datetime.datetime.now(datetime.UTC)
+    nodes = [_node_report(i, params, health[i], info[i], certs.get(i), now) for i in sorted(health)]
+    ready = sum(1 for node in nodes if node["ready"])
+    ok = ready >= params.k
+    if args.json:
+        report = {
+            "key_id": params.key_id,
+            "epoch": params.epoch,
+            "bits": params.bits,
+            "k": params.k,
+            "n": params.n,
+            "ready": ready,
+            "can_sign": ok,
+            "nodes": nodes,
+        }
+        print(json.dumps(report, indent=2))
+        return EXIT_OK if ok else 1
     print(f"key {params.short_id}: {params.bits}-bit, any {params.k} of {params.n} nodes sign")
-    for index in sorted(health):
-        about = info[index]
-        if isinstance(about, str):
-            detail = f"GetInfo refused: {about}"
-        elif about.key_id != params.key_id or about.index != index:
-            detail = f"WRONG NODE: answers as node {about.index} of key {about.key_id[:16]}"
+    for node in nodes:
+        if "problem" in node:
+            detail = node["problem"]
         else:
             detail = (
-                f"ready={about.ready} version {about.software_version} max_batch {about.max_batch}"
+                f"ready={node['ready']} version {node['version']} epoch {node['epoch']} "
+                f"max_batch {node['max_batch']}"
             )
-            ready += int(about.ready and health[index] == "SERVING")
-        print(f"  node {index}: {health[index]:<12} {detail}")
-    ok = ready >= params.k
+        if "certificate" in node:
+            detail += f", certificate expires {node['certificate']['not_after']}"
+            detail += f" ({node['certificate']['days_left']} days)"
+        print(f"  node {node['index']}: {node['health']:<12} {detail}")
     print(f"{ready} of {params.n} nodes ready: {'can' if ok else 'CANNOT'} sign")
     return EXIT_OK if ok else 1
 

@@ -84,6 +84,10 @@ class NodeConfig:
     site_key: pathlib.Path | None = None
     state_dir: pathlib.Path | None = None
     sites: pathlib.Path | None = None
+    #: Plain HTTP for monitoring (``[monitoring]``, each off unless set): Prometheus
+    #: metrics at ``/metrics``, and health at ``/healthz`` and ``/livez``, without TLS.
+    metrics_listen: str | None = None
+    health_listen: str | None = None
 
     @property
     def reshares(self) -> bool:
@@ -96,7 +100,18 @@ class NodeConfig:
         r = Reader(path, load_toml(path))
         check_format(r, NODE_FORMAT)
         r.unknown(
-            {"format", "version", "node", "key", "tls", "access", "audit", "limits", "reshare"}
+            {
+                "format",
+                "version",
+                "node",
+                "key",
+                "tls",
+                "access",
+                "audit",
+                "limits",
+                "reshare",
+                "monitoring",
+            }
         )
         node, key, tls = r.table("node"), r.table("key"), r.table("tls")
         access, audit = r.table("access"), r.table("audit")
@@ -136,6 +151,18 @@ class NodeConfig:
             parse_address(listen)
         except ValueError as exc:
             raise node.fail("listen", str(exc)) from None
+        monitoring = r.table("monitoring", required=False)
+        monitoring.unknown({"metrics_listen", "health_listen"})
+        watch = {k: monitoring.get(k, str, None) for k in ("metrics_listen", "health_listen")}
+        for name, address in watch.items():
+            if address is None:
+                continue
+            try:
+                parse_address(address)
+            except ValueError as exc:
+                raise monitoring.fail(name, str(exc)) from None
+            if address == listen:
+                raise monitoring.fail(name, "is the node's own listen address (mutual TLS)")
         backend = node.get("backend", str, "auto")
         if backend not in BACKENDS:
             raise node.fail("backend", f"{backend!r} is not one of " + ", ".join(BACKENDS))
@@ -203,6 +230,8 @@ class NodeConfig:
             limits=lim,
             insecure_small_key_for_tests=key.get(SMALL_KEY_FIELD, bool, False),
             **reshare_paths,
+            metrics_listen=watch["metrics_listen"],
+            health_listen=watch["health_listen"],
         )
 
     def load_params(self) -> PublicParams:
@@ -231,6 +260,8 @@ class NodeConfig:
         workers: int = 0,
         limits: Limits | None = None,
         small_key: bool = False,
+        metrics_listen: str | None = None,
+        health_listen: str | None = None,
     ) -> str:
         """The text of a node.toml, every field explained by a comment above it.
 
@@ -354,4 +385,28 @@ class NodeConfig:
             lim.max_pending_items,
             "Items waiting for compute before the node answers RESOURCE_EXHAUSTED.",
         )
+
+        mo = writer.table(
+            doc,
+            "monitoring",
+            "Plain HTTP (no TLS) for monitoring, each off unless set (nodes/README.md).",
+        )
+        about_metrics = (
+            "Prometheus metrics at /metrics (and health). Bind it to loopback or a\n"
+            "management network."
+        )
+        about_health = (
+            "Health without a client certificate, for a load balancer or a kubelet:\n"
+            "/healthz answers 200 SERVING or 503 NOT_SERVING, /livez 200 while alive."
+        )
+        for name, value, about, example in (
+            ("metrics_listen", metrics_listen, about_metrics, "127.0.0.1:9464"),
+            ("health_listen", health_listen, about_health, "0.0.0.0:8080"),
+        ):
+            if value is not None:
+                writer.field(mo, name, value, about)
+            else:
+                for line in about.splitlines():
+                    mo.add(tomlkit.comment(line))
+                mo.add(tomlkit.comment(f'{name} = "{example}"'))
         return tomlkit.dumps(doc)

@@ -208,6 +208,8 @@ def create_cluster(
     host: str = "127.0.0.1",
     base_port: int = 7001,
     client_names: Sequence[str] = ("ittc-client",),
+    metrics_listen: str | None = None,
+    health_listen: str | None = None,
     kdf: storage.KdfLimits | None = None,
     leftovers: Sequence[str | os.PathLike[str]] = (),
     progress: Progress | None = None,
@@ -217,8 +219,10 @@ def create_cluster(
     ``passphrases`` encrypt the share files: None (the default) makes a fresh random one
     per site; otherwise one for every site, or one per site. Each site's passphrase is
     written to its own folder. ``addresses``, ``listen``, ``host`` and ``base_port`` are
-    those of :func:`plan_sites`. ``leftovers`` names files outside ``out`` that the
-    operator must destroy too (the key file ``ittc split`` read), for ``OUT/README.txt``.
+    those of :func:`plan_sites`. ``metrics_listen`` and ``health_listen`` go into every
+    node.toml's ``[monitoring]`` (plain-HTTP metrics and health; off when None).
+    ``leftovers`` names files outside ``out`` that the operator must destroy too (the key
+    file ``ittc split`` read), for ``OUT/README.txt``.
     """
 
     def say(message: str) -> None:
@@ -243,7 +247,7 @@ def create_cluster(
     try:
         os.chmod(tmp, 0o700)
         folder = CeremonyFolder(tmp)
-        _build(folder, dealt, sites, clients, secrets_, kdf, say)
+        _build(folder, dealt, sites, clients, secrets_, kdf, say, (metrics_listen, health_listen))
         _mark(folder, CeremonyFolder(final), params, sites, clients, leftovers)
         say("checking what was written")
         _verify(folder, dealt, sites, clients, secrets_)
@@ -317,6 +321,7 @@ def _build(
     passphrases: list[bytes],
     kdf: storage.KdfLimits | None,
     say: Progress,
+    monitoring: tuple[str | None, str | None] = (None, None),
 ) -> None:
     params = dealt.params
     say("making the cluster CA")
@@ -350,6 +355,8 @@ def _build(
             passphrase_file=os.path.relpath(folder.passphrase(i), etc),
             audit=os.path.relpath(var / "audit.log", etc),
             small_key=params.bits < MIN_MODULUS_BITS,
+            metrics_listen=monitoring[0],
+            health_listen=monitoring[1],
         )
         _write_public(etc / "node.toml", config)
         _write_public(folder.site(i) / "README.txt", _site_readme(params, site))

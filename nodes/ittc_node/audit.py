@@ -31,6 +31,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -293,6 +294,8 @@ class AuditLog:
         self._discarding = False
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
+        #: Called with the seconds each write and fsync took (from the writer's thread).
+        self.on_sync: Callable[[float], None] | None = None
         self.fsyncs = 0
 
     # -- opening -----------------------------------------------------------------------
@@ -509,6 +512,7 @@ class AuditLog:
     def _write_sync(self, data: bytes) -> None:
         """Append ``data`` and fsync it; on failure, cut the file back to what was
         acknowledged before (so no torn or unacknowledged line stays), then raise."""
+        started = time.perf_counter()
         try:
             view = memoryview(data)
             while view:
@@ -519,6 +523,8 @@ class AuditLog:
             raise
         self._acked += len(data)
         self.fsyncs += 1
+        if self.on_sync is not None:
+            self.on_sync(time.perf_counter() - started)
 
     def _roll_back(self) -> None:
         """Truncate to the last acknowledged offset (only ever shorter: nothing that was

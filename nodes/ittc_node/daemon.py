@@ -30,7 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from ittc import storage
+from ittc import logs, storage
 from ittc.config import NodeConfig
 from ittc.errors import (
     AuditLogError,
@@ -49,6 +49,8 @@ from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import make_compute
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
 from ittc_node.identity import TlsIdentity, load_identity
+from ittc_node.metrics import LiveState, NodeMetrics, instrument
+from ittc_node.monitoring import MonitoringServer
 from ittc_node.reload import Reloader
 from ittc_node.replay import ReplayCache
 from ittc_node.sdnotify import Notifier
@@ -259,7 +261,10 @@ async def serve(
     )
     compute = None
     server = None
+    monitor: MonitoringServer | None = None
     health = _Health()
+    metrics = NodeMetrics()
+    audit.on_sync = metrics.audit_sync.observe
     try:
         limits = config.limits
         server = grpc.aio.server(
@@ -292,7 +297,7 @@ async def serve(
             clock=clock,
         )
         # Requests arrive as bytes and the service parses them after checking the caller.
-        handlers = service.rpc_handlers()
+        handlers = instrument(service.rpc_handlers(), metrics)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
@@ -307,6 +312,8 @@ async def serve(
             params.short_id,
             config.listen,
         )
+        metrics.attach(_live_state(config, params, service, lambda: identity))
+        monitor = await _monitoring(config, metrics, lambda: service.serving)
 
         await compute.start()
         if faults.hold_start is not None:
@@ -336,6 +343,8 @@ async def serve(
             }
         )
     except BaseException:
+        if monitor is not None:
+            await monitor.close()
         if server is not None:
             await server.stop(None)
         if compute is not None:
@@ -357,7 +366,8 @@ async def serve(
     watcher = watch(identity)
 
     async def identity_changed(new: TlsIdentity) -> None:
-        nonlocal watcher
+        nonlocal watcher, identity
+        identity = new
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
@@ -394,7 +404,8 @@ async def serve(
             await _first(stop, reload)
             if reload.is_set() and not stop.is_set():
                 reload.clear()
-                await reloader.reload()
+                applied = await reloader.reload()
+                metrics.reloads.labels("applied" if applied else "refused").inc()
     finally:
         log.info("node %d stopping", config.index)
         notifier.stopping()
@@ -409,7 +420,64 @@ async def serve(
         with contextlib.suppress(AuditLogError):
             await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
         await audit.close()
+        if monitor is not None:
+            await monitor.close()
         log.info("node %d stopped", config.index)
+
+
+def _live_state(
+    config: NodeConfig,
+    params: PublicParams,
+    service: SignerService,
+    identity: Callable[[], TlsIdentity],
+) -> LiveState:
+    """What a metrics scrape reads from the running node."""
+
+    def certificates() -> list[tuple[str, str, float]]:
+        current = identity()
+        return [
+            (label, cert.subject.rfc4514_string(), cert.not_valid_after_utc.timestamp())
+            for label, cert in (("cert", current.cert), ("ca", current.issuer))
+        ]
+
+    def info() -> dict[str, str]:
+        return {
+            "index": str(config.index),
+            "key": params.short_id,
+            "epoch": str(params.epoch),
+            "version": __version__,
+            "backend": ct.backend(),
+        }
+
+    return LiveState(
+        serving=lambda: service.serving,
+        pending_items=lambda: service.compute.pending,
+        certificates=certificates,
+        info=info,
+    )
+
+
+async def _monitoring(
+    config: NodeConfig, metrics: NodeMetrics, serving: Callable[[], bool]
+) -> MonitoringServer | None:
+    """The plain-HTTP metrics and health listeners the config asks for, started."""
+    if config.metrics_listen is None and config.health_listen is None:
+        return None
+    monitor = MonitoringServer(
+        serving=serving,
+        registry=metrics.registry,
+        metrics_listen=config.metrics_listen,
+        health_listen=config.health_listen,
+    )
+    try:
+        bound = await monitor.start()
+    except OSError as exc:
+        raise StartupError(
+            f"{config.path}: cannot listen for monitoring on "
+            f"{config.metrics_listen or config.health_listen}: {exc.strerror or exc}"
+        ) from None
+    log.info("monitoring (plain HTTP) on %s", ", ".join(bound))
+    return monitor
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -425,14 +493,8 @@ async def _first(*events: asyncio.Event) -> None:
 # -- the command line ----------------------------------------------------------------
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s ittc-node %(levelname)s %(message)s"))
-    root = logging.getLogger("ittc_node")
-    if not root.handlers:
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+def _configure_logging(fmt: str, level: str) -> None:
+    logs.configure(fmt=fmt, level=level, text="%(asctime)s ittc-node %(levelname)s %(message)s")
 
 
 def _os_error(exc: OSError) -> str:
@@ -442,8 +504,15 @@ def _os_error(exc: OSError) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"ittc-node: error: {message}", file=sys.stderr, flush=True)
+    if _json_logs:
+        log.error("refused to start: %s", message)
+    else:
+        print(f"ittc-node: error: {message}", file=sys.stderr, flush=True)
     return EXIT_STARTUP
+
+
+#: Startup refusals are log records too when the logs are JSON (set by :func:`run`).
+_json_logs = False
 
 
 async def _main(config: NodeConfig, share: KeyShare, hup_pending: bool) -> None:
@@ -457,10 +526,15 @@ async def _main(config: NodeConfig, share: KeyShare, hup_pending: bool) -> None:
     await serve(config, share, stop=stop, faults=Faults.from_env(), reload=reload)
 
 
-def run(config_path: pathlib.Path | str) -> int:
+def run(
+    config_path: pathlib.Path | str, *, log_format: str = "text", log_level: str = "info"
+) -> int:
     """Run a node until SIGTERM/SIGINT. Returns the exit status: 0 after a clean stop,
-    2 if the node could not start (one line on stderr says why), 1 on a later failure."""
-    _configure_logging()
+    2 if the node could not start (one line on stderr says why), 1 on a later failure.
+    Logs go to stderr as text lines or JSON objects (``log_format``, :mod:`ittc.logs`)."""
+    global _json_logs
+    _configure_logging(log_format, log_level)
+    _json_logs = log_format == "json"
     # Until the event loop handles it, a SIGHUP (a reload) must not kill the node: it is
     # remembered and applied once the node serves.
     hups: list[int] = []

@@ -58,6 +58,12 @@ _TOML_NAMES = {
     "proof_nonces": "node.proof_nonces",
     "backend": "node.backend",
     "limits": "limits",
+    "insecure_small_key_for_tests": "key.insecure_small_key_for_tests",
+    "site_key": "reshare.site_key",
+    "state_dir": "reshare.state_dir",
+    "sites": "reshare.sites",
+    "metrics_listen": "monitoring.metrics_listen",
+    "health_listen": "monitoring.health_listen",
 }
 
 
