@@ -494,7 +494,12 @@ async def _first(*events: asyncio.Event) -> None:
 
 
 def _configure_logging(fmt: str, level: str) -> None:
-    logs.configure(fmt=fmt, level=level, text="%(asctime)s ittc-node %(levelname)s %(message)s")
+    text = "%(asctime)s ittc-node %(levelname)s %(message)s"
+    logs.configure(fmt=fmt, level=level, text=text, loggers=("ittc_node",))
+    # The library's own records (the backend chosen...) only from warnings on, unless
+    # debugging: a node that refuses to start says so in one line.
+    library = level if level in ("debug", "error") else "warning"
+    logs.configure(fmt=fmt, level=library, text=text, loggers=("ittc",))
 
 
 def _os_error(exc: OSError) -> str:
