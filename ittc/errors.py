@@ -314,3 +314,9 @@ class ApprovalError(IttcError):
         self.invalid = dict(invalid or {})
         detail = "; ".join(f"{s}: {r}" for s, r in sorted(self.invalid.items()))
         super().__init__(f"{reason} ({detail})" if detail else reason)
+
+
+class CertificateError(IttcError, ValueError):
+    """A commit certificate that does not prove its epoch: malformed, not for the epoch it
+    is checked against, short of approvals or acknowledgements, or failing the
+    acceptance test. Nothing is committed on it."""

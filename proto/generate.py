@@ -12,7 +12,7 @@ import sys
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-PROTOS = ["ittc/wire/v1/signer.proto"]
+PROTOS = ["ittc/wire/v1/signer.proto", "ittc/wire/v1/reshare.proto"]
 
 
 def generate(out: pathlib.Path) -> None:

@@ -72,7 +72,15 @@ def _starts_nodes(args: Sequence[str]) -> bool:
         return True
     if "ittc" in argv and "-m" in argv:
         rest = argv[argv.index("ittc") + 1 :]
-        return bool(rest) and rest[0] in ("node", "cluster", "demo", "sign", "status", "ca")
+        return bool(rest) and rest[0] in (
+            "node",
+            "cluster",
+            "demo",
+            "sign",
+            "status",
+            "ca",
+            "reshare",
+        )
     return False
 
 

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import reshare
+from tests.cluster import make_cluster
 
 
+@pytest.mark.network
 def test_reshare_benchmark_writes_a_complete_report(tmp_path, capsys):
+    cluster = make_cluster(tmp_path / "small", bits=512)
     argv = [
+        "--network",
+        "1",
+        "--test-cluster",
+        str(cluster),
         "--bits",
         "1024",
         "--epochs",
@@ -40,6 +49,10 @@ def test_reshare_benchmark_writes_a_complete_report(tmp_path, capsys):
         assert r["share_ratio_of_fastest"] > 0 and r["share_exponent_ratio"] > 0
         assert r["refresh_s"]["all_parties_s"]["median"] > 0
         assert set(r["targets"]) == {"share_ratio", "refresh_all_parties_s"}
+    network = report["network"]
+    assert network["runs"] == 1 and network["wall_s"]["median"] > 0
+    assert set(network["target"]) == {"limit", "value", "pass"}
     markdown = capsys.readouterr().out
     assert "Share cost by epoch" in markdown and "last / epoch 0" in markdown
+    assert "over loopback" in markdown
     assert path.with_suffix(".md").read_text() + "\n" == markdown

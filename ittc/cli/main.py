@@ -14,7 +14,19 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ittc import logs
-from ittc.cli import audit, ca, ceremony, completion, demo, keys, network, share, tls, verify
+from ittc.cli import (
+    audit,
+    ca,
+    ceremony,
+    completion,
+    demo,
+    keys,
+    network,
+    reshare,
+    share,
+    tls,
+    verify,
+)
 from ittc.cli.command import EXIT_ERROR, EXIT_INTERRUPTED, Command, add_log_options
 from ittc.errors import IttcError
 from ittc.version import __version__
@@ -35,6 +47,8 @@ COMMANDS: tuple[Command, ...] = (
     network.STATUS,
     verify.VERIFY,
     ca.CA,
+    reshare.SITE,
+    reshare.RESHARE,
     audit.AUDIT,
     demo.DEMO,
     completion.COMPLETION,

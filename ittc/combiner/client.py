@@ -16,14 +16,21 @@ nodes and connections (an :class:`EpochView`); requests name the epoch and answe
 another epoch are refused, so shares of two epochs never meet in one combine. The client
 follows its cluster file: before a batch it looks (at most once a second, and at once
 when a node says it signs in a newer epoch) whether the file names a newer epoch of the
-same key, and if so signs the next batches in that epoch, without a restart. Items a node
-refused for a newer epoch are signed again in it.
+same key, and if so signs the next batches in that epoch, without a restart. When the
+file does not name that epoch yet (it is copied to this host later, or never), the client
+asks the node for the commit certificates since its epoch and checks them itself against
+the sites its cluster file lists (a certificate proves itself: the plan was approved by
+``k`` sites of the epoch before, and every new member acknowledged); it then signs in the
+epoch they prove, in memory. Items a node refused for a newer epoch are signed again in it.
+A node still in the epoch before the client's (a commit that did not reach it) is handed
+the epoch's commit certificate (a node accepts one from anyone) and asked again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -46,14 +53,16 @@ from ittc.combiner.options import ClientOptions, Settings
 from ittc.combiner.pool import NodeEvent, NodePool
 from ittc.combiner.round import SigningRound
 from ittc.combiner.transport import NodeLink, open_links
-from ittc.config import ClusterFile
+from ittc.config import ClusterFile, NodeEntry
 from ittc.errors import (
     CombinerClosed,
     IttcError,
+    NodeError,
     NodeInOtherEpoch,
     ParameterError,
     SigningError,
 )
+from ittc.lifecycle import Certificate
 from ittc.scheme.encoding import Scheme, SignItem
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
@@ -83,6 +92,11 @@ class EpochView:
     #: Batches running in this view (its channels close when it is replaced and idle).
     users: int = 0
     retired: bool = False
+    #: Nodes handed this epoch's certificate already (each is handed it once).
+    handed: set[int] = field(default_factory=set)
+    #: The epoch's commit certificate, when the client learned the epoch from it (else
+    #: the cluster file names its file).
+    certificate: bytes | None = None
 
     @property
     def params(self) -> PublicParams:
@@ -93,6 +107,30 @@ class EpochView:
             await link.close()
         self.links = {}
         self.combiner.close()
+
+
+def _follow_chain(cluster: ClusterFile, chain: list[bytes]) -> tuple[ClusterFile, bytes | None]:
+    """The cluster as the certificates in ``chain`` move it on, epoch by epoch, each one
+    checked against the epoch before; stops at the first that does not prove the next
+    epoch. Returns ``cluster`` itself and None if none does."""
+    last = None
+    for raw in chain:
+        try:
+            certificate = Certificate.from_json(raw)
+            if certificate.epoch != cluster.params.epoch + 1:
+                continue
+            certificate.verify(cluster.params, cluster.sites())
+        except IttcError as exc:
+            log.warning("a certificate that does not prove the next epoch: %s", exc)
+            break
+        nodes = tuple(
+            NodeEntry(m.index, m.address, m.tls_name, m.site) for m in certificate.plan.members
+        )
+        cluster = dataclasses.replace(
+            cluster, params=certificate.params, nodes=nodes, certificate=None, params_path=None
+        )
+        last = raw
+    return cluster, last
 
 
 def _file_state(path: Path) -> tuple[int, int, int] | None:
@@ -222,7 +260,9 @@ class ClusterClient:
         except IttcError as exc:
             log.error("client identity or CA changed but cannot be used (kept the old): %s", exc)
             return
-        self._replace_view(self._new_view(cluster))
+        view = self._new_view(cluster)
+        view.certificate = self._view.certificate
+        self._replace_view(view)
         log.warning(
             "client identity or CA files changed (%s, %s, %s): new connections use them",
             self._cert,
@@ -237,9 +277,11 @@ class ClusterClient:
         old.retired = True
         self._retired.append(old)
 
-    def _switch(self, cluster: ClusterFile) -> None:
+    def _switch(self, cluster: ClusterFile, certificate: bytes | None = None) -> None:
         old = self._view
-        self._replace_view(self._new_view(cluster))
+        view = self._new_view(cluster)
+        view.certificate = certificate
+        self._replace_view(view)
         log.warning(
             "key %s: now signing in epoch %d (%d of %d nodes), was epoch %d",
             cluster.params.short_id,
@@ -367,38 +409,138 @@ class ClusterClient:
         self.stats.batches += 1
         end = time.monotonic() + self.settings.deadline
         self.follow()
-        results = await self._round(self._view, batch, end)
+        results, seen = await self._round(self._view, batch, end)
         # Nodes that sign in a newer epoch: if the cluster file names it now, sign what
         # they refused in that epoch (once; never mixing: a new round, a new view).
-        if self._newer_epoch_seen(results) and self.follow(force=True):
-            again = [i for i, r in enumerate(results) if not isinstance(r, bytes)]
-            retried = await self._round(self._view, [batch[i] for i in again], end)
-            for i, result in zip(again, retried, strict=True):
-                results[i] = result
+        newer = self._newer_epoch_nodes(seen)
+        if newer and (self.follow(force=True) or await self._learn(newer)):
+            seen = await self._retry(results, batch, end)
+        # Nodes still in an older epoch: hand them this epoch's certificate, and ask again
+        # for anything that failed.
+        if await self._hand_certificate(self._view, self._older_epoch_nodes(seen)):
+            await self._retry(results, batch, end)
         self.stats.signatures += sum(isinstance(r, bytes) for r in results)
         await self._close_idle_views()
         return results
 
     async def _round(
         self, view: EpochView, batch: list[Pending], end: float
-    ) -> list[bytes | IttcError]:
+    ) -> tuple[list[bytes | IttcError], list[NodeError]]:
+        """One signing round in ``view``'s epoch: a result per item, and what went wrong
+        with nodes on the way (even if the round signed everything)."""
         links = self._connect(view)
         view.users += 1
         try:
             ctx = RoundContext(
                 view.params, self.settings, view.pool, links, view.combiner, self.stats
             )
-            return await SigningRound(ctx, batch, end).run()
+            signing = SigningRound(ctx, batch, end)
+            results = await signing.run()
+            seen = list(signing.named.values())
+            for result in results:
+                if isinstance(result, SigningError):
+                    seen.extend(result.nodes.values())
+            return results, seen
         finally:
             view.users -= 1
 
-    def _newer_epoch_seen(self, results: list[bytes | IttcError]) -> bool:
+    async def _retry(
+        self, results: list[bytes | IttcError], batch: list[Pending], end: float
+    ) -> list[NodeError]:
+        """Sign again, in the current view, the items that failed; what went wrong."""
+        again = [i for i, r in enumerate(results) if not isinstance(r, bytes)]
+        if not again or time.monotonic() >= end:
+            return []
+        retried, seen = await self._round(self._view, [batch[i] for i in again], end)
+        for i, result in zip(again, retried, strict=True):
+            results[i] = result
+        return seen
+
+    def _older_epoch_nodes(self, seen: list[NodeError]) -> set[int]:
         epoch = self._view.params.epoch
-        for result in results:
-            if isinstance(result, SigningError):
-                for error in result.nodes.values():
-                    if isinstance(error, NodeInOtherEpoch) and (error.epoch or 0) > epoch:
-                        return True
+        return {e.node for e in seen if isinstance(e, NodeInOtherEpoch) and (e.epoch or 0) < epoch}
+
+    async def _hand_certificate(self, view: EpochView, nodes: set[int]) -> bool:
+        """Give ``nodes`` the certificate of ``view``'s epoch (once each). True if one of
+        them committed."""
+        path = view.cluster.certificate
+        nodes = nodes - view.handed
+        if not nodes or (path is None and view.certificate is None):
+            return False
+        if view.certificate is not None:
+            certificate = view.certificate
+        else:
+            assert path is not None
+            try:
+                certificate = path.read_bytes()
+            except OSError as exc:
+                log.warning("cannot read the commit certificate %s: %s", path, exc.strerror)
+                return False
+        view.handed.update(nodes)
+        links = self._connect(view)
+        outcomes = await asyncio.gather(
+            *(links[i].commit(certificate, self.settings.node_timeout) for i in sorted(nodes)),
+            return_exceptions=True,
+        )
+        committed = False
+        for index, outcome in zip(sorted(nodes), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning(
+                    "node %d is in an older epoch and did not take epoch %d's certificate: %s",
+                    index,
+                    view.params.epoch,
+                    outcome,
+                )
+            else:
+                log.warning(
+                    "node %d was in an older epoch: handed it epoch %d's certificate, it committed",
+                    index,
+                    view.params.epoch,
+                )
+                view.pool.cleared(index)
+                committed = True
+        return committed
+
+    def _newer_epoch_nodes(self, seen: list[NodeError]) -> list[int]:
+        epoch = self._view.params.epoch
+        return sorted(
+            {e.node for e in seen if isinstance(e, NodeInOtherEpoch) and (e.epoch or 0) > epoch}
+        )
+
+    async def _learn(self, nodes: list[int]) -> bool:
+        """Follow, in memory, the epochs whose certificates a node in a newer epoch holds,
+        each checked against the epoch before (starting from the cluster file's sites).
+        True if the client moved to a newer epoch."""
+        view = self._view
+        if any(n.site is None for n in view.cluster.nodes):
+            log.warning(
+                "nodes sign in a newer epoch than %s names, and it lists no site identities "
+                "to check their certificates with: copy the new cluster file here",
+                view.cluster.path,
+            )
+            return False
+        links = self._connect(view)
+        for index in nodes[:3]:
+            try:
+                chain = await links[index].certificates(
+                    view.params.epoch, self.settings.node_timeout
+                )
+            except NodeError as exc:
+                log.warning("node %d: no certificates: %s", index, exc.reason)
+                continue
+            cluster, last = await asyncio.to_thread(_follow_chain, view.cluster, chain)
+            if cluster is not view.cluster:
+                log.warning(
+                    "key %s: epoch %d proved by its commit certificate (from node %d); %s "
+                    "still names epoch %d: copy the new cluster file here",
+                    cluster.params.short_id,
+                    cluster.params.epoch,
+                    index,
+                    view.cluster.path,
+                    view.params.epoch,
+                )
+                self._switch(cluster, last)
+                return True
         return False
 
     # -- the nodes ---------------------------------------------------------------------

@@ -32,6 +32,8 @@ from ittc.scheme.encoding import SignItem
 from ittc.scheme.params import PublicParams
 from ittc.scheme.proofs import SignatureShare
 from ittc.wire import codec, tls
+from ittc.wire.v1 import reshare_pb2 as rpb
+from ittc.wire.v1 import reshare_pb2_grpc as rpb_grpc
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc.wire.v1 import signer_pb2_grpc as pb_grpc
 
@@ -142,6 +144,28 @@ class NodeLink:
         except grpc.aio.AioRpcError as exc:
             return f"{exc.code().name}: {exc.details()}"
         return info
+
+    async def commit(self, certificate: bytes, timeout: float) -> None:
+        """Hand the node the commit certificate of the epoch the client signs in (a node
+        still in the epoch before it commits; a node accepts a certificate from anyone,
+        since it proves itself). Raises a :class:`NodeError` if the node does not."""
+        stub = rpb_grpc.ReshareStub(self.channel)  # type: ignore[no-untyped-call]
+        try:
+            await stub.Commit(rpb.CommitRequest(certificate=certificate), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _rpc_error(self.index, exc) from None
+
+    async def certificates(self, after_epoch: int, timeout: float) -> list[bytes]:
+        """The commit certificates the node holds for the epochs after ``after_epoch``, up
+        to its current one, in order (to be checked by the caller: they prove
+        themselves)."""
+        stub = rpb_grpc.ReshareStub(self.channel)  # type: ignore[no-untyped-call]
+        request = rpb.StatusRequest(certificates_after=after_epoch, with_certificates=True)
+        try:
+            status: rpb.ReshareStatus = await stub.Status(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _rpc_error(self.index, exc) from None
+        return [bytes(c) for c in status.certificates[:64]]
 
     async def close(self) -> None:
         await self.channel.close()

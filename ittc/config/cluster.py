@@ -61,6 +61,8 @@ class ClusterFile:
     client_key: pathlib.Path | None = None
     #: The commit certificate that made this epoch current (none at epoch 0).
     certificate: pathlib.Path | None = None
+    #: The parameters file this cluster file names.
+    params_path: pathlib.Path | None = None
 
     @property
     def root(self) -> pathlib.Path:
@@ -150,6 +152,7 @@ class ClusterFile:
             client_cert=client.path_("cert", None),
             client_key=client.path_("key", None),
             certificate=r.path_("certificate", None),
+            params_path=r.path_("params"),
         )
 
     @staticmethod

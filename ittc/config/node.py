@@ -88,6 +88,9 @@ class NodeConfig:
     #: metrics at ``/metrics``, and health at ``/healthz`` and ``/livez``, without TLS.
     metrics_listen: str | None = None
     health_listen: str | None = None
+    #: Approve a plan that only refreshes the current epoch, when asked (a scheduled
+    #: refresh), at most once per this many days; 0: never (every plan by hand).
+    auto_approve_refresh_days: int = 0
 
     @property
     def reshares(self) -> bool:
@@ -117,7 +120,7 @@ class NodeConfig:
         access, audit = r.table("access"), r.table("audit")
         limits = r.table("limits", required=False)
         reshare = r.table("reshare", required=False)
-        reshare.unknown({"site_key", "state_dir", "sites"})
+        reshare.unknown({"site_key", "state_dir", "sites", "auto_approve_refresh_days"})
         reshare_paths = {k: reshare.path_(k, None) for k in ("site_key", "state_dir", "sites")}
         if any(reshare_paths.values()) and not all(reshare_paths.values()):
             raise reshare.fail(
@@ -232,6 +235,7 @@ class NodeConfig:
             **reshare_paths,
             metrics_listen=watch["metrics_listen"],
             health_listen=watch["health_listen"],
+            auto_approve_refresh_days=reshare.int("auto_approve_refresh_days", 0, 3650, 0),
         )
 
     def load_params(self) -> PublicParams:

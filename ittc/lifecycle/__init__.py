@@ -5,6 +5,7 @@ No network and no files here: the node and coordinator layers move these values,
 storage layer keeps site keys.
 """
 
+from ittc.lifecycle.certificate import ACK, Certificate
 from ittc.lifecycle.envelope import (
     Evidence,
     Opened,
@@ -29,7 +30,9 @@ from ittc.lifecycle.plan import (
 from ittc.lifecycle.sites import SiteIdentity, SiteKey
 
 __all__ = [
+    "ACK",
     "Approval",
+    "Certificate",
     "Evidence",
     "Member",
     "Opened",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import nacl.exceptions
 import nacl.public
@@ -56,6 +57,65 @@ _NONCE = nacl.public.Box.NONCE_SIZE
 _KEY = nacl.public.PublicKey.SIZE
 #: Poly1305 tag of a box (crypto_box_MACBYTES).
 _MAC = 16
+
+
+#: Field names of each message's dictionary form, in constructor order; True for bytes
+#: (written as hex), False for text.
+_STATEMENT_FIELDS = (
+    ("kind", False),
+    ("run_id", True),
+    ("sender", False),
+    ("body", True),
+    ("signature", True),
+)
+_SEALED_FIELDS = (
+    ("kind", False),
+    ("run_id", True),
+    ("sender", False),
+    ("recipient", False),
+    ("ephemeral", True),
+    ("nonce", True),
+    ("ciphertext", True),
+    ("signature", True),
+)
+_EVIDENCE_FIELDS = (
+    ("kind", False),
+    ("run_id", True),
+    ("sender", False),
+    ("recipient", False),
+    ("payload", True),
+    ("signature", True),
+)
+#: Longest text or byte field accepted in a message's dictionary form.
+_MAX_FIELD = 2 * MAX_PAYLOAD + 256
+
+
+def _to_dict(message: Any) -> dict[str, str]:
+    out = {}
+    for name, value in vars(message).items():
+        out[name] = value.hex() if isinstance(value, bytes) else str(value)
+    return out
+
+
+def _from_dict(data: Any, fields: tuple[tuple[str, bool], ...]) -> list[Any]:
+    """Constructor arguments from a dictionary form, every field present, typed and
+    bounded (values are checked again where they are used)."""
+    names = {name for name, _ in fields}
+    if not isinstance(data, dict) or set(data) != names:
+        raise ParameterError(f"a message has exactly the fields {sorted(names)}")
+    values: list[Any] = []
+    for name, is_bytes in fields:
+        value = data[name]
+        if not isinstance(value, str) or len(value) > _MAX_FIELD:
+            raise ParameterError(f"message field {name} is not a bounded string")
+        if is_bytes:
+            try:
+                values.append(bytes.fromhex(value))
+            except ValueError:
+                raise ParameterError(f"message field {name} is not hex") from None
+        else:
+            values.append(value)
+    return values
 
 
 def _check_header(kind: str, run_id: bytes, payload: bytes) -> None:
@@ -91,6 +151,13 @@ class Statement:
         sender.verify(self.signed_bytes(), self.signature)
         return self.body
 
+    def to_dict(self) -> dict[str, str]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Statement:
+        return cls(*_from_dict(data, _STATEMENT_FIELDS))
+
 
 def state(key: SiteKey, kind: str, run_id: bytes, body: bytes) -> Statement:
     """Sign ``body`` as this site's ``kind`` statement in run ``run_id``."""
@@ -115,6 +182,13 @@ class Sealed:
     nonce: bytes
     ciphertext: bytes
     signature: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Sealed:
+        return cls(*_from_dict(data, _SEALED_FIELDS))
 
     def outer_bytes(self) -> bytes:
         return _OUTER + encode_fields(
@@ -180,6 +254,13 @@ class Evidence:
     recipient: str
     payload: bytes
     signature: bytes
+
+    def to_dict(self) -> dict[str, str]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Evidence:
+        return cls(*_from_dict(data, _EVIDENCE_FIELDS))
 
 
 @dataclass(frozen=True)

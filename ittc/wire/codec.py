@@ -1,4 +1,5 @@
-"""The one translation between the scheme's values and ``ittc.v1`` messages.
+"""The one translation between the scheme's (and the reshare messages') values and
+``ittc.v1`` messages.
 
 Client and node both go through here, so each enum mapping, each byte length and each
 size bound exists once. Decoding checks every length and enum before anything is built
@@ -14,15 +15,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from ittc.errors import WireError
+from ittc.errors import ParameterError, WireError
+from ittc.lifecycle import Approval, Plan, Sealed, Statement
+from ittc.lifecycle.envelope import MAX_PAYLOAD
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, SignItem
-from ittc.scheme.params import PublicParams
+from ittc.scheme.params import MAX_NODES, PublicParams
 from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits
+from ittc.scheme.reshare import RUN_ID_BYTES
+from ittc.wire.v1 import reshare_pb2 as rpb
 from ittc.wire.v1 import signer_pb2 as pb
 
 __all__ = [
     "CHALLENGE_BYTES",
     "EPOCH_METADATA",
+    "MAX_PLAN_BYTES",
+    "MAX_RESHARE_VALUES",
+    "approvals_from_wire",
+    "approvals_to_wire",
+    "holders_from_wire",
+    "plan_from_wire",
+    "run_id_from_wire",
+    "sealed_from_wire",
+    "sealed_list_from_wire",
+    "sealed_to_wire",
+    "statement_from_wire",
+    "statement_to_wire",
+    "statements_from_wire",
     "MAX_CLIENT_MESSAGE_BYTES",
     "ShareBytes",
     "hash_from_wire",
@@ -184,3 +202,119 @@ def node_epoch(metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None
             if text.isdigit() and len(text) <= 20:
                 return int(text)
     return None
+
+
+# -- the Reshare service's messages -------------------------------------------------------
+
+#: Largest plan (JSON) a node parses: 64 members with their keys and addresses.
+MAX_PLAN_BYTES = 64 << 10
+#: Most statements or sealed values one reshare request carries (holders x members).
+MAX_RESHARE_VALUES = 64 * 64
+_SIGNATURE = 64
+_KEY = 32
+_NONCE = 24
+_BOX_OVERHEAD = 16 + _SIGNATURE
+
+
+def _text(value: str, what: str, most: int) -> str:
+    if not value or len(value) > most or not value.isascii():
+        raise WireError(f"{what}: 1..{most} ASCII characters")
+    return value
+
+
+def _exact(value: bytes, what: str, size: int) -> bytes:
+    if len(value) != size:
+        raise WireError(f"{what} is {size} bytes, not {len(value)}")
+    return bytes(value)
+
+
+def statement_to_wire(s: Statement) -> rpb.Statement:
+    return rpb.Statement(
+        kind=s.kind, run_id=s.run_id, sender=s.sender, body=s.body, signature=s.signature
+    )
+
+
+def statement_from_wire(m: rpb.Statement) -> Statement:
+    """A statement with every length checked (its signature is checked where it is used)."""
+    if len(m.body) > MAX_PAYLOAD:
+        raise WireError(f"a statement body is at most {MAX_PAYLOAD} bytes")
+    return Statement(
+        _text(m.kind, "statement kind", 64),
+        _exact(m.run_id, "a run id", RUN_ID_BYTES),
+        _text(m.sender, "statement sender", 63),
+        bytes(m.body),
+        _exact(m.signature, "a signature", _SIGNATURE),
+    )
+
+
+def statements_from_wire(messages: Sequence[rpb.Statement]) -> list[Statement]:
+    if len(messages) > MAX_RESHARE_VALUES:
+        raise WireError(f"at most {MAX_RESHARE_VALUES} statements")
+    return [statement_from_wire(m) for m in messages]
+
+
+def sealed_to_wire(s: Sealed) -> rpb.Sealed:
+    return rpb.Sealed(
+        kind=s.kind,
+        run_id=s.run_id,
+        sender=s.sender,
+        recipient=s.recipient,
+        ephemeral=s.ephemeral,
+        nonce=s.nonce,
+        ciphertext=s.ciphertext,
+        signature=s.signature,
+    )
+
+
+def sealed_from_wire(m: rpb.Sealed) -> Sealed:
+    """A sealed value with every length checked."""
+    if len(m.ciphertext) > MAX_PAYLOAD + _BOX_OVERHEAD:
+        raise WireError("a sealed value's ciphertext is too long")
+    return Sealed(
+        _text(m.kind, "sealed kind", 64),
+        _exact(m.run_id, "a run id", RUN_ID_BYTES),
+        _text(m.sender, "sealed sender", 63),
+        _text(m.recipient, "sealed recipient", 63),
+        _exact(m.ephemeral, "an ephemeral key", _KEY),
+        _exact(m.nonce, "a nonce", _NONCE),
+        bytes(m.ciphertext),
+        _exact(m.signature, "a signature", _SIGNATURE),
+    )
+
+
+def sealed_list_from_wire(messages: Sequence[rpb.Sealed]) -> list[Sealed]:
+    if len(messages) > MAX_RESHARE_VALUES:
+        raise WireError(f"at most {MAX_RESHARE_VALUES} sealed values")
+    return [sealed_from_wire(m) for m in messages]
+
+
+def approvals_to_wire(approvals: Sequence[Approval]) -> list[rpb.Approval]:
+    return [rpb.Approval(site=a.site, signature=a.signature) for a in approvals]
+
+
+def approvals_from_wire(messages: Sequence[rpb.Approval]) -> list[Approval]:
+    if len(messages) > 2 * MAX_NODES:
+        raise WireError(f"at most {2 * MAX_NODES} approvals")
+    return [
+        Approval(_text(m.site, "approving site", 63), _exact(m.signature, "a signature", 64))
+        for m in messages
+    ]
+
+
+def plan_from_wire(data: bytes) -> Plan:
+    if len(data) > MAX_PLAN_BYTES:
+        raise WireError(f"a plan is at most {MAX_PLAN_BYTES} bytes")
+    try:
+        return Plan.from_json(bytes(data))
+    except ParameterError as exc:
+        raise WireError(f"not a valid plan: {exc}") from None
+
+
+def holders_from_wire(values: Sequence[int]) -> tuple[int, ...]:
+    if not 1 <= len(values) <= MAX_NODES:
+        raise WireError(f"1..{MAX_NODES} holders")
+    return tuple(int(v) for v in values)
+
+
+def run_id_from_wire(value: bytes) -> bytes:
+    return _exact(value, "a run id", RUN_ID_BYTES)

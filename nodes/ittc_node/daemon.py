@@ -46,17 +46,20 @@ from ittc.version import __version__
 from ittc.wire import codec, tls
 from ittc_node import certwatch
 from ittc_node.audit import AuditLog, utc_iso
-from ittc_node.compute import make_compute
+from ittc_node.compute import Compute, make_compute
+from ittc_node.epochs import ReshareSetup, start_epoch
 from ittc_node.faults import ENABLE_VAR, FAULT_VAR, Faults
 from ittc_node.identity import TlsIdentity, load_identity
 from ittc_node.metrics import LiveState, NodeMetrics, instrument
 from ittc_node.monitoring import MonitoringServer
 from ittc_node.reload import Reloader
 from ittc_node.replay import ReplayCache
+from ittc_node.reshare import SERVICE_NAME as RESHARE_SERVICE
+from ittc_node.reshare import Epoch, ReshareService
 from ittc_node.sdnotify import Notifier
 from ittc_node.service import SignerService
 
-__all__ = ["StartupError", "load_share", "read_passphrase", "run", "serve"]
+__all__ = ["StartupError", "load_node", "load_share", "read_passphrase", "run", "serve"]
 
 log = logging.getLogger("ittc_node")
 
@@ -110,17 +113,9 @@ def read_passphrase(config: NodeConfig) -> bytes:
     )
 
 
-def load_share(config: NodeConfig) -> KeyShare:
-    """Decrypt and self-test this node's share (nothing is written).
-
-    Raises :class:`StartupError` naming the file at fault.
-    """
+def _passphrase(config: NodeConfig) -> bytes:
     try:
-        params = config.load_params()
-    except IttcError as exc:
-        raise StartupError(str(exc)) from None
-    try:
-        passphrase = read_passphrase(config)
+        return read_passphrase(config)
     except OSError as exc:
         raise StartupError(
             f"{exc.filename or config.passphrase_file}: cannot read the "
@@ -130,6 +125,25 @@ def load_share(config: NodeConfig) -> KeyShare:
         raise
     except IttcError as exc:  # InsecureFileMode, an empty passphrase file
         raise StartupError(str(exc)) from None
+
+
+def _use_backend(config: NodeConfig) -> None:
+    try:
+        ct.use_backend(config.backend)
+    except BackendError as exc:
+        raise StartupError(f"{config.path}: node.backend = {config.backend!r}: {exc}") from None
+
+
+def load_share(config: NodeConfig) -> KeyShare:
+    """Decrypt and self-test this node's share (nothing is written).
+
+    Raises :class:`StartupError` naming the file at fault.
+    """
+    try:
+        params = config.load_params()
+    except IttcError as exc:
+        raise StartupError(str(exc)) from None
+    passphrase = _passphrase(config)
     try:
         share = storage.read_share_file(config.share_file, params, config.index, passphrase)
     except OSError as exc:
@@ -146,10 +160,7 @@ def load_share(config: NodeConfig) -> KeyShare:
             f"{share.params.short_id}, not node {config.index}'s of "
             f"{params.short_id}"
         )
-    try:
-        ct.use_backend(config.backend)
-    except BackendError as exc:
-        raise StartupError(f"{config.path}: node.backend = {config.backend!r}: {exc}") from None
+    _use_backend(config)
     try:
         share.self_test()  # checks the backend at this key's modulus too
     except IttcError as exc:
@@ -210,7 +221,7 @@ async def _hold_start(path: pathlib.Path, stop: asyncio.Event) -> None:
 
 async def serve(
     config: NodeConfig,
-    share: KeyShare,
+    share: KeyShare | None,
     *,
     clock: Callable[[], float] = time.time,
     stop: asyncio.Event | None = None,
@@ -218,18 +229,25 @@ async def serve(
     faults: Faults | None = None,
     reload: asyncio.Event | None = None,
     notifier: Notifier | None = None,
+    reshare: ReshareSetup | None = None,
 ) -> None:
     """Serve until ``stop`` is set, then shut down gracefully.
 
-    ``share`` must be this node's, already self-tested. Opens the audit log (raising
+    ``share`` must be this node's, already self-tested; with ``reshare`` (a node that
+    takes part in reshares, :func:`ittc_node.epochs.start_epoch`) it is the share of the
+    epoch the node starts in, or None for a site that holds no share yet (it serves the
+    Reshare service only, and health says NOT_SERVING until a commit gives it a share).
+    Opens the audit log (raising
     :class:`AuditLogError` before serving anything if it cannot), binds the port, starts
     the compute pool, then reports SERVING and sets ``ready``. ``faults`` defaults to
     what the environment asks for (see :mod:`ittc_node.faults`). Each time ``reload`` is
     set the node reloads its TLS identity and allowed clients (:mod:`ittc_node.reload`).
     ``notifier`` tells systemd (default: from ``$NOTIFY_SOCKET``, if set).
     """
-    params = share.params
-    if share.index != config.index:
+    if share is None and reshare is None:
+        raise StartupError(f"{config.path}: no share to serve")
+    params = share.params if share is not None else reshare.epoch.params  # type: ignore[union-attr]
+    if share is not None and reshare is None and share.index != config.index:
         raise StartupError(
             f"{config.path}: node.index is {config.index} but the share is node {share.index}'s"
         )
@@ -259,12 +277,27 @@ async def serve(
         config.index,
         recent_since_ms=(clock() - 2 * config.limits.freshness_seconds) * 1000,
     )
-    compute = None
+    compute: Compute | None = None
     server = None
     monitor: MonitoringServer | None = None
     health = _Health()
     metrics = NodeMetrics()
     audit.on_sync = metrics.audit_sync.observe
+    tasks: set[asyncio.Task[None]] = set()
+
+    def failed(reason: str) -> None:
+        # Sign refuses by itself (it checks the audit log and the pool); tell probes.
+        task = asyncio.get_running_loop().create_task(health.set(False))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def new_compute(new: KeyShare) -> Compute:
+        made = make_compute(
+            new, workers=config.workers, threads=config.threads, proof_nonces=config.proof_nonces
+        )
+        made.on_failure = failed
+        return made
+
     try:
         limits = config.limits
         server = grpc.aio.server(
@@ -284,9 +317,8 @@ async def serve(
             raise StartupError(
                 f"{config.path}: cannot listen on {config.listen} (address in use or not local)"
             )
-        compute = make_compute(
-            share, workers=config.workers, threads=config.threads, proof_nonces=config.proof_nonces
-        )
+        if share is not None:
+            compute = new_compute(share)
         service = SignerService(
             config=config,
             params=params,
@@ -295,6 +327,7 @@ async def serve(
             replay=ReplayCache(limits.freshness_seconds),
             faults=faults,
             clock=clock,
+            index=share.index if share is not None else None,
         )
         # Requests arrive as bytes and the service parses them after checking the caller.
         handlers = instrument(service.rpc_handlers(), metrics)
@@ -302,39 +335,69 @@ async def serve(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
         server.add_registered_method_handlers(SERVICE_NAME, handlers)
+        resharing: ReshareService | None = None
+        if reshare is not None:
+
+            async def committed(epoch: Epoch) -> None:
+                """A new epoch is current: sign with its share from now on."""
+                old = service.compute
+                fresh = new_compute(epoch.share) if epoch.share is not None else None
+                if fresh is not None:
+                    await fresh.start()
+                service.switch(epoch.params, fresh, epoch.index)
+                if old is not None:
+                    await old.close()
+                await health.set(service.serving)
+
+            resharing = ReshareService(
+                key=reshare.key,
+                passphrase=reshare.passphrase,
+                store=reshare.store,
+                epoch=reshare.epoch,
+                kdf=reshare.kdf,
+                audit=audit,
+                clock=clock,
+                on_commit=committed,
+                stale_share=reshare.configured_share,
+                faults=faults,
+                auto_refresh_days=config.auto_approve_refresh_days,
+            )
+            service.site = reshare.key.name
+            reshare_handlers = resharing.rpc_handlers()
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(RESHARE_SERVICE, reshare_handlers),)
+            )
+            server.add_registered_method_handlers(RESHARE_SERVICE, reshare_handlers)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         await health.set(False)
         audit.start()
         await server.start()
         log.info(
-            "node %d of key %s listening on %s (not ready yet)",
-            config.index,
+            "node %s of key %s epoch %d listening on %s (not ready yet)",
+            service.index or "(no share yet)",
             params.short_id,
+            params.epoch,
             config.listen,
         )
         metrics.attach(_live_state(config, params, service, lambda: identity))
         monitor = await _monitoring(config, metrics, lambda: service.serving)
 
-        await compute.start()
+        if compute is not None:
+            await compute.start()
         if faults.hold_start is not None:
             await _hold_start(faults.hold_start, stop)
 
-        tasks: set[asyncio.Task[None]] = set()
-
-        def failed(reason: str) -> None:
-            # Sign refuses by itself (it checks the audit log and the pool); tell probes.
-            task = asyncio.get_running_loop().create_task(health.set(False))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
         audit.on_failure = failed
-        compute.on_failure = failed
         await audit.append(
             {
                 "time": utc_iso(clock()),
                 "type": "start",
                 "node": config.index,
                 "key_id": params.key_id,
+                "epoch": params.epoch,
+                "epoch_id": params.epoch_id,
+                "index": service.index,
+                "site": reshare.key.name if reshare is not None else None,
                 "software_version": __version__,
                 "listen": config.listen,
                 "workers": config.workers,
@@ -342,6 +405,15 @@ async def serve(
                 "test_faults": faults.describe(),
             }
         )
+        if reshare is not None:
+            for note in reshare.notes:
+                log.warning("%s", note)
+                await audit.append(
+                    {"time": utc_iso(clock()), "type": "reshare", "step": "start", "note": note}
+                )
+            if reshare.stale_now:
+                assert resharing is not None
+                resharing.delete_stale_share()
     except BaseException:
         if monitor is not None:
             await monitor.close()
@@ -380,22 +452,25 @@ async def serve(
         config, identity, credentials, service, audit, clock, identity_changed, notifier
     )
     watchdog = loop.create_task(notifier.watchdog(stop))
-    await health.set(True)
+    await health.set(service.serving)
     if params.bits < MIN_MODULUS_BITS:
         log.warning(
             "!!! TEST KEY: a %d-bit modulus protects nothing (the config allows it with "
             "insecure_small_key_for_tests); never use it for anything real !!!",
             params.bits,
         )
-    log.info(
-        "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
-        config.index,
-        f"{config.workers} worker processes"
-        if config.workers
-        else f"{compute.parallelism} compute threads",
-        ct.backend_description(),
-        len(config.allowed_clients),
-    )
+    if compute is not None:
+        log.info(
+            "node %d ready (share decrypted and self-tested): %s on %s, %d allowed client(s)",
+            service.index,
+            f"{config.workers} worker processes"
+            if config.workers
+            else f"{compute.parallelism} compute threads",
+            ct.backend_description(),
+            len(config.allowed_clients),
+        )
+    else:
+        log.info("site %s ready to receive a share at the next reshare", service.site)
     notifier.ready(f"serving as node {config.index} of key {params.short_id}")
     if ready is not None:
         ready.set()
@@ -412,7 +487,8 @@ async def serve(
         service.ready = False
         await health.servicer.enter_graceful_shutdown()
         await server.stop(min(config.limits.max_deadline_seconds, MAX_GRACE_SECONDS))
-        await compute.close()
+        if service.compute is not None:
+            await service.compute.close()
         await summaries
         await watcher
         await watchdog
@@ -442,16 +518,16 @@ def _live_state(
 
     def info() -> dict[str, str]:
         return {
-            "index": str(config.index),
-            "key": params.short_id,
-            "epoch": str(params.epoch),
+            "index": str(service.index or 0),
+            "key": service.params.short_id,
+            "epoch": str(service.params.epoch),
             "version": __version__,
             "backend": ct.backend(),
         }
 
     return LiveState(
         serving=lambda: service.serving,
-        pending_items=lambda: service.compute.pending,
+        pending_items=lambda: service.compute.pending if service.compute is not None else 0,
         certificates=certificates,
         info=info,
     )
@@ -520,7 +596,9 @@ def _fail(message: str) -> int:
 _json_logs = False
 
 
-async def _main(config: NodeConfig, share: KeyShare, hup_pending: bool) -> None:
+async def _main(
+    config: NodeConfig, share: KeyShare | None, reshare: ReshareSetup | None, hup_pending: bool
+) -> None:
     stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -528,7 +606,30 @@ async def _main(config: NodeConfig, share: KeyShare, hup_pending: bool) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     if hup_pending:  # a SIGHUP while the node was starting: reload once it serves
         reload.set()
-    await serve(config, share, stop=stop, faults=Faults.from_env(), reload=reload)
+    await serve(config, share, stop=stop, faults=Faults.from_env(), reload=reload, reshare=reshare)
+
+
+def load_node(config: NodeConfig) -> tuple[KeyShare | None, ReshareSetup | None]:
+    """This node's share (self-tested) and, for a node that reshares, its epoch state.
+
+    A node without ``[reshare]`` is :func:`load_share`. One with it reads its passphrase
+    once (it stays in memory: new shares are written under it), its site key, and starts
+    in the epoch its state folder says (:func:`ittc_node.epochs.start_epoch`).
+    """
+    if not config.reshares:
+        return load_share(config), None
+    passphrase = _passphrase(config)
+    setup = start_epoch(config, passphrase)
+    share = setup.epoch.share
+    _use_backend(config)
+    if share is not None:
+        try:
+            share.self_test()
+        except IttcError as exc:
+            raise StartupError(
+                f"{config.path}: the share of epoch {share.params.epoch}: {exc}"
+            ) from None
+    return share, setup
 
 
 def run(
@@ -551,7 +652,7 @@ def run(
         except ValueError as exc:
             raise StartupError(f"${FAULT_VAR}: {exc}") from None
         config = NodeConfig.load(config_path)
-        share = load_share(config)
+        share, reshare = load_node(config)
     except IttcError as exc:  # every startup error names the file and the problem
         return _fail(str(exc))
     except OSError as exc:
@@ -559,7 +660,7 @@ def run(
     except KeyboardInterrupt:
         return _fail("interrupted")
     try:
-        asyncio.run(_main(config, share, bool(hups)))
+        asyncio.run(_main(config, share, reshare, bool(hups)))
     except ComputeError as exc:
         return _fail(f"{config.path}: {exc}")
     except IttcError as exc:  # StartupError, AuditLogError: before serving anything

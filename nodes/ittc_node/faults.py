@@ -22,6 +22,18 @@ Faults (a lying node still answers with its own index unless told ``wrong-index`
                    when one is, ``refuse`` (FAILED_PRECONDITION), ``stall`` (no answer
                    until the caller's deadline) or ``honest`` (the true share, proven)
 ``hold-start:<path>``  stay NOT_SERVING until ``<path>`` exists (lets a test watch startup)
+
+Reshare faults (a liar in every role of a run; docs/lifecycle.md §7):
+
+``reshare:bad-mask``           as a holder, seal each mask off by one (its commitment honest)
+``reshare:bad-contribution``   as a holder, publish a masked value off by one
+``reshare:bad-sub-share:<j>``  as a holder, seal member ``j`` a sub-share off by one
+``reshare:unopenable:<j>``     as a holder, send member ``j`` a sealed value that does not
+                               open (signed outside all the same)
+``reshare:false-complaint``    as a member, complain about a correct sub-share
+``reshare:bad-acceptance``     as a member, acknowledge with a wrong acceptance share
+``reshare:crash:<step>``       SIGKILL itself right after ``<step>`` (prepare, deal, accept,
+                               commit) has done its work, before answering
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import hashlib
 import os
 import pathlib
 import secrets
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +66,8 @@ def environment(spec: str) -> dict[str, str]:
 _OLD_DIGEST = hashlib.sha256(b"ittc test fault: an old message").digest()
 
 _FLAGS = {"random-share", "other-message", "replay-old", "wrong-index", "bad-proof", "refuse"}
+_RESHARE = {"bad-mask", "bad-contribution", "false-complaint", "bad-acceptance"}
+_CRASH_STEPS = {"prepare", "deal", "accept", "commit"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,10 @@ class Faults:
     #: ``refuse``, ``stall`` or ``honest``: how a ``dodge`` liar answers a request for proof.
     dodge: str = ""
     hold_start: pathlib.Path | None = None
+    #: A reshare fault (``bad-mask``, ``bad-sub-share:<j>``...), without the prefix.
+    reshare: str = ""
+    #: The reshare step after which the node SIGKILLs itself.
+    crash_after: str = ""
     #: ``ITTC_TEST_FAULT`` was set without the enabling variable (and is ignored).
     ignored: str = ""
 
@@ -84,7 +103,16 @@ class Faults:
             names.append(f"dodge:{self.dodge}")
         if self.hold_start is not None:
             names.append(f"hold-start:{self.hold_start}")
+        if self.reshare:
+            names.append(f"reshare:{self.reshare}")
+        if self.crash_after:
+            names.append(f"reshare:crash:{self.crash_after}")
         return ",".join(names)
+
+    def crash(self, step: str) -> None:
+        """``reshare:crash:<step>``: die here, as SIGKILL would kill the node."""
+        if self.crash_after == step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     @classmethod
     def parse(cls, text: str) -> Faults:
@@ -93,6 +121,7 @@ class Faults:
         slow_ms = 0
         dodge = ""
         hold: pathlib.Path | None = None
+        reshare = crash = ""
         for raw in text.split(","):
             name = raw.strip()
             if not name:
@@ -105,6 +134,15 @@ class Faults:
                 dodge = name.removeprefix("dodge:")
             elif name.startswith("hold-start:") and len(name) > len("hold-start:"):
                 hold = pathlib.Path(name[len("hold-start:") :])
+            elif name.removeprefix("reshare:") in _RESHARE:
+                reshare = name.removeprefix("reshare:")
+            elif (
+                name.startswith(("reshare:bad-sub-share:", "reshare:unopenable:"))
+                and name.rsplit(":", 1)[1].isdigit()
+            ):
+                reshare = name.removeprefix("reshare:")
+            elif name.startswith("reshare:crash:") and name.rsplit(":", 1)[1] in _CRASH_STEPS:
+                crash = name.rsplit(":", 1)[1]
             else:
                 raise ConfigError(f"{FAULT_VAR}: unknown test fault {name!r}")
         return cls(
@@ -117,6 +155,8 @@ class Faults:
             slow_ms=slow_ms,
             dodge=dodge,
             hold_start=hold,
+            reshare=reshare,
+            crash_after=crash,
         )
 
     @classmethod

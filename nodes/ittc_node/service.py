@@ -223,17 +223,24 @@ class SignerService:
         *,
         config: NodeConfig,
         params: PublicParams,
-        compute: Compute,
+        compute: Compute | None,
         audit: AuditLog,
         replay: ReplayCache,
         faults: Faults,
         clock: Callable[[], float],
         refusals: RefusalLimiter | None = None,
+        index: int | None = None,
     ) -> None:
         self.config = config
+        #: The epoch the node signs in, and its share's compute pool (None: no share of
+        #: this epoch, as a site that joins at a reshare or that retired).
         self.params = params
-        self.limits = config.limits
         self.compute = compute
+        #: This node's index in that epoch (the configured one unless a reshare moved it).
+        self.index: int | None = config.index if index is None and compute else index
+        #: The node's site name, when it takes part in reshares.
+        self.site = ""
+        self.limits = config.limits
         self.audit = audit
         self.replay = replay
         self.faults = faults
@@ -433,11 +440,17 @@ class SignerService:
 
     # -- GetInfo -----------------------------------------------------------------------
 
+    def switch(self, params: PublicParams, compute: Compute | None, index: int | None) -> None:
+        """Sign in a new epoch from now on (after a reshare commits): its parameters, its
+        share's compute pool (None: the site retired) and this node's index in it. Requests
+        for the old epoch are refused from this moment; the caller closes the old pool."""
+        self.params, self.compute, self.index = params, compute, index
+
     def info(self) -> pb.NodeInfo:
         """Who this node is (for allowed callers; not audited)."""
         p = self.params
         return pb.NodeInfo(
-            index=self.config.index,
+            index=self.index or 0,
             key_id=p.key_id,
             n=p.n,
             k=p.k,
@@ -449,6 +462,7 @@ class SignerService:
             freshness_window_ms=self._window_ms,
             epoch=p.epoch,
             epoch_id=p.epoch_id,
+            site=self.site,
         )
 
     @property
@@ -456,6 +470,7 @@ class SignerService:
         return (
             self.ready
             and self.audit.healthy
+            and self.compute is not None
             and self.compute.failure is None
             and self.certificate_problem is None
         )
@@ -471,7 +486,7 @@ class SignerService:
             now=now,
             started_ms=self.started_ms,
             replay=self.replay,
-            pending=self.compute.pending,
+            pending=self.compute.pending if self.compute is not None else 0,
             faults=self.faults,
             identity=identity,
         )
@@ -491,7 +506,7 @@ class SignerService:
             await refuse(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         if self.certificate_problem is not None:
             await refuse(grpc.StatusCode.UNAVAILABLE, "the node's certificate is not valid now")
-        if self.compute.failure is not None:
+        if self.compute is not None and self.compute.failure is not None:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node cannot compute (restart it)")
         if self.faults.refuse:
             await refuse(grpc.StatusCode.UNAVAILABLE, "refused (test fault)")
@@ -501,16 +516,25 @@ class SignerService:
             await asyncio.sleep(context.time_remaining() or self.limits.max_deadline_seconds)
             await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "stalled (test fault)")
         now = self.clock()
+        params, compute, index = self.params, self.compute, self.index
         try:
             xs = self._validate(request, now, caller.identity)
         except Refusal as refusal:
             await self._refuse(context, caller, "Sign", refusal, request)
+        if compute is None or index is None:
+            await refuse(
+                grpc.StatusCode.UNAVAILABLE,
+                f"this node holds no share of epoch {params.epoch} (a site that joins at a "
+                "reshare, or that retired)",
+            )
         # Validated: from here on this request_id is spent, whatever happens next, and the
         # request gets a line whatever happens next (the caller may cancel it).
         self.replay.remember(request.request_id, now, caller.identity)
         progress = _Progress()
         try:
-            return await self._sign_spent(caller, request, context, xs, progress)
+            return await self._sign_spent(
+                caller, request, context, xs, progress, (params, compute, index)
+            )
         except asyncio.CancelledError:
             if not progress.audited:
                 self._audit_cancelled(caller, request, progress.computed)
@@ -537,10 +561,23 @@ class SignerService:
         context: grpc.aio.ServicerContext,
         xs: list[int],
         progress: _Progress,
+        epoch: tuple[PublicParams, Compute, int],
     ) -> pb.SignResponse:
-        async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
+        params, compute, index = epoch
+
+        async def refuse(
+            code: grpc.StatusCode, reason: str, metadata: tuple[tuple[str, str], ...] = ()
+        ) -> NoReturn:
             progress.audited = True
-            await self._refuse(context, caller, "Sign", Refusal(code, reason), request)
+            await self._refuse(context, caller, "Sign", Refusal(code, reason, metadata), request)
+
+        def moved() -> str | None:
+            """Why these shares must not go out: a reshare committed while they were made
+            (they are of the epoch the node has left, which it refuses from then on)."""
+            now_in = self.params
+            if now_in is params:
+                return None
+            return f"wrong epoch: this node moved to epoch {now_in.epoch} while signing"
 
         remaining = context.time_remaining()
         budget = self.limits.max_deadline_seconds
@@ -555,13 +592,17 @@ class SignerService:
 
             def commit(done: Callable[[BaseException | None], None]) -> None:
                 # In the thread that made the shares: the line goes straight to the audit
-                # writer, and the loop hears of the request once, when it is durable.
+                # writer, and the loop hears of the request once, when it is durable. The
+                # epoch is decided here, where the line is: signed, or refused as moved.
                 progress.computed = progress.audited = True
+                reason = moved()
+                if reason is not None:
+                    record["outcome"], record["reason"] = "refused", reason
                 record["time"] = utc_iso(clock())
                 audit.append_threadsafe(record, done)
 
         try:
-            shares = await self.compute.sign(xs, request.with_proofs, commit=commit, timeout=budget)
+            shares = await compute.sign(xs, request.with_proofs, commit=commit, timeout=budget)
         except TimeoutError:
             await refuse(
                 grpc.StatusCode.DEADLINE_EXCEEDED, f"not done within the deadline ({budget:.3f} s)"
@@ -574,18 +615,24 @@ class SignerService:
             log.error("Sign %s: internal error: %s", request.request_id, type(exc).__name__)
             await refuse(grpc.StatusCode.INTERNAL, "internal error")
         progress.computed = True
-        shares = self.faults.shares(shares, self.params.modulus, request.with_proofs)
+        metadata = ((codec.EPOCH_METADATA, str(self.params.epoch)),)
+        if commit is not None and record["outcome"] == "refused":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, record["reason"], metadata)
+        shares = self.faults.shares(shares, params.modulus, request.with_proofs)
         if commit is None:
             await asyncio.sleep(self.faults.slow_ms / 1000)
+            reason = moved()
+            if reason is not None:
+                await refuse(grpc.StatusCode.FAILED_PRECONDITION, reason, metadata)
             progress.audited = True
             try:
                 await self.audit.append(self._record(caller, "Sign", "signed", "", request))
             except AuditLogError:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         return pb.SignResponse(
-            index=self.faults.index(self.config.index, self.params.n),
-            key_id=self.params.key_id,
+            index=self.faults.index(index, params.n),
+            key_id=params.key_id,
             shares=[pb.Share(value=v, proof_c=c, proof_z=z) for v, c, z in shares],
-            epoch=self.params.epoch,
-            epoch_id=self.params.epoch_id,
+            epoch=params.epoch,
+            epoch_id=params.epoch_id,
         )

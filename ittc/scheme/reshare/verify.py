@@ -59,6 +59,8 @@ __all__ = [
     "check_contribution",
     "check_mask",
     "check_sub_share",
+    "check_epoch_acceptance",
+    "epoch_acceptance_digest",
     "judge_mask_complaint",
     "judge_sub_share_complaint",
     "mask_table",
@@ -436,11 +438,22 @@ def acceptance_digest(outcome: Outcome) -> bytes:
     Signed with PKCS#1 v1.5 by every new member before the epoch commits. It names
     nothing anyone could want signed.
     """
-    return hashlib.sha256(_ACCEPTANCE + outcome.transcript + outcome.params.epoch_id_bytes).digest()
+    return epoch_acceptance_digest(outcome.params, outcome.transcript)
+
+
+def epoch_acceptance_digest(params: PublicParams, transcript: bytes) -> bytes:
+    """:func:`acceptance_digest` from the new epoch's parameters and the run's transcript
+    alone (what a commit certificate carries)."""
+    return hashlib.sha256(_ACCEPTANCE + transcript + params.epoch_id_bytes).digest()
 
 
 def acceptance_representative(outcome: Outcome) -> int:
-    return encode(Scheme.PKCS1V15, "sha256", acceptance_digest(outcome), outcome.params.bits)
+    return _representative(outcome.params, outcome.transcript)
+
+
+def _representative(params: PublicParams, transcript: bytes) -> int:
+    digest = epoch_acceptance_digest(params, transcript)
+    return encode(Scheme.PKCS1V15, "sha256", digest, params.bits)
 
 
 def check_acceptance(outcome: Outcome, shares: Sequence[SignatureShare]) -> bytes:
@@ -450,8 +463,15 @@ def check_acceptance(outcome: Outcome, shares: Sequence[SignatureShare]) -> byte
     them). With sound proofs every proof is verified and liars are named; every member
     then joins a ``k'``-subset that must give a valid signature. Returns the signature.
     """
-    params = outcome.params
-    x = acceptance_representative(outcome)
+    return check_epoch_acceptance(outcome.params, outcome.transcript, shares)
+
+
+def check_epoch_acceptance(
+    params: PublicParams, transcript: bytes, shares: Sequence[SignatureShare]
+) -> bytes:
+    """:func:`check_acceptance` from the new epoch's parameters and the run's transcript
+    alone, so that anyone holding a commit certificate can run the test again."""
+    x = _representative(params, transcript)
     by_index: dict[int, SignatureShare] = {}
     bad: list[int] = []
     for share in shares:
@@ -496,7 +516,10 @@ def check_acceptance(outcome: Outcome, shares: Sequence[SignatureShare]) -> byte
         ) from None
     try:
         params.public_key().verify(
-            signature, acceptance_digest(outcome), padding.PKCS1v15(), Prehashed(hashes.SHA256())
+            signature,
+            epoch_acceptance_digest(params, transcript),
+            padding.PKCS1v15(),
+            Prehashed(hashes.SHA256()),
         )
     except InvalidSignature:  # pragma: no cover - combine checked y^e == x already
         raise ReshareError("acceptance", "the acceptance signature does not verify") from None

@@ -1,0 +1,159 @@
+"""The reshare command line, as a script runs it (no terminal), and what nodes refuse.
+
+A whole refresh through ``ittc site keygen``, ``ittc reshare enroll | plan | approve |
+run | status``; then the authorization: a plan with fewer than ``k`` approvals, an
+approval of another plan, a signing client's certificate sending ``Prepare`` itself, and
+a forged certificate are refused by every node, and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from ittc.config import ClusterFile
+from ittc.deploy.layout import CeremonyFolder
+from ittc.lifecycle import Approval, Plan, approve
+from ittc.wire.v1 import reshare_pb2 as rpb
+from tests.cluster import make_cluster
+from tests.reshare_cluster import ReshareCluster, site_key, site_name
+
+pytestmark = pytest.mark.network
+
+
+def ittc(*args: object, cwd: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ittc", *map(str, args)],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=180,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def test_a_refresh_by_script_and_what_nodes_refuse(tmp_path: pathlib.Path) -> None:
+    root = make_cluster(tmp_path, bits=512)
+    folder = CeremonyFolder(root)
+    work = tmp_path / "operator"
+    work.mkdir()
+
+    # At each site: a key, made there. At the desk: the identities, enrolled.
+    sites = []
+    for i in folder.sites():
+        config = folder.node_config(i)
+        out = ok(ittc("site", "keygen", "--config", config, "--name", site_name(i), cwd=work))
+        identity = json.loads(out)
+        assert identity["site"] == site_name(i)
+        (work / f"{i}.json").write_text(out)
+        sites += ["--site", f"{i}={work / f'{i}.json'}"]
+        assert ok(ittc("site", "show", "--config", config, cwd=work)) == out
+    ok(ittc("reshare", "enroll", "--cluster", root, *sites, cwd=work))
+    for i in folder.sites():
+        shutil.copyfile(folder.cluster_file, folder.etc(i) / "cluster.toml")
+
+    with ReshareCluster(root) as nodes:
+        nodes.start(timeout=120)
+        plan_file = work / "plan.json"
+        described = ok(ittc("reshare", "plan", "--cluster", root, "--out", plan_file, cwd=work))
+        assert "to epoch 1: any 3 of these 5 sites sign" in described
+        plan = Plan.from_json(plan_file.read_bytes())
+
+        # -- refusals first: the cluster stays at epoch 0 through all of them -----------
+        for i in (1, 2):
+            ok(
+                ittc(
+                    "reshare", "approve", "--plan", plan_file, "--config",
+                    folder.node_config(i), "--out", work / f"{i}.approval", "--yes", cwd=work,
+                )
+            )  # fmt: skip
+        other = Plan.new(
+            ClusterFile.load(root).params,
+            plan.members,
+            3,
+            not_after=int(time.time() + 600),
+        )
+        (work / "3-other.approval").write_text(
+            json.dumps(approve(site_key(root, 3), other).to_dict())
+        )
+        few = ittc(
+            "reshare", "run", "--cluster", root, "--plan", plan_file, "--approvals",
+            work / "1.approval", work / "2.approval", work / "3-other.approval", cwd=work,
+        )  # fmt: skip
+        assert few.returncode == 2 and "2 valid approvals" in few.stderr, few.stderr
+        # The coordinator refuses before sending anything; the nodes refuse on their own:
+        # a Prepare with these approvals, or with none (a signing client's certificate
+        # is all it takes to connect), is refused by every node and audited.
+        given = [Approval.from_dict(json.loads((work / f).read_text())) for f in
+                 ("1.approval", "2.approval", "3-other.approval")]  # fmt: skip
+        for approvals in (given, []):
+            request = rpb.PrepareRequest(
+                plan=plan.canonical(),
+                approvals=[rpb.Approval(site=a.site, signature=a.signature) for a in approvals],
+                holders=[1, 2, 3],
+                attempt=bytes(16),
+            )
+            for i in range(1, 6):
+                with pytest.raises(grpc.RpcError) as refused:
+                    nodes.reshare_stub(i).Prepare(request, timeout=10)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        records = [json.loads(line) for line in nodes.audit_log(4).read_text().splitlines()]
+        refusals = [r for r in records if r.get("step") == "Prepare" and r["outcome"] == "refused"]
+        assert len(refusals) == 2 and refusals[0]["client"] == "ittc-client"
+        assert refusals[0]["invalid_approvals"] == {
+            "charlie": "signature does not verify for this plan"
+        }
+        # A certificate nobody approved, pushed by a client: refused and audited.
+        with pytest.raises(grpc.RpcError) as refused:
+            nodes.reshare_stub(1).Commit(rpb.CommitRequest(certificate=b"{}"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert all(nodes.status(i).epoch == 0 for i in range(1, 6))
+
+        # -- the refresh ------------------------------------------------------------------
+        ok(
+            ittc(
+                "reshare", "approve", "--plan", plan_file, "--config", folder.node_config(4),
+                "--out", work / "4.approval", "--yes", cwd=work,
+            )
+        )  # fmt: skip
+        run = ittc(
+            "reshare", "run", "--cluster", root, "--plan", plan_file, "--approvals",
+            work / "1.approval", work / "2.approval", work / "4.approval", cwd=work,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert "committed at every site" in run.stderr
+        status = ok(ittc("reshare", "status", "--cluster", root, "--plan", plan_file, cwd=work))
+        assert len(re.findall(r"site \w+, epoch 1 \(", status)) == 5, status
+        assert "certificate: written" in status
+        # Run again: the plan's certificate exists, so only --resume is allowed (and
+        # changes nothing: every site has committed).
+        again = ittc(
+            "reshare", "run", "--cluster", root, "--plan", plan_file, "--approvals",
+            work / "1.approval", work / "2.approval", work / "4.approval", cwd=work,
+        )  # fmt: skip
+        assert again.returncode == 2
+        resumed = ittc(
+            "reshare", "run", "--cluster", root, "--plan", plan_file, "--resume", cwd=work,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        ok(ittc("sign", "--cluster", root, "--in", plan_file, "--out", work / "sig", cwd=work))
+
+    # Approving needs a terminal or --yes; an expired plan is not approved.
+    refused_approval = ittc(
+        "reshare", "approve", "--plan", plan_file, "--config", folder.node_config(5), cwd=work
+    )
+    assert refused_approval.returncode == 2 and "--yes" in refused_approval.stderr

@@ -1,0 +1,258 @@
+"""Resharing against liars in every role and crashes at every phase, with real processes.
+
+Liars (test faults of the node, ``ittc_node.faults``): a holder whose mask, masked value,
+sub-share or sealed value is wrong, and a new member that complains falsely or signs a
+wrong acceptance share. Each is caught before anything commits and named, and nobody
+else is; a cheating holder is left out of the next attempt, which succeeds; a cheating
+member ends the run (it is in the plan), and the cluster stays in its epoch.
+
+Crashes: the coordinator SIGKILLed after each phase, then ``--resume``; a node SIGKILLed
+after each of its steps. After each, the cluster signs in exactly one epoch: every node
+is in the same one, and a combiner signs in it.
+
+One cluster per module (3-of-5, 512-bit generated key), restarted between cases.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+
+from ittc.combiner import SyncClusterClient
+from ittc.config import ClusterFile
+from ittc.deploy.reshare import CRASH_VAR, ReshareFailed, RunFolder
+from ittc.lifecycle import Plan
+from tests.cluster import fault_env, make_cluster
+from tests.reshare_cluster import (
+    ReshareCluster,
+    approvals,
+    enable_resharing,
+    refresh_plan,
+    run_reshare,
+    site_name,
+)
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    root = make_cluster(tmp_path_factory.mktemp("faults"), bits=512)
+    enable_resharing(root)
+    with ReshareCluster(root) as nodes:
+        nodes.start(timeout=120)
+        yield root, nodes
+
+
+def one_epoch(root: pathlib.Path, nodes: ReshareCluster) -> int:
+    """Every site is in the same epoch, the cluster file names it, and a combiner signs
+    in it. Returns it."""
+    epochs = {i: nodes.status(i).epoch for i in range(1, 6)}
+    assert len(set(epochs.values())) == 1, epochs
+    cluster = ClusterFile.load(root)
+    assert set(epochs.values()) == {cluster.epoch}
+    with SyncClusterClient(root, deadline=15.0) as client:
+        signature = client.sign(b"one epoch")
+        cluster.params.public_key().verify(
+            signature, b"one epoch", padding.PKCS1v15(), hashes.SHA256()
+        )
+    return cluster.epoch
+
+
+def restart(nodes: ReshareCluster, index: int, spec: str | None = None) -> None:
+    nodes.kill(index)
+    nodes.start([index], env=fault_env(spec) if spec else None, timeout=60)
+
+
+# -- liars -----------------------------------------------------------------------------------
+
+#: (the liar's site, its fault, whether the run still commits)
+LIARS = [
+    (2, "reshare:bad-mask", True),
+    (2, "reshare:bad-contribution", True),
+    (2, "reshare:bad-sub-share:4", True),
+    (2, "reshare:unopenable:4", True),
+    (4, "reshare:false-complaint", False),
+    (4, "reshare:bad-acceptance", False),
+]
+
+
+@pytest.mark.parametrize("liar, fault, commits", LIARS, ids=[f for _, f, _ in LIARS])
+def test_a_liar_is_named_and_nobody_else(cluster, liar: int, fault: str, commits: bool) -> None:
+    root, nodes = cluster
+    epoch = one_epoch(root, nodes)
+    restart(nodes, liar, fault)
+    try:
+        plan = refresh_plan(root)
+        given = approvals(root, plan, [1, 3, 5])
+        if commits:
+            certificate = run_reshare(root, plan, given)
+            assert liar not in certificate.holders
+        else:
+            with pytest.raises(ReshareFailed) as failed:
+                run_reshare(root, plan, given)
+            assert failed.value.blamed == (site_name(liar),)
+    finally:
+        restart(nodes, liar)
+    folder = RunFolder.of(ClusterFile.load(root), plan)
+    first = folder.attempts()[0]
+    assert first["holders"] == [1, 2, 3]
+    assert first["outcome"]["convicted_sites"] == [site_name(liar)], first["outcome"]
+    blamed = {s for a in folder.attempts() for s in a["outcome"].get("convicted_sites", [])}
+    assert blamed == {site_name(liar)}
+    assert one_epoch(root, nodes) == epoch + (1 if commits else 0)
+
+
+# -- crashes ---------------------------------------------------------------------------------
+
+
+def coordinator(
+    root: pathlib.Path, work: pathlib.Path, *extra: str, crash: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(fault_env("")) if crash else {}
+    if crash:
+        env[CRASH_VAR] = crash
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "ittc", "reshare", "run", "--cluster", str(root),
+         "--plan", str(work / "plan.json"), "--timeout", "20", *extra],
+        env={**os.environ, **env},
+        text=True,
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )  # fmt: skip
+
+
+def write_plan(root: pathlib.Path, work: pathlib.Path) -> list[str]:
+    work.mkdir(exist_ok=True)
+    plan = refresh_plan(root)
+    (work / "plan.json").write_text(plan.to_json())
+    names = []
+    for approval in approvals(root, plan, [1, 2, 4]):
+        path = work / f"{approval.site}.approval"
+        path.write_text(json.dumps(approval.to_dict()))
+        names.append(str(path))
+    return ["--approvals", *names]
+
+
+@pytest.mark.parametrize(
+    "point, forward",
+    [("prepared", False), ("acknowledged", False), ("certificate", True), ("delivered", True)],
+)
+def test_a_coordinator_killed_after_each_phase_resumes_or_rolls_back_with_one_command(
+    cluster, tmp_path: pathlib.Path, point: str, forward: bool
+) -> None:
+    root, nodes = cluster
+    epoch = one_epoch(root, nodes)
+    given = write_plan(root, tmp_path)
+    killed = coordinator(root, tmp_path, *given, crash=point)
+    assert killed.returncode == -9, killed.stderr
+    resumed = coordinator(root, tmp_path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = epoch + 1 if forward else epoch
+    assert one_epoch(root, nodes) == expected
+    plan = Plan.from_json((tmp_path / "plan.json").read_bytes())
+    outcome = RunFolder.of(ClusterFile.load(root), plan).outcome()
+    assert outcome is not None and outcome["committed"] is forward
+
+
+@pytest.mark.parametrize("step", ["prepare", "accept", "commit"])
+def test_a_node_killed_after_each_step(cluster, tmp_path: pathlib.Path, step: str) -> None:
+    """Site 3 (a holder and a member) dies right after a step. Before the commit the run
+    fails and the cluster stays in its epoch; a second run (after the site is back)
+    commits. Killed after its commit, it comes back in the new epoch."""
+    root, nodes = cluster
+    epoch = one_epoch(root, nodes)
+    given = write_plan(root, tmp_path)
+    restart(nodes, 3, f"reshare:crash:{step}")
+    run = coordinator(root, tmp_path, *given)
+    assert nodes.returncode(3) == -9
+    nodes.start([3], timeout=60)
+    if step == "commit":
+        assert run.returncode == 3, run.stderr  # committed; charlie did not answer
+        assert nodes.status(3).epoch == epoch + 1
+        assert coordinator(root, tmp_path, "--resume").returncode == 0
+    else:
+        assert run.returncode == 2, run.stderr
+        assert "charlie" in run.stderr
+        assert one_epoch(root, nodes) == epoch
+        if step == "accept":
+            assert nodes.status(3).pending_runs  # stored, kept until an epoch commits
+        again = coordinator(root, tmp_path, *given)
+        assert again.returncode == 0, again.stderr
+        assert nodes.status(3).pending_runs == []
+    assert one_epoch(root, nodes) == epoch + 1
+
+
+# -- a coordinator that tampers ---------------------------------------------------------
+
+
+class _Tampering:
+    """Wraps a coordinator's link: alters what one RPC carries, once."""
+
+    def __init__(self, link, tamper) -> None:
+        self._link, self._tamper = link, tamper
+        self.site = link.site
+
+    async def call(self, method: str, request, timeout: float):
+        request = self._tamper(method, self.site, request)
+        return await self._link.call(method, request, timeout)
+
+
+@pytest.mark.parametrize("what", ["altered mask", "swapped sub-shares", "altered commitments"])
+def test_a_coordinator_that_tampers_is_caught_and_blames_nobody(cluster, what: str) -> None:
+    """The coordinator relays: what it alters is refused by the site that receives it
+    (signatures inside and outside), nobody is convicted, and a clean attempt commits."""
+    from ittc.deploy.reshare import Coordinator
+
+    root, nodes = cluster
+    epoch = one_epoch(root, nodes)
+    done: set[str] = set()
+
+    def tamper(method: str, site, request):
+        if what in done:
+            return request
+        if what == "altered mask" and method == "Deal" and request.masks:
+            done.add(what)
+            request.masks[0].ciphertext = bytes([request.masks[0].ciphertext[0] ^ 1]) + bytes(
+                request.masks[0].ciphertext[1:]
+            )
+        elif what == "altered commitments" and method == "Deal":
+            done.add(what)
+            body = bytearray(request.commitments[0].body)
+            body[-1] ^= 1
+            request.commitments[0].body = bytes(body)
+        elif what == "swapped sub-shares" and method == "Accept" and site.new_index == 4:
+            done.add(what)
+            request.sub_shares[0].recipient = "echo"
+        return request
+
+    class TamperingCoordinator(Coordinator):
+        def _link(self, site):  # type: ignore[override]
+            return _Tampering(super()._link(site), tamper)
+
+    import asyncio
+
+    plan = refresh_plan(root)
+    coordinator = TamperingCoordinator(
+        ClusterFile.load(root), plan, approvals(root, plan, [1, 2, 3]), timeout=20
+    )
+    certificate = asyncio.run(coordinator.run())
+    assert what in done
+    attempts = coordinator.folder.attempts()
+    assert len(attempts) == 2
+    assert (
+        "altered in transit" in attempts[0]["outcome"]["failed"]
+        or "not a sub-share" in (attempts[0]["outcome"]["failed"])
+    ), attempts[0]["outcome"]
+    assert all(not a["outcome"].get("convicted_sites") for a in attempts)
+    assert certificate.epoch == epoch + 1
+    assert one_epoch(root, nodes) == epoch + 1
