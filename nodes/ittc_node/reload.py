@@ -64,6 +64,7 @@ _TOML_NAMES = {
     "sites": "reshare.sites",
     "metrics_listen": "monitoring.metrics_listen",
     "health_listen": "monitoring.health_listen",
+    "auto_approve_refresh_days": "reshare.auto_approve_refresh_days",
 }
 
 
