@@ -227,7 +227,7 @@ def bench_network(
     import shutil
     import tempfile
 
-    from benchmarks.cluster import cached_cluster
+    from benchmarks.cluster.target import cached_cluster
     from ittc.combiner import SyncClusterClient
     from ittc.config import ClusterFile
     from ittc.deploy.layout import CeremonyFolder
