@@ -77,6 +77,7 @@ CPU_FIELDS = {
     "ours_utilization",
     "others_utilization",
     "total_over_ideal",
+    "nodes_exponentiation_threads_s",
 }
 
 
@@ -197,6 +198,9 @@ def test_every_point_complete_and_sane(run):
         edge = p["concurrency"] * p["batch"] * p["k"]
         assert overhead["shares_asked"] >= p["signatures"] * p["k"] - edge
         assert isinstance(overhead["per_rpc_s"], float)
+        # The nodes name their exponentiation threads; the CPU outside them is counted.
+        assert 0 < cpu["nodes_exponentiation_threads_s"] < cpu["nodes_s"], p["label"]
+        assert 0 < overhead["outside_exponentiation_threads_per_rpc_s"], p["label"]
         if p["fault"] is None:
             assert p["errors"] == {} and stats["blamed"] == {}, p["label"]
 

@@ -1251,3 +1251,21 @@ def test_nonce_keeper_refills_what_proofs_used_and_sleeps_otherwise(vkey: Any) -
         await compute.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names of /proc")
+def test_node_threads_carry_their_names_to_the_system() -> None:
+    """``top -H`` and the cluster benchmark tell a node's threads apart by these names."""
+    from ittc_node.threadname import name_this_thread
+
+    seen: list[str] = []
+
+    def run() -> None:
+        name_this_thread()
+        comm = pathlib.Path(f"/proc/self/task/{threading.get_native_id()}/comm")
+        seen.append(comm.read_text().strip())
+
+    thread = threading.Thread(target=run, name="ittc-sign_0-and-more")
+    thread.start()
+    thread.join()
+    assert seen == ["ittc-sign_0-and"]  # the system keeps 15 characters

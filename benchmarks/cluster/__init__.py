@@ -39,9 +39,18 @@ single-machine figures and the bounds), :mod:`.load` (the closed loop), :mod:`.r
 
 from __future__ import annotations
 
-from benchmarks.cluster.cli import main
+from collections.abc import Sequence
+
 from benchmarks.cluster.load import completion_slope
 from benchmarks.cluster.plan import FAULT_NODE, SWEEPS, PointSpec, plan
 from benchmarks.cluster.run import SCHEMA, run
 
 __all__ = ["FAULT_NODE", "SCHEMA", "SWEEPS", "PointSpec", "completion_slope", "main", "plan", "run"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.cluster`` (:mod:`.cli`, imported here when called, so that
+    ``python -m benchmarks.cluster.report`` does not import itself first)."""
+    from benchmarks.cluster.cli import main as cli_main
+
+    return cli_main(argv)

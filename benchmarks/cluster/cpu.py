@@ -15,6 +15,7 @@ __all__ = [
     "cores",
     "machine_busy_seconds",
     "node_cpu_seconds",
+    "node_exponentiation_seconds",
     "others_busy",
 ]
 
@@ -46,6 +47,37 @@ def node_cpu_seconds(groups: Sequence[int]) -> float:
     return ticks / _TICK
 
 
+#: The system names of a node's exponentiation threads (ittc_node.threadname).
+EXPONENTIATION_THREADS = ("ittc-sign", "ittc-worker")
+
+
+def node_exponentiation_seconds(groups: Sequence[int]) -> float:
+    """CPU time of the live threads, in the given process groups, that the nodes name as
+    their exponentiation threads (compute threads, worker processes)."""
+    wanted = set(groups)
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(entry.name)
+        if fields is None or int(fields[2]) not in wanted:
+            continue
+        try:
+            tasks = list(os.scandir(f"/proc/{entry.name}/task"))
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                name = pathlib.Path(task.path, "comm").read_text().strip()
+            except OSError:
+                continue
+            if name.startswith(EXPONENTIATION_THREADS):
+                thread = _stat_fields(f"{entry.name}/task/{task.name}")
+                if thread is not None:
+                    ticks += int(thread[11]) + int(thread[12])
+    return ticks / _TICK
+
+
 def machine_busy_seconds() -> float | None:
     """CPU time the whole machine spent busy (all cores), from /proc/stat."""
     try:
@@ -69,17 +101,21 @@ class CpuMark:
     client: float
     nodes: float | None
     machine: float | None
+    #: The nodes' exponentiation threads (part of ``nodes``).
+    nodes_exponentiation: float | None = None
 
     @classmethod
     def now(cls, groups: Sequence[int] | None, *, nodes_first: bool) -> CpuMark:
         # The /proc scan costs this process CPU: do it outside the client's window.
-        nodes = node_cpu_seconds(groups) if groups is not None and nodes_first else None
+        nodes = exps = None
+        if groups is not None and nodes_first:
+            exps, nodes = node_exponentiation_seconds(groups), node_cpu_seconds(groups)
         machine = machine_busy_seconds()
         client = client_cpu_seconds()
         wall = time.perf_counter()
         if groups is not None and not nodes_first:
-            nodes = node_cpu_seconds(groups)
-        return cls(wall, client, nodes, machine)
+            nodes, exps = node_cpu_seconds(groups), node_exponentiation_seconds(groups)
+        return cls(wall, client, nodes, machine, exps)
 
 
 def cores() -> int:

@@ -274,6 +274,11 @@ async def measure_point(
         if (last.machine is not None and first.machine is not None)
         else None
     )
+    exps_cpu = (
+        (last.nodes_exponentiation - first.nodes_exponentiation)
+        if last.nodes_exponentiation is not None and first.nodes_exponentiation is not None
+        else None
+    )
     ours = client_cpu + (nodes_cpu or 0.0)
     foreign = max(0.0, machine - ours) if machine is not None and nodes_cpu is not None else None
 
@@ -308,6 +313,7 @@ async def measure_point(
         "cpu": {
             "client_s": client_cpu,
             "nodes_s": nodes_cpu,
+            "nodes_exponentiation_threads_s": exps_cpu,
             "machine_busy_s": machine,
             "others_s": foreign,
             "client_per_signature_s": per_sig(client_cpu),

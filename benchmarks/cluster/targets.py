@@ -174,15 +174,21 @@ def evaluate_targets(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
     if lone:
         p = lone[0]
-        overhead = p["node_overhead"]["per_rpc_s"]
+        spent = p["node_overhead"]
+        by_t_share = spent["per_rpc_s"]
+        # Judged outside the exponentiation threads where the nodes name them (their
+        # exponentiations, three at once on two cores, cost more than an idle T_share).
+        overhead = spent.get("outside_exponentiation_threads_per_rpc_s") or by_t_share
         if overhead is not None:
             add(
                 "node_cpu_per_rpc",
                 overhead * 1e3,
                 overhead <= 0.4e-3,
-                f"{p['node_overhead']['rpcs']} RPCs, nodes' CPU "
-                f"{p['cpu']['nodes_s']:.2f} s less {p['node_overhead']['shares_asked']} × "
-                f"T_share {p['baseline']['t_share_s'] * 1e3:.2f} ms ({p['backend']})",
+                f"{spent['rpcs']} RPCs; nodes' CPU {p['cpu']['nodes_s']:.2f} s, of which "
+                f"{(spent.get('exponentiation_threads_s') or 0):.2f} s in their "
+                f"exponentiation threads; nodes' CPU less {spent['shares_asked']} × T_share "
+                f"{p['baseline']['t_share_s'] * 1e3:.2f} ms ({p['backend']}): "
+                f"{by_t_share * 1e3:.3f} ms per RPC",
                 f"{overhead * 1e3:.3f} ms",
             )
         ratio = p["latency_p50_over_floor"]

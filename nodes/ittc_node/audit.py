@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ittc.errors import AuditLogError
+from ittc_node.threadname import name_this_thread
 
 __all__ = [
     "AuditChainBroken",
@@ -452,6 +453,7 @@ class AuditLog:
     def _write_loop(self) -> None:
         """The writer thread: everything queued while the last write ran goes out in one
         ``write + fsync``; the waiting callers are answered with one wake-up of the loop."""
+        name_this_thread()
         while True:
             with self._cond:
                 while not self._queue and not self._closing:

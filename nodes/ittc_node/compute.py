@@ -43,6 +43,7 @@ from ittc.scheme.ct import release_gil
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.wire.codec import ShareBytes, share_to_wire
+from ittc_node.threadname import name_this_thread
 
 __all__ = [
     "Commit",
@@ -101,6 +102,7 @@ class _NonceKeeper:
 
     def _run(self) -> None:
         release_gil()
+        name_this_thread()
         while True:
             with self._cond:
                 while not self._stopped and not self._needed():
@@ -108,6 +110,11 @@ class _NonceKeeper:
                 if self._stopped:
                     return
             self.share.precompute_nonces(1)
+
+
+def _sign_thread_init() -> None:
+    release_gil()
+    name_this_thread()
 
 
 def _call_with(function: Callable[[int], None], items: int, _future: object) -> None:
@@ -321,7 +328,7 @@ class ThreadCompute(Compute):
         self.parallelism = threads
         self._keeper = _NonceKeeper(share, proof_nonces)
         self._executor = ThreadPoolExecutor(
-            threads, thread_name_prefix="ittc-sign", initializer=release_gil
+            threads, thread_name_prefix="ittc-sign", initializer=_sign_thread_init
         )
 
     async def start(self) -> None:
@@ -358,6 +365,7 @@ def _worker_init(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent()
     release_gil()
+    name_this_thread("ittc-worker")
     ct.use_backend(backend)
     share = KeyShare(PublicParams.from_json(params_json), index, secret)
     keeper = _NonceKeeper(share, nonce_target)
