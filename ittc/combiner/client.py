@@ -12,32 +12,22 @@ Fewer than ``k`` honest nodes reachable within the deadline raise
 :class:`~ittc.errors.SigningError`, whose ``nodes`` says what happened to each node.
 
 **Epochs.** Every batch is signed in one epoch of the key, with that epoch's parameters,
-nodes and connections (an :class:`EpochView`); requests name the epoch and answers of
-another epoch are refused, so shares of two epochs never meet in one combine. The client
-follows its cluster file: before a batch it looks (at most once a second, and at once
-when a node says it signs in a newer epoch) whether the file names a newer epoch of the
-same key, and if so signs the next batches in that epoch, without a restart. When the
-file does not name that epoch yet (it is copied to this host later, or never), the client
-asks the node for the commit certificates since its epoch and checks them itself against
-the sites its cluster file lists (a certificate proves itself: the plan was approved by
-``k`` sites of the epoch before, and every new member acknowledged); it then signs in the
-epoch they prove, in memory. Items a node refused for a newer epoch are signed again in it.
-A node still in the epoch before the client's (a commit that did not reach it) is handed
-the epoch's commit certificate (a node accepts one from anyone) and asked again.
+nodes and connections; requests name the epoch and answers of another epoch are refused,
+so shares of two epochs never meet in one combine. The client follows its cluster file,
+or the commit certificates a node in a newer epoch holds, to a newer epoch without a
+restart (:mod:`ittc.combiner.epochs`); items a node refused for a newer epoch are signed
+again in it, and a node still in the epoch before is handed the epoch's certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Future as ThreadFuture
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, Unpack
 
@@ -47,98 +37,36 @@ from cryptography import x509
 from ittc.combiner import certcheck
 from ittc.combiner.batcher import Batcher, Pending
 from ittc.combiner.certcheck import CertificateWatch
-from ittc.combiner.combining import Combiner
 from ittc.combiner.context import ClientStats, RoundContext
+from ittc.combiner.epochs import EpochView, EpochViews
 from ittc.combiner.options import ClientOptions, Settings
 from ittc.combiner.pool import NodeEvent, NodePool
 from ittc.combiner.round import SigningRound
-from ittc.combiner.transport import NodeLink, open_links
-from ittc.config import ClusterFile, NodeEntry
+from ittc.combiner.transport import NodeLink
+from ittc.config import ClusterFile
 from ittc.errors import (
     CombinerClosed,
     IttcError,
     NodeError,
-    NodeInOtherEpoch,
     ParameterError,
     SigningError,
 )
-from ittc.lifecycle import Certificate
 from ittc.scheme.encoding import Scheme, SignItem
 from ittc.scheme.keyshare import check_representative
 from ittc.scheme.params import PublicParams
-from ittc.wire import tls
 from ittc.wire.v1 import signer_pb2 as pb
 
-__all__ = ["ClientStats", "ClusterClient", "EpochView", "SignItem", "SyncClusterClient"]
+__all__ = [
+    "ClientStats",
+    "ClusterClient",
+    "EpochView",
+    "SignItem",
+    "SyncClusterClient",
+]
 
 T = TypeVar("T")
 
 log = logging.getLogger("ittc.combiner")
-
-#: How often (seconds) the client looks at its cluster file for a newer epoch.
-FOLLOW_INTERVAL = 1.0
-
-
-@dataclass
-class EpochView:
-    """One epoch of the key as the client signs in it: the cluster file that named it,
-    its parameters, a node pool, the connections (opened on first use) and a combiner.
-    A batch uses one view from start to end."""
-
-    cluster: ClusterFile
-    pool: NodePool
-    combiner: Combiner
-    links: dict[int, NodeLink] = field(default_factory=dict)
-    #: Batches running in this view (its channels close when it is replaced and idle).
-    users: int = 0
-    retired: bool = False
-    #: Nodes handed this epoch's certificate already (each is handed it once).
-    handed: set[int] = field(default_factory=set)
-    #: The epoch's commit certificate, when the client learned the epoch from it (else
-    #: the cluster file names its file).
-    certificate: bytes | None = None
-
-    @property
-    def params(self) -> PublicParams:
-        return self.cluster.params
-
-    async def close(self) -> None:
-        for link in self.links.values():
-            await link.close()
-        self.links = {}
-        self.combiner.close()
-
-
-def _follow_chain(cluster: ClusterFile, chain: list[bytes]) -> tuple[ClusterFile, bytes | None]:
-    """The cluster as the certificates in ``chain`` move it on, epoch by epoch, each one
-    checked against the epoch before; stops at the first that does not prove the next
-    epoch. Returns ``cluster`` itself and None if none does."""
-    last = None
-    for raw in chain:
-        try:
-            certificate = Certificate.from_json(raw)
-            if certificate.epoch != cluster.params.epoch + 1:
-                continue
-            certificate.verify(cluster.params, cluster.sites())
-        except IttcError as exc:
-            log.warning("a certificate that does not prove the next epoch: %s", exc)
-            break
-        nodes = tuple(
-            NodeEntry(m.index, m.address, m.tls_name, m.site) for m in certificate.plan.members
-        )
-        cluster = dataclasses.replace(
-            cluster, params=certificate.params, nodes=nodes, certificate=None, params_path=None
-        )
-        last = raw
-    return cluster, last
-
-
-def _file_state(path: Path) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class ClusterClient:
@@ -163,13 +91,11 @@ class ClusterClient:
         self._cert, self._key = cert, key
         self.stats = ClientStats()
         self._listeners: list[Callable[[NodeEvent], None]] = []
-        self._view = self._new_view(loaded)
-        self._watched = _file_state(loaded.path)
-        self._identity_watched = self._identity_state(loaded)
         self._certificates = CertificateWatch(s.clock)
+        self._views = EpochViews(
+            loaded, s, cert, key, self._listeners, lambda: self._certificates.check_own(cert)
+        )
         self._certificate_task: asyncio.Task[None] | None = None
-        self._looked_at = time.monotonic()
-        self._retired: list[EpochView] = []
         self._batcher = Batcher(
             self._sign_batch,
             max_batch=s.max_batch,
@@ -179,139 +105,43 @@ class ClusterClient:
 
     # -- epochs ------------------------------------------------------------------------
 
-    def _new_view(self, cluster: ClusterFile) -> EpochView:
-        pool = NodePool(
-            [entry.index for entry in cluster.nodes],
-            node_timeout=self.settings.node_timeout,
-            hedge_after=self.settings.hedge_after,
-        )
-        for listener in self._listeners:
-            pool.add_listener(listener)
-        return EpochView(cluster, pool, Combiner(cluster.params))
-
     @property
     def cluster(self) -> ClusterFile:
         """The cluster file of the epoch the client signs in now."""
-        return self._view.cluster
+        return self._views.current.cluster
 
     @property
     def params(self) -> PublicParams:
         """The parameters of the epoch the client signs in now."""
-        return self._view.params
+        return self._views.current.params
 
     @property
     def pool(self) -> NodePool:
         """The node pool of the current epoch."""
-        return self._view.pool
+        return self._views.current.pool
 
     @property
     def epoch(self) -> int:
-        return self._view.params.epoch
+        return self._views.current.params.epoch
 
     def follow(self, *, force: bool = False) -> bool:
-        """Look at the cluster file (at most once per :data:`FOLLOW_INTERVAL` unless
-        ``force``); if it names a newer epoch of the same key, sign in that epoch from the
-        next batch on. True if the epoch changed. A file that does not load, names another
-        key, or an older or equal epoch changes nothing (the first two are logged)."""
-        now = time.monotonic()
-        if not force and now - self._looked_at < FOLLOW_INTERVAL:
-            return False
-        self._looked_at = now
-        self._follow_identity()
-        path = self._view.cluster.path
-        state = _file_state(path)
-        if state is None or state == self._watched:
-            return False
-        self._watched = state
-        try:
-            loaded = ClusterFile.load(path)
-        except IttcError as exc:
-            log.warning("cluster file %s changed but cannot be used: %s", path, exc)
-            return False
-        current = self._view.params
-        if loaded.params.key_id != current.key_id:
-            log.error(
-                "cluster file %s now names key %s, not %s: ignored (a client signs with one key)",
-                path,
-                loaded.params.short_id,
-                current.short_id,
-            )
-            return False
-        if loaded.params.epoch <= current.epoch:
-            return False
-        self._switch(loaded)
-        return True
-
-    def _identity_state(self, cluster: ClusterFile) -> tuple[object, ...]:
-        return tuple(_file_state(p) for p in (cluster.ca, self._cert, self._key))
-
-    def _follow_identity(self) -> None:
-        """If the CA file or the client's certificate or key changed (a renewal, a CA
-        rotation), make new connections with them: batches under way finish on the old
-        ones, the next use the new ones. A change that does not make a working identity
-        (a file half-copied, a key that is not the certificate's) is logged and ignored."""
-        cluster = self._view.cluster
-        state = self._identity_state(cluster)
-        if state == self._identity_watched:
-            return
-        self._identity_watched = state
-        try:
-            tls.client_credentials(self._cert, self._key, cluster.ca, now=self.settings.clock())
-        except IttcError as exc:
-            log.error("client identity or CA changed but cannot be used (kept the old): %s", exc)
-            return
-        view = self._new_view(cluster)
-        view.certificate = self._view.certificate
-        self._replace_view(view)
-        log.warning(
-            "client identity or CA files changed (%s, %s, %s): new connections use them",
-            self._cert,
-            self._key,
-            cluster.ca,
-        )
-        self._certificates.check_own(self._cert)
-
-    def _replace_view(self, view: EpochView) -> None:
-        old = self._view
-        self._view = view
-        old.retired = True
-        self._retired.append(old)
-
-    def _switch(self, cluster: ClusterFile, certificate: bytes | None = None) -> None:
-        old = self._view
-        view = self._new_view(cluster)
-        view.certificate = certificate
-        self._replace_view(view)
-        log.warning(
-            "key %s: now signing in epoch %d (%d of %d nodes), was epoch %d",
-            cluster.params.short_id,
-            cluster.params.epoch,
-            cluster.params.k,
-            cluster.params.n,
-            old.params.epoch,
-        )
-
-    async def _close_idle_views(self) -> None:
-        idle = [v for v in self._retired if v.users == 0]
-        self._retired = [v for v in self._retired if v.users]
-        for view in idle:
-            await view.close()
+        """Look at the cluster file (at most once a second unless ``force``); if it names
+        a newer epoch of the same key, sign in that epoch from the next batch on. True if
+        the epoch changed (see :meth:`~ittc.combiner.epochs.EpochViews.follow`)."""
+        return self._views.follow(force=force)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def _connect(self, view: EpochView | None = None) -> dict[int, NodeLink]:
         if self._closed:
             raise CombinerClosed("client closed")
-        view = view or self._view
-        if not view.links:
-            view.links = open_links(view.cluster, self._cert, self._key, self.settings.clock)
-            if self._certificate_task is None:
-                self._certificates.check_own(self._cert)
-                with contextlib.suppress(RuntimeError):  # no running loop: no watch
-                    self._certificate_task = asyncio.get_running_loop().create_task(
-                        self._watch_certificates()
-                    )
-        return view.links
+        if self._certificate_task is None:
+            self._certificates.check_own(self._cert)
+            with contextlib.suppress(RuntimeError):  # no running loop: no watch
+                self._certificate_task = asyncio.get_running_loop().create_task(
+                    self._watch_certificates()
+                )
+        return self._views.links(view)
 
     async def _watch_certificates(self) -> None:
         """Now and then, warn about the client's certificate and the nodes' (certcheck)."""
@@ -338,9 +168,7 @@ class ClusterClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._certificate_task
         await self._batcher.close(CombinerClosed("client closed"))
-        for view in [self._view, *self._retired]:
-            await view.close()
-        self._retired = []
+        await self._views.close()
 
     @property
     def closed(self) -> bool:
@@ -352,7 +180,7 @@ class ClusterClient:
         """Call ``listener`` with every :class:`~ittc.combiner.pool.NodeEvent` (a node
         asked, answered, failed, cleared, lied or was suspected): for metrics and logs."""
         self._listeners.append(listener)
-        self._view.pool.add_listener(listener)
+        self._views.add_listener(listener)
 
     @property
     def channels(self) -> Mapping[int, grpc.aio.Channel]:
@@ -409,18 +237,19 @@ class ClusterClient:
         self.stats.batches += 1
         end = time.monotonic() + self.settings.deadline
         self.follow()
-        results, seen = await self._round(self._view, batch, end)
+        views = self._views
+        results, seen = await self._round(views.current, batch, end)
         # Nodes that sign in a newer epoch: if the cluster file names it now, sign what
         # they refused in that epoch (once; never mixing: a new round, a new view).
-        newer = self._newer_epoch_nodes(seen)
-        if newer and (self.follow(force=True) or await self._learn(newer)):
+        newer = views.newer_nodes(seen)
+        if newer and (views.follow(force=True) or await views.learn(newer)):
             seen = await self._retry(results, batch, end)
         # Nodes still in an older epoch: hand them this epoch's certificate, and ask again
         # for anything that failed.
-        if await self._hand_certificate(self._view, self._older_epoch_nodes(seen)):
+        if await views.hand_certificate(views.current, views.older_nodes(seen)):
             await self._retry(results, batch, end)
         self.stats.signatures += sum(isinstance(r, bytes) for r in results)
-        await self._close_idle_views()
+        await views.close_idle()
         return results
 
     async def _round(
@@ -451,97 +280,10 @@ class ClusterClient:
         again = [i for i, r in enumerate(results) if not isinstance(r, bytes)]
         if not again or time.monotonic() >= end:
             return []
-        retried, seen = await self._round(self._view, [batch[i] for i in again], end)
+        retried, seen = await self._round(self._views.current, [batch[i] for i in again], end)
         for i, result in zip(again, retried, strict=True):
             results[i] = result
         return seen
-
-    def _older_epoch_nodes(self, seen: list[NodeError]) -> set[int]:
-        epoch = self._view.params.epoch
-        return {e.node for e in seen if isinstance(e, NodeInOtherEpoch) and (e.epoch or 0) < epoch}
-
-    async def _hand_certificate(self, view: EpochView, nodes: set[int]) -> bool:
-        """Give ``nodes`` the certificate of ``view``'s epoch (once each). True if one of
-        them committed."""
-        path = view.cluster.certificate
-        nodes = nodes - view.handed
-        if not nodes or (path is None and view.certificate is None):
-            return False
-        if view.certificate is not None:
-            certificate = view.certificate
-        else:
-            assert path is not None
-            try:
-                certificate = path.read_bytes()
-            except OSError as exc:
-                log.warning("cannot read the commit certificate %s: %s", path, exc.strerror)
-                return False
-        view.handed.update(nodes)
-        links = self._connect(view)
-        outcomes = await asyncio.gather(
-            *(links[i].commit(certificate, self.settings.node_timeout) for i in sorted(nodes)),
-            return_exceptions=True,
-        )
-        committed = False
-        for index, outcome in zip(sorted(nodes), outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                log.warning(
-                    "node %d is in an older epoch and did not take epoch %d's certificate: %s",
-                    index,
-                    view.params.epoch,
-                    outcome,
-                )
-            else:
-                log.warning(
-                    "node %d was in an older epoch: handed it epoch %d's certificate, it committed",
-                    index,
-                    view.params.epoch,
-                )
-                view.pool.cleared(index)
-                committed = True
-        return committed
-
-    def _newer_epoch_nodes(self, seen: list[NodeError]) -> list[int]:
-        epoch = self._view.params.epoch
-        return sorted(
-            {e.node for e in seen if isinstance(e, NodeInOtherEpoch) and (e.epoch or 0) > epoch}
-        )
-
-    async def _learn(self, nodes: list[int]) -> bool:
-        """Follow, in memory, the epochs whose certificates a node in a newer epoch holds,
-        each checked against the epoch before (starting from the cluster file's sites).
-        True if the client moved to a newer epoch."""
-        view = self._view
-        if any(n.site is None for n in view.cluster.nodes):
-            log.warning(
-                "nodes sign in a newer epoch than %s names, and it lists no site identities "
-                "to check their certificates with: copy the new cluster file here",
-                view.cluster.path,
-            )
-            return False
-        links = self._connect(view)
-        for index in nodes[:3]:
-            try:
-                chain = await links[index].certificates(
-                    view.params.epoch, self.settings.node_timeout
-                )
-            except NodeError as exc:
-                log.warning("node %d: no certificates: %s", index, exc.reason)
-                continue
-            cluster, last = await asyncio.to_thread(_follow_chain, view.cluster, chain)
-            if cluster is not view.cluster:
-                log.warning(
-                    "key %s: epoch %d proved by its commit certificate (from node %d); %s "
-                    "still names epoch %d: copy the new cluster file here",
-                    cluster.params.short_id,
-                    cluster.params.epoch,
-                    index,
-                    view.cluster.path,
-                    view.params.epoch,
-                )
-                self._switch(cluster, last)
-                return True
-        return False
 
     # -- the nodes ---------------------------------------------------------------------
 
