@@ -11,7 +11,7 @@ and the field; nothing secret is ever written into these files.
 """
 
 from ittc.config.cluster import CLUSTER_FILE, COMBINER_FOLDER, ClusterFile, NodeEntry
-from ittc.config.node import Limits, NodeConfig
+from ittc.config.node import Limits, NodeConfig, render_node_toml
 from ittc.config.reader import parse_address
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "NodeConfig",
     "NodeEntry",
     "parse_address",
+    "render_node_toml",
 ]

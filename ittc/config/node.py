@@ -31,7 +31,7 @@ from ittc.errors import ConfigError
 from ittc.scheme.ct import BACKENDS
 from ittc.scheme.params import PublicParams
 
-__all__ = ["NODE_FORMAT", "Limits", "NodeConfig"]
+__all__ = ["NODE_FORMAT", "Limits", "NodeConfig", "render_node_toml"]
 
 NODE_FORMAT = "ittc.node"
 #: What a systemd credential name may be (it becomes a file name).
@@ -245,172 +245,171 @@ class NodeConfig:
             raise ConfigError(f"{self.path}: node.index {self.index} > n = {params.n}")
         return params
 
-    @staticmethod
-    def render(
-        index: int,
-        listen: str,
-        *,
-        allowed_clients: list[str],
-        advertised: str | None = None,
-        passphrase_file: str | None = None,
-        passphrase_env: str | None = None,
-        passphrase_credential: str | None = None,
-        params: str = "params.json",
-        share: str = "share.enc",
-        cert: str = "tls.pem",
-        key: str = "tls.key",
-        ca: str = "ca.pem",
-        audit: str = "audit.log",
-        workers: int = 0,
-        limits: Limits | None = None,
-        small_key: bool = False,
-        metrics_listen: str | None = None,
-        health_listen: str | None = None,
-    ) -> str:
-        """The text of a node.toml, every field explained by a comment above it.
 
-        ``advertised`` is the address combiners dial (from the cluster file); it is only
-        mentioned in a comment: the node itself needs only where to ``listen``.
-        """
-        lim = limits or Limits()
-        doc = writer.document(
-            f"ittc node {index}: one share of the cluster's signing key, served to the\n"
-            "combiners over mutual TLS. Start it with\n"
-            "    ittc node --config node.toml      (or: python -m ittc_node --config node.toml)\n"
-            "Relative paths are relative to this file's folder. A misspelt field is an error.\n"
-            "The operator's guide (nodes/README.md in the ittc source) explains every field."
-        )
-        writer.field(doc, "format", NODE_FORMAT, "What this file is, and its format version.")
-        writer.field(doc, "version", VERSION)
+def render_node_toml(
+    index: int,
+    listen: str,
+    *,
+    allowed_clients: list[str],
+    advertised: str | None = None,
+    passphrase_file: str | None = None,
+    passphrase_env: str | None = None,
+    passphrase_credential: str | None = None,
+    params: str = "params.json",
+    share: str = "share.enc",
+    cert: str = "tls.pem",
+    key: str = "tls.key",
+    ca: str = "ca.pem",
+    audit: str = "audit.log",
+    workers: int = 0,
+    limits: Limits | None = None,
+    small_key: bool = False,
+    metrics_listen: str | None = None,
+    health_listen: str | None = None,
+) -> str:
+    """The text of a node.toml, every field explained by a comment above it.
 
-        node = writer.table(doc, "node", "This node.")
-        writer.field(
-            node, "index", index, "Which share this node holds (1..n): must match the share file."
-        )
-        reach = (
-            f"Combiners dial this node at {advertised} (cluster.toml) and check its\n"
-            f"certificate's name; the node binds here. They may differ (NAT, a DNS name).\n"
-            if advertised is not None and advertised != listen
-            else "Combiners dial the address in cluster.toml; the node binds here.\n"
-        )
-        writer.field(
-            node,
-            "listen",
-            listen,
-            "Address and port to listen on (host:port, [v6]:port; 0.0.0.0 = every interface).\n"
-            + reach
-            + "Mutual TLS only: there is no plaintext port.",
-        )
-        writer.field(
-            node,
-            "workers",
-            workers,
-            "0: compute in threads of the daemon; N: in N worker processes.",
-        )
-        node.add(tomlkit.comment("Also: threads, proof_nonces, backend (see nodes/README.md)."))
+    ``advertised`` is the address combiners dial (from the cluster file); it is only
+    mentioned in a comment: the node itself needs only where to ``listen``.
+    """
+    lim = limits or Limits()
+    doc = writer.document(
+        f"ittc node {index}: one share of the cluster's signing key, served to the\n"
+        "combiners over mutual TLS. Start it with\n"
+        "    ittc node --config node.toml      (or: python -m ittc_node --config node.toml)\n"
+        "Relative paths are relative to this file's folder. A misspelt field is an error.\n"
+        "The operator's guide (nodes/README.md in the ittc source) explains every field."
+    )
+    writer.field(doc, "format", NODE_FORMAT, "What this file is, and its format version.")
+    writer.field(doc, "version", VERSION)
 
-        k = writer.table(doc, "key", "The key share.")
-        writer.field(k, "params", params, "The key's public parameters (public).")
+    node = writer.table(doc, "node", "This node.")
+    writer.field(
+        node, "index", index, "Which share this node holds (1..n): must match the share file."
+    )
+    reach = (
+        f"Combiners dial this node at {advertised} (cluster.toml) and check its\n"
+        f"certificate's name; the node binds here. They may differ (NAT, a DNS name).\n"
+        if advertised is not None and advertised != listen
+        else "Combiners dial the address in cluster.toml; the node binds here.\n"
+    )
+    writer.field(
+        node,
+        "listen",
+        listen,
+        "Address and port to listen on (host:port, [v6]:port; 0.0.0.0 = every interface).\n"
+        + reach
+        + "Mutual TLS only: there is no plaintext port.",
+    )
+    writer.field(
+        node,
+        "workers",
+        workers,
+        "0: compute in threads of the daemon; N: in N worker processes.",
+    )
+    node.add(tomlkit.comment("Also: threads, proof_nonces, backend (see nodes/README.md)."))
+
+    k = writer.table(doc, "key", "The key share.")
+    writer.field(k, "params", params, "The key's public parameters (public).")
+    writer.field(
+        k,
+        "share",
+        share,
+        "This node's encrypted share (mode 0600; refused if others can read it).",
+    )
+    if small_key:
         writer.field(
             k,
-            "share",
-            share,
-            "This node's encrypted share (mode 0600; refused if others can read it).",
+            SMALL_KEY_FIELD,
+            True,
+            "A TEST key (below 2048 bits): it protects nothing, and loads only with this.",
         )
-        if small_key:
-            writer.field(
-                k,
-                SMALL_KEY_FIELD,
-                True,
-                "A TEST key (below 2048 bits): it protects nothing, and loads only with this.",
-            )
-        about_source = (
-            "The passphrase that opens the share file. Never on the command line.\n"
-            "Under systemd with LoadCredential=/LoadCredentialEncrypted= (see\n"
-            "ittc-node@.service), the credential named here is used; without systemd\n"
-            "credentials, the file or environment variable below (else the terminal)."
-        )
-        first = True
-        for name, value in (
-            ("passphrase_credential", passphrase_credential),
-            ("passphrase_file", passphrase_file),
-            ("passphrase_env", passphrase_env),
-        ):
-            if value is not None:
-                writer.field(k, name, value, about_source if first else "")
-                first = False
-        if first:
-            k.add(tomlkit.comment(about_source.splitlines()[0]))
-            k.add(tomlkit.comment("None is set: the node asks for it on its terminal."))
+    about_source = (
+        "The passphrase that opens the share file. Never on the command line.\n"
+        "Under systemd with LoadCredential=/LoadCredentialEncrypted= (see\n"
+        "ittc-node@.service), the credential named here is used; without systemd\n"
+        "credentials, the file or environment variable below (else the terminal)."
+    )
+    first = True
+    for name, value in (
+        ("passphrase_credential", passphrase_credential),
+        ("passphrase_file", passphrase_file),
+        ("passphrase_env", passphrase_env),
+    ):
+        if value is not None:
+            writer.field(k, name, value, about_source if first else "")
+            first = False
+    if first:
+        k.add(tomlkit.comment(about_source.splitlines()[0]))
+        k.add(tomlkit.comment("None is set: the node asks for it on its terminal."))
 
-        t = writer.table(doc, "tls", "Mutual TLS.")
-        writer.field(t, "cert", cert, f"This node's certificate (CN ittc-node-{index}).")
-        writer.field(t, "key", key, "Its private key (mode 0600).")
-        writer.field(t, "ca", ca, "The cluster CA: only clients it issued get past the handshake.")
+    t = writer.table(doc, "tls", "Mutual TLS.")
+    writer.field(t, "cert", cert, f"This node's certificate (CN ittc-node-{index}).")
+    writer.field(t, "key", key, "Its private key (mode 0600).")
+    writer.field(t, "ca", ca, "The cluster CA: only clients it issued get past the handshake.")
 
-        a = writer.table(doc, "access", "Who may sign.")
-        writer.field(
-            a,
-            "allowed_clients",
-            list(allowed_clients),
-            "Client identities (certificate common names) allowed to call Sign and GetInfo.\n"
-            "Health needs only a certificate from the cluster CA.",
-        )
+    a = writer.table(doc, "access", "Who may sign.")
+    writer.field(
+        a,
+        "allowed_clients",
+        list(allowed_clients),
+        "Client identities (certificate common names) allowed to call Sign and GetInfo.\n"
+        "Health needs only a certificate from the cluster CA.",
+    )
 
-        au = writer.table(doc, "audit", "The audit log.")
-        writer.field(
-            au,
-            "path",
-            audit,
-            "One fsynced, hash-chained line per request, signed or refused. Must be\n"
-            "writable and must survive restarts: keep it out of the read-only config.",
-        )
+    au = writer.table(doc, "audit", "The audit log.")
+    writer.field(
+        au,
+        "path",
+        audit,
+        "One fsynced, hash-chained line per request, signed or refused. Must be\n"
+        "writable and must survive restarts: keep it out of the read-only config.",
+    )
 
-        li = writer.table(doc, "limits", "Bounds on what one caller can make this node do.")
-        writer.field(li, "max_batch", lim.max_batch, "Items in one Sign request.")
-        writer.field(
-            li, "max_message_bytes", lim.max_message_bytes, "Largest request or answer, in bytes."
-        )
-        writer.field(
-            li,
-            "freshness_seconds",
-            lim.freshness_seconds,
-            "A request's timestamp may differ from this node's clock by this much (keep NTP on).",
-        )
-        writer.field(
-            li,
-            "max_deadline_seconds",
-            lim.max_deadline_seconds,
-            "Longest time spent on one request.",
-        )
-        writer.field(
-            li,
-            "max_pending_items",
-            lim.max_pending_items,
-            "Items waiting for compute before the node answers RESOURCE_EXHAUSTED.",
-        )
+    li = writer.table(doc, "limits", "Bounds on what one caller can make this node do.")
+    writer.field(li, "max_batch", lim.max_batch, "Items in one Sign request.")
+    writer.field(
+        li, "max_message_bytes", lim.max_message_bytes, "Largest request or answer, in bytes."
+    )
+    writer.field(
+        li,
+        "freshness_seconds",
+        lim.freshness_seconds,
+        "A request's timestamp may differ from this node's clock by this much (keep NTP on).",
+    )
+    writer.field(
+        li,
+        "max_deadline_seconds",
+        lim.max_deadline_seconds,
+        "Longest time spent on one request.",
+    )
+    writer.field(
+        li,
+        "max_pending_items",
+        lim.max_pending_items,
+        "Items waiting for compute before the node answers RESOURCE_EXHAUSTED.",
+    )
 
-        mo = writer.table(
-            doc,
-            "monitoring",
-            "Plain HTTP (no TLS) for monitoring, each off unless set (nodes/README.md).",
-        )
-        about_metrics = (
-            "Prometheus metrics at /metrics (and health). Bind it to loopback or a\n"
-            "management network."
-        )
-        about_health = (
-            "Health without a client certificate, for a load balancer or a kubelet:\n"
-            "/healthz answers 200 SERVING or 503 NOT_SERVING, /livez 200 while alive."
-        )
-        for name, value, about, example in (
-            ("metrics_listen", metrics_listen, about_metrics, "127.0.0.1:9464"),
-            ("health_listen", health_listen, about_health, "0.0.0.0:8080"),
-        ):
-            if value is not None:
-                writer.field(mo, name, value, about)
-            else:
-                for line in about.splitlines():
-                    mo.add(tomlkit.comment(line))
-                mo.add(tomlkit.comment(f'{name} = "{example}"'))
-        return tomlkit.dumps(doc)
+    mo = writer.table(
+        doc,
+        "monitoring",
+        "Plain HTTP (no TLS) for monitoring, each off unless set (nodes/README.md).",
+    )
+    about_metrics = (
+        "Prometheus metrics at /metrics (and health). Bind it to loopback or a\nmanagement network."
+    )
+    about_health = (
+        "Health without a client certificate, for a load balancer or a kubelet:\n"
+        "/healthz answers 200 SERVING or 503 NOT_SERVING, /livez 200 while alive."
+    )
+    for name, value, about, example in (
+        ("metrics_listen", metrics_listen, about_metrics, "127.0.0.1:9464"),
+        ("health_listen", health_listen, about_health, "0.0.0.0:8080"),
+    ):
+        if value is not None:
+            writer.field(mo, name, value, about)
+        else:
+            for line in about.splitlines():
+                mo.add(tomlkit.comment(line))
+            mo.add(tomlkit.comment(f'{name} = "{example}"'))
+    return tomlkit.dumps(doc)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ittc import storage
-from ittc.config import ClusterFile, NodeConfig, NodeEntry, parse_address
+from ittc.config import ClusterFile, NodeConfig, NodeEntry, parse_address, render_node_toml
 from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.dealer import DealtKey
@@ -346,7 +346,7 @@ def _build(
         pki.write_private_key(etc / "tls.key", key)
         _write_public(etc / "ca.pem", ca_pem)
         _write_public(etc / "params.json", params.to_json())
-        config = NodeConfig.render(
+        config = render_node_toml(
             i,
             site.listen,
             advertised=site.address,

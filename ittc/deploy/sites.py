@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import tomlkit
 
 from ittc import storage
-from ittc.config import ClusterFile, NodeConfig, NodeEntry
+from ittc.config import ClusterFile, NodeConfig, NodeEntry, render_node_toml
 from ittc.deploy.ceremony import CREDENTIAL
 from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, IttcError
@@ -191,7 +191,7 @@ def new_site(
     pki.write_private_key(etc / "tls.key", key)
     shutil.copyfile(folder.ca / "ca.pem", etc / "ca.pem")
     (etc / "params.json").write_text(cluster.params.to_json())
-    text = NodeConfig.render(
+    text = render_node_toml(
         index,
         listen or address,
         advertised=address,

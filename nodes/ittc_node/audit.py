@@ -247,6 +247,74 @@ def _tail_lines(fd: int, size: int, count: int) -> list[bytes]:
 _Waiter = asyncio.Future[None] | Callable[[BaseException | None], None]
 
 
+def _open_for_append(where: str) -> int:
+    """A descriptor appending to ``where`` (created 0600), never following a symlink."""
+    # O_NONBLOCK: opening a FIFO planted at the path must fail, not wait for a reader.
+    flags = (
+        os.O_WRONLY
+        | os.O_APPEND
+        | os.O_CREAT
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+    )
+    try:
+        return os.open(where, flags, 0o600)
+    except OSError as exc:
+        raise AuditLogError(
+            f"audit log {where}: cannot open for appending: {exc.strerror}"
+        ) from None
+
+
+def _check_mode(where: str, fd: int, st: os.stat_result) -> None:
+    """A regular file, not writable by group or others; blocking writes from now on."""
+    if not stat.S_ISREG(st.st_mode):
+        raise AuditLogError(f"audit log {where}: not a regular file")
+    if hasattr(os, "O_NONBLOCK"):
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    if st.st_mode & 0o022:
+        raise AuditLogError(
+            f"audit log {where}: writable by group or other users "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}"
+        )
+
+
+def _continue_chain(
+    where: str, key_id: str, node: int, size: int, recent_since_ms: float | None
+) -> tuple[str, _Walked]:
+    """(hash to chain the next line to, what the log holds) for an existing log."""
+    if size == 0:
+        return genesis_hash(key_id, node), _Walked()
+    try:
+        fh = open(where, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
+    with fh:
+        try:
+            walked = _walk_chain(fh, recent_since_ms)
+        except _Broken as broken:
+            if broken.chain:
+                raise AuditLogError(
+                    f"audit log {where}: line {broken.number} does not chain to the line "
+                    f"before it (the log was altered); keep it as evidence, check it with "
+                    "`ittc audit verify`, and start the node with a new log"
+                ) from None
+            raise AuditLogError(
+                f"audit log {where}: line {broken.number}: {broken.problem}"
+            ) from None
+    if walked.key_id != key_id:
+        raise AuditLogError(
+            f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
+            f"not to this node's key {key_id[:16]}"
+        )
+    if walked.node != node:
+        raise AuditLogError(
+            f"audit log {where}: belongs to node {walked.node}, not to this node ({node})"
+        )
+    assert walked.last is not None
+    return _line_hash(walked.last), walked
+
+
 class AuditLog:
     """One node's audit log, open for appending.
 
@@ -320,34 +388,12 @@ class AuditLog:
         then whose shares were computed.
         """
         where = os.fspath(path)
-        # O_NONBLOCK: opening a FIFO planted at the path must fail, not wait for a reader.
-        flags = (
-            os.O_WRONLY
-            | os.O_APPEND
-            | os.O_CREAT
-            | getattr(os, "O_CLOEXEC", 0)
-            | getattr(os, "O_NOFOLLOW", 0)
-            | getattr(os, "O_NONBLOCK", 0)
-        )
         existed = os.path.lexists(where)
-        try:
-            fd = os.open(where, flags, 0o600)
-        except OSError as exc:
-            raise AuditLogError(
-                f"audit log {where}: cannot open for appending: {exc.strerror}"
-            ) from None
+        fd = _open_for_append(where)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise AuditLogError(f"audit log {where}: not a regular file")
-            if hasattr(os, "O_NONBLOCK"):
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-            if st.st_mode & 0o022:
-                raise AuditLogError(
-                    f"audit log {where}: writable by group or other users "
-                    f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 {where}"
-                )
-            prev, walked = cls._continue_chain(where, key_id, node, st.st_size, recent_since_ms)
+            _check_mode(where, fd, st)
+            prev, walked = _continue_chain(where, key_id, node, st.st_size, recent_since_ms)
             if not existed:
                 _fsync_dir(os.path.dirname(os.path.abspath(where)))
         except BaseException:
@@ -366,42 +412,6 @@ class AuditLog:
             walked.recent,
             size=st.st_size,
         )
-
-    @staticmethod
-    def _continue_chain(
-        where: str, key_id: str, node: int, size: int, recent_since_ms: float | None
-    ) -> tuple[str, _Walked]:
-        """(hash to chain the next line to, what the log holds) for an existing log."""
-        if size == 0:
-            return genesis_hash(key_id, node), _Walked()
-        try:
-            fh = open(where, "rb")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
-        with fh:
-            try:
-                walked = _walk_chain(fh, recent_since_ms)
-            except _Broken as broken:
-                if broken.chain:
-                    raise AuditLogError(
-                        f"audit log {where}: line {broken.number} does not chain to the line "
-                        f"before it (the log was altered); keep it as evidence, check it with "
-                        "`ittc audit verify`, and start the node with a new log"
-                    ) from None
-                raise AuditLogError(
-                    f"audit log {where}: line {broken.number}: {broken.problem}"
-                ) from None
-        if walked.key_id != key_id:
-            raise AuditLogError(
-                f"audit log {where}: belongs to key {str(walked.key_id)[:16]}, "
-                f"not to this node's key {key_id[:16]}"
-            )
-        if walked.node != node:
-            raise AuditLogError(
-                f"audit log {where}: belongs to node {walked.node}, not to this node ({node})"
-            )
-        assert walked.last is not None
-        return _line_hash(walked.last), walked
 
     # -- writing -----------------------------------------------------------------------
 
