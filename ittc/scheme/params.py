@@ -337,90 +337,13 @@ class PublicParams:
             raise ParameterError("not an ittc public-parameters document")
         version = data.get("version")
         if version == _LEGACY_VERSION:
-            return cls._from_version1(data)
+            return _from_version1(data)
         if version != _VERSION:
             raise ParameterError(
                 f"unsupported public-parameters version {version!r} (this "
                 f"ittc reads versions {_LEGACY_VERSION} and {_VERSION})"
             )
-        expected = {
-            "format",
-            "version",
-            "key_id",
-            "legacy_key_id",
-            "kind",
-            "epoch",
-            "epoch_id",
-            "sharing",
-            "n",
-            "k",
-            "e",
-            "modulus",
-            "v",
-            "verification_keys",
-            "share_bits",
-            "secret_bits",
-            "secret_multiplier",
-        }
-        _check_fields(data, expected)
-        legacy = data["legacy_key_id"]
-        if not isinstance(legacy, bool):
-            raise ParameterError("legacy_key_id must be true or false")
-        key_id = data["key_id"]
-        params = _build(
-            modulus=_hex(data["modulus"]),
-            e=_int(data["e"]),
-            v=_hex(data["v"]),
-            verification_keys=tuple(_hex(x) for x in _list(data["verification_keys"])),
-            n=_int(data["n"]),
-            k=_int(data["k"]),
-            sharing=data["sharing"],
-            share_bits=_int(data["share_bits"]),
-            kind=data["kind"],
-            epoch=_int(data["epoch"]),
-            secret_bits=_int(data["secret_bits"]),
-            secret_multiplier=_int(data["secret_multiplier"]),
-            legacy_key_id=key_id if legacy else None,
-        )
-        if key_id != params.key_id:
-            raise ParameterError("key id does not match the parameters (altered or corrupt file)")
-        if data["epoch_id"] != params.epoch_id:
-            raise ParameterError("epoch id does not match the parameters (altered or corrupt file)")
-        return params
-
-    @classmethod
-    def _from_version1(cls, data: dict[str, Any]) -> PublicParams:
-        """A document written before epochs existed: epoch 0, keeps its key id."""
-        _check_fields(
-            data,
-            {
-                "format",
-                "version",
-                "key_id",
-                "sharing",
-                "n",
-                "k",
-                "e",
-                "modulus",
-                "v",
-                "verification_keys",
-                "share_bits",
-            },
-        )
-        key_id = data["key_id"]
-        if not isinstance(key_id, str) or not _HEX_ID.fullmatch(key_id):
-            raise ParameterError("key id does not match the parameters (altered or corrupt file)")
-        return _build(
-            modulus=_hex(data["modulus"]),
-            e=_int(data["e"]),
-            v=_hex(data["v"]),
-            verification_keys=tuple(_hex(x) for x in _list(data["verification_keys"])),
-            n=_int(data["n"]),
-            k=_int(data["k"]),
-            sharing=data["sharing"],
-            share_bits=_int(data["share_bits"]),
-            legacy_key_id=key_id,
-        )
+        return _from_version2(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> PublicParams:
@@ -466,3 +389,85 @@ def _list(value: Any) -> list[Any]:
     if not isinstance(value, list) or len(value) > MAX_NODES:
         raise ParameterError("expected a list of at most 64 values")
     return value
+
+
+def _from_version2(data: dict[str, Any]) -> PublicParams:
+    """A document of the current version."""
+    expected = {
+        "format",
+        "version",
+        "key_id",
+        "legacy_key_id",
+        "kind",
+        "epoch",
+        "epoch_id",
+        "sharing",
+        "n",
+        "k",
+        "e",
+        "modulus",
+        "v",
+        "verification_keys",
+        "share_bits",
+        "secret_bits",
+        "secret_multiplier",
+    }
+    _check_fields(data, expected)
+    legacy = data["legacy_key_id"]
+    if not isinstance(legacy, bool):
+        raise ParameterError("legacy_key_id must be true or false")
+    key_id = data["key_id"]
+    params = _build(
+        modulus=_hex(data["modulus"]),
+        e=_int(data["e"]),
+        v=_hex(data["v"]),
+        verification_keys=tuple(_hex(x) for x in _list(data["verification_keys"])),
+        n=_int(data["n"]),
+        k=_int(data["k"]),
+        sharing=data["sharing"],
+        share_bits=_int(data["share_bits"]),
+        kind=data["kind"],
+        epoch=_int(data["epoch"]),
+        secret_bits=_int(data["secret_bits"]),
+        secret_multiplier=_int(data["secret_multiplier"]),
+        legacy_key_id=key_id if legacy else None,
+    )
+    if key_id != params.key_id:
+        raise ParameterError("key id does not match the parameters (altered or corrupt file)")
+    if data["epoch_id"] != params.epoch_id:
+        raise ParameterError("epoch id does not match the parameters (altered or corrupt file)")
+    return params
+
+
+def _from_version1(data: dict[str, Any]) -> PublicParams:
+    """A document written before epochs existed: epoch 0, keeps its key id."""
+    _check_fields(
+        data,
+        {
+            "format",
+            "version",
+            "key_id",
+            "sharing",
+            "n",
+            "k",
+            "e",
+            "modulus",
+            "v",
+            "verification_keys",
+            "share_bits",
+        },
+    )
+    key_id = data["key_id"]
+    if not isinstance(key_id, str) or not _HEX_ID.fullmatch(key_id):
+        raise ParameterError("key id does not match the parameters (altered or corrupt file)")
+    return _build(
+        modulus=_hex(data["modulus"]),
+        e=_int(data["e"]),
+        v=_hex(data["v"]),
+        verification_keys=tuple(_hex(x) for x in _list(data["verification_keys"])),
+        n=_int(data["n"]),
+        k=_int(data["k"]),
+        sharing=data["sharing"],
+        share_bits=_int(data["share_bits"]),
+        legacy_key_id=key_id,
+    )
