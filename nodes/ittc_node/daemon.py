@@ -426,7 +426,7 @@ async def serve(
 
     service.ready = True
     loop = asyncio.get_running_loop()
-    summaries = loop.create_task(service.summarize_refusals(stop))
+    summaries = loop.create_task(service.gate.summarize_refusals(stop))
 
     def certificate_invalid(reason: str) -> None:
         service.certificate_problem = reason
@@ -492,7 +492,7 @@ async def serve(
         await summaries
         await watcher
         await watchdog
-        await service.write_refusal_summaries(final=True)
+        await service.gate.write_refusal_summaries(final=True)
         with contextlib.suppress(AuditLogError):
             await audit.append({"time": utc_iso(clock()), "type": "stop", "node": config.index})
         await audit.close()

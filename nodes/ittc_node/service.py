@@ -1,10 +1,8 @@
 """The ``ittc.v1.Signer`` gRPC service: who may ask, what is checked, what is answered.
 
-Every call starts with the caller's identity, taken from the TLS peer certificate and
-nowhere else; a caller not in ``allowed_clients`` is refused before its message is
-parsed, and the refusal audited with the message's size and hash (one line each up to a
-per-identity rate, then counted in summary lines: :mod:`ittc_node.refusals`).
-``Sign`` then validates the whole request before any arithmetic (cheapest checks first),
+Every call starts with the caller's identity (:mod:`ittc_node.gate`: a caller not
+allowed is refused before its message is parsed, and the refusal audited). ``Sign``
+then validates the whole request before any arithmetic (cheapest checks first),
 builds each message representative itself from (padding, hash, digest, salt) — a node
 never exponentiates a caller's integer — computes the shares off the event loop, writes
 the audit record, and answers only once that record is on disk. The thread that made
@@ -15,8 +13,6 @@ loop once between its arrival and its answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import math
 import re
@@ -29,14 +25,15 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped, 
 
 from ittc.config import Limits, NodeConfig
 from ittc.errors import AuditLogError, ComputeError, EncodingError, WireError
-from ittc.scheme.encoding import MAX_SALT_BYTES, encode
+from ittc.scheme.encoding import encode
 from ittc.scheme.params import PublicParams
 from ittc.version import __version__
-from ittc.wire import codec, tls
+from ittc.wire import codec
 from ittc.wire.v1 import signer_pb2 as pb
 from ittc_node.audit import AuditLog, utc_iso
 from ittc_node.compute import Commit, Compute
 from ittc_node.faults import Faults
+from ittc_node.gate import Caller, Gate, Refusal
 from ittc_node.refusals import RefusalLimiter
 from ittc_node.replay import ReplayCache
 
@@ -45,25 +42,6 @@ __all__ = ["Refusal", "SignerService", "parse_message", "validate_sign_request"]
 log = logging.getLogger("ittc_node.service")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
-#: Wire strings shown in audit lines are cut to this length (a refused request's fields
-#: are the caller's, unchecked).
-_SHOWN_CHARS = 128
-
-
-class Refusal(Exception):
-    """A request the node will not serve: the status code and the reason it sends back,
-    and trailing metadata (the node's epoch, when the request named another)."""
-
-    def __init__(
-        self,
-        code: grpc.StatusCode,
-        reason: str,
-        metadata: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.metadata = metadata
 
 
 _NO_FAULTS = Faults()
@@ -82,28 +60,6 @@ def _quiet(future: asyncio.Future[None]) -> None:
     """Retrieve a background audit write's outcome (a failure is logged by the log)."""
     if not future.cancelled():
         future.exception()
-
-
-@dataclass(frozen=True)
-class _Caller:
-    identity: str | None
-    peer: str
-
-
-def _items_summary(items: Any) -> list[dict[str, Any]]:
-    """What the audit line records about the items (the caller slices them to a bound:
-    only those become Python objects, however many the request holds)."""
-    out = []
-    for item in items:
-        out.append(
-            {
-                "padding": codec.wire_name(pb.Padding, item.padding),
-                "hash": codec.wire_name(pb.Hash, item.hash),
-                "digest": bytes(item.digest[:64]).hex(),
-                "salt": bytes(item.salt[:MAX_SALT_BYTES]).hex(),
-            }
-        )
-    return out
 
 
 def parse_message(message_type: Any, data: bytes) -> Any:
@@ -245,11 +201,17 @@ class SignerService:
         self.replay = replay
         self.faults = faults
         self.clock = clock
-        self.refusals = refusals if refusals is not None else RefusalLimiter()
         self.ready = False
         #: Set when the node's certificate (or the CA's) stops being valid while it runs.
         self.certificate_problem: str | None = None
-        self._allowed = frozenset(config.allowed_clients)
+        #: Who may call, and the audit of refused calls.
+        self.gate = Gate(
+            config.allowed_clients,
+            audit=audit,
+            clock=clock,
+            max_batch=self.limits.max_batch,
+            refusals=refusals,
+        )
         self._window_ms = int(self.limits.freshness_seconds * 1000)
         # The replay memory lives in memory and a restart empties it. Every request whose
         # shares an earlier run computed has its line in the audit log (written before the
@@ -264,147 +226,11 @@ class SignerService:
     @property
     def allowed_clients(self) -> frozenset[str]:
         """The client identities allowed to call Sign and GetInfo now."""
-        return self._allowed
+        return self.gate.allowed_clients
 
     def allow(self, clients: Iterable[str]) -> None:
         """Replace the allowed identities (a reload): from the next call on."""
-        self._allowed = frozenset(clients)
-
-    # -- shared steps ------------------------------------------------------------------
-
-    def _record(
-        self,
-        caller: _Caller,
-        method: str,
-        outcome: str,
-        reason: str,
-        request: pb.SignRequest | None = None,
-        raw: bytes | None = None,
-    ) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "time": utc_iso(self.clock()),
-            "type": "request",
-            "client": caller.identity,
-            "peer": caller.peer[:_SHOWN_CHARS],
-            "method": method,
-        }
-        if raw is not None:
-            # Not parsed (a caller not allowed, or not a message): its size and hash only.
-            record["request_bytes"] = len(raw)
-            record["request_sha256"] = hashlib.sha256(raw).hexdigest()
-        if request is not None:
-            items = request.items
-            record.update(
-                {
-                    "request_id": request.request_id[:_SHOWN_CHARS],
-                    "key_id": request.key_id[:_SHOWN_CHARS],
-                    "epoch": request.epoch,
-                    "epoch_id": request.epoch_id[:_SHOWN_CHARS],
-                    "timestamp_ms": request.timestamp_ms,
-                    "with_proofs": request.with_proofs,
-                    "items": _items_summary(items[: self.limits.max_batch]),
-                }
-            )
-            if len(items) > self.limits.max_batch:
-                record["items_total"] = len(items)
-        record["outcome"] = outcome
-        record["reason"] = reason
-        return record
-
-    async def _refuse(
-        self,
-        context: grpc.aio.ServicerContext,
-        caller: _Caller,
-        method: str,
-        refusal: Refusal,
-        request: pb.SignRequest | None = None,
-        raw: bytes | None = None,
-    ) -> NoReturn:
-        """Audit the refusal, then abort the call with its status."""
-        try:
-            await self.audit.append(
-                self._record(caller, method, "refused", refusal.reason, request, raw)
-            )
-        except AuditLogError:
-            pass  # the refusal stands; the audit failure is logged and health reflects it
-        await context.abort(refusal.code, refusal.reason, refusal.metadata)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-    async def _authorize(
-        self, context: grpc.aio.ServicerContext, method: str, data: bytes
-    ) -> _Caller:
-        """The caller, if its identity is allowed; otherwise the call is refused.
-
-        Runs before the request is parsed: a caller that is not allowed costs a hash of
-        the bytes it sent and, within its identity's rate limit (:mod:`ittc_node.refusals`),
-        an audit line; beyond that limit it is only counted.
-        """
-        caller = _Caller(tls.peer_identity(context.auth_context()), context.peer() or "")
-        if caller.identity is not None and caller.identity in self._allowed:
-            return caller
-        if caller.identity is None:
-            refusal = Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "no client identity (a client certificate with one common name is required)",
-            )
-        else:
-            refusal = Refusal(
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"client {caller.identity!r} is not allowed on this node",
-            )
-        if self.refusals.admit(
-            caller.identity,
-            self.clock(),
-            method=method,
-            peer=caller.peer[:_SHOWN_CHARS],
-            size=len(data),
-        ):
-            log.warning(
-                "refused %s from %r at %s: identity not allowed",
-                method,
-                caller.identity,
-                caller.peer,
-            )
-            await self._refuse(context, caller, method, refusal, raw=data)
-        await context.abort(refusal.code, refusal.reason)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-    async def write_refusal_summaries(self, *, final: bool = False) -> None:
-        """Audit lines for refusals that were counted rather than written one by one: those
-        due now, or (``final``, at a clean stop) all of them."""
-        due = self.refusals.drain() if final else self.refusals.due(self.clock())
-        for counted in due:
-            log.warning(
-                "refused %d requests from %r not allowed (over the audit rate limit; "
-                "summarized in one audit line)",
-                counted.count,
-                counted.identity,
-            )
-            with contextlib.suppress(AuditLogError):
-                await self.audit.append(
-                    {
-                        "time": utc_iso(self.clock()),
-                        "type": "refusals",
-                        "client": counted.identity,
-                        "count": counted.count,
-                        "first": utc_iso(counted.first),
-                        "last": utc_iso(counted.last),
-                        "methods": dict(sorted(counted.methods.items())),
-                        "peers": counted.peers,
-                        "request_bytes": counted.request_bytes,
-                        "outcome": "refused",
-                        "reason": "identity not allowed; over the per-identity audit rate limit, "
-                        "so counted here instead of one line each",
-                    }
-                )
-
-    async def summarize_refusals(self, stop: asyncio.Event) -> None:
-        """Write due summaries every second until ``stop`` is set (the caller writes the
-        rest once the server has stopped)."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            await self.write_refusal_summaries()
+        self.gate.allow(clients)
 
     # -- the wire ----------------------------------------------------------------------
 
@@ -423,19 +249,19 @@ class SignerService:
         }
 
     async def _get_info_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.NodeInfo:
-        caller = await self._authorize(context, "GetInfo", data)
+        caller = await self.gate.authorize(context, "GetInfo", data)
         try:
             parse_message(pb.GetInfoRequest, data)
         except Refusal as refusal:
-            await self._refuse(context, caller, "GetInfo", refusal, raw=data)
+            await self.gate.refuse(context, caller, "GetInfo", refusal, raw=data)
         return self.info()
 
     async def _sign_wire(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.SignResponse:
-        caller = await self._authorize(context, "Sign", data)
+        caller = await self.gate.authorize(context, "Sign", data)
         try:
             request: pb.SignRequest = parse_message(pb.SignRequest, data)
         except Refusal as refusal:
-            await self._refuse(context, caller, "Sign", refusal, raw=data)
+            await self.gate.refuse(context, caller, "Sign", refusal, raw=data)
         return await self.sign(caller, request, context)
 
     # -- GetInfo -----------------------------------------------------------------------
@@ -492,13 +318,13 @@ class SignerService:
         )
 
     async def sign(
-        self, caller: _Caller, request: pb.SignRequest, context: grpc.aio.ServicerContext
+        self, caller: Caller, request: pb.SignRequest, context: grpc.aio.ServicerContext
     ) -> pb.SignResponse:
         """Signature shares for a validated batch from an allowed caller, after the audit
         record is durable."""
 
         async def refuse(code: grpc.StatusCode, reason: str) -> NoReturn:
-            await self._refuse(context, caller, "Sign", Refusal(code, reason), request)
+            await self.gate.refuse(context, caller, "Sign", Refusal(code, reason), request)
 
         if not self.ready:
             await refuse(grpc.StatusCode.UNAVAILABLE, "node is starting")
@@ -520,7 +346,7 @@ class SignerService:
         try:
             xs = self._validate(request, now, caller.identity)
         except Refusal as refusal:
-            await self._refuse(context, caller, "Sign", refusal, request)
+            await self.gate.refuse(context, caller, "Sign", refusal, request)
         if compute is None or index is None:
             await refuse(
                 grpc.StatusCode.UNAVAILABLE,
@@ -540,7 +366,7 @@ class SignerService:
                 self._audit_cancelled(caller, request, progress.computed)
             raise
 
-    def _audit_cancelled(self, caller: _Caller, request: pb.SignRequest, computed: bool) -> None:
+    def _audit_cancelled(self, caller: Caller, request: pb.SignRequest, computed: bool) -> None:
         """The line of a request the caller cancelled after its id was spent (written
         without waiting: the handler is being cancelled)."""
         reason = "cancelled by the caller " + (
@@ -549,14 +375,16 @@ class SignerService:
             else "while its shares were being computed (none was sent)"
         )
         try:
-            written = self.audit.submit(self._record(caller, "Sign", "cancelled", reason, request))
+            written = self.audit.submit(
+                self.gate.record(caller, "Sign", "cancelled", reason, request)
+            )
         except AuditLogError:
             return  # logged by the audit log; health reflects it
         written.add_done_callback(_quiet)
 
     async def _sign_spent(
         self,
-        caller: _Caller,
+        caller: Caller,
         request: pb.SignRequest,
         context: grpc.aio.ServicerContext,
         xs: list[int],
@@ -569,7 +397,9 @@ class SignerService:
             code: grpc.StatusCode, reason: str, metadata: tuple[tuple[str, str], ...] = ()
         ) -> NoReturn:
             progress.audited = True
-            await self._refuse(context, caller, "Sign", Refusal(code, reason, metadata), request)
+            await self.gate.refuse(
+                context, caller, "Sign", Refusal(code, reason, metadata), request
+            )
 
         def moved() -> str | None:
             """Why these shares must not go out: a reshare committed while they were made
@@ -587,7 +417,7 @@ class SignerService:
             await refuse(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
         commit: Commit | None = None
         if not self.faults.slow_ms:  # (that test fault holds the answer before its line)
-            record = self._record(caller, "Sign", "signed", "", request)
+            record = self.gate.record(caller, "Sign", "signed", "", request)
             clock, audit = self.clock, self.audit
 
             def commit(done: Callable[[BaseException | None], None]) -> None:
@@ -626,7 +456,7 @@ class SignerService:
                 await refuse(grpc.StatusCode.FAILED_PRECONDITION, reason, metadata)
             progress.audited = True
             try:
-                await self.audit.append(self._record(caller, "Sign", "signed", "", request))
+                await self.audit.append(self.gate.record(caller, "Sign", "signed", "", request))
             except AuditLogError:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "audit log unavailable")
         return pb.SignResponse(
