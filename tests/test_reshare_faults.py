@@ -28,6 +28,8 @@ from ittc.combiner import SyncClusterClient
 from ittc.config import ClusterFile
 from ittc.deploy.reshare import CRASH_VAR, ReshareFailed, RunFolder
 from ittc.lifecycle import Plan
+from ittc.wire import codec
+from ittc.wire.v1 import reshare_pb2 as rpb
 from tests.cluster import fault_env, make_cluster
 from tests.reshare_cluster import (
     ReshareCluster,
@@ -255,4 +257,43 @@ def test_a_coordinator_that_tampers_is_caught_and_blames_nobody(cluster, what: s
     ), attempts[0]["outcome"]
     assert all(not a["outcome"].get("convicted_sites") for a in attempts)
     assert certificate.epoch == epoch + 1
+    assert one_epoch(root, nodes) == epoch + 1
+
+
+def test_a_coordinator_that_replays_an_acknowledged_run_is_refused_everywhere(cluster) -> None:
+    """Before delivering a certificate, a coordinator Prepares its run again (same plan,
+    holders and attempt nonce, so the same run id). Let in, the holders would deal again
+    and a member would store a second share over the one it acknowledged: the certificate
+    would then commit at every other site and not there (with n' - k' + 1 such members,
+    no epoch would be left that signs). Every site refuses a run id it has seen, and the
+    certificate commits everywhere."""
+    import asyncio
+
+    from ittc.deploy.reshare import Coordinator
+    from ittc.deploy.reshare.links import _SiteFailed
+
+    root, nodes = cluster
+    epoch = one_epoch(root, nodes)
+    refused: dict[str, str] = {}
+
+    class Replaying(Coordinator):
+        async def _finish(self, certificate) -> None:  # type: ignore[no-untyped-def]
+            again = rpb.PrepareRequest(
+                plan=self.plan.canonical(),
+                approvals=codec.approvals_to_wire(self.approvals),
+                holders=list(certificate.holders),
+                attempt=certificate.attempt,
+            )
+            for site in self.sites.values():
+                try:
+                    await self._link(site).call("Prepare", again, self.timeout)
+                except _SiteFailed as exc:
+                    refused[site.name] = exc.reason
+            await super()._finish(certificate)
+
+    plan = refresh_plan(root)
+    replaying = Replaying(ClusterFile.load(root), plan, approvals(root, plan, [1, 2, 3]))
+    asyncio.run(replaying.run())
+    assert sorted(refused) == sorted(site_name(i) for i in range(1, 6)), refused
+    assert all("a run id is used once" in reason for reason in refused.values()), refused
     assert one_epoch(root, nodes) == epoch + 1

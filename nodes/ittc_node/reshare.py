@@ -481,6 +481,16 @@ class ReshareService:
             sp = scheme_plan(plan, epoch.params, holders, attempt)
         except ParameterError as exc:
             self._refuse(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.store.run_path(sp.run_id).exists() or self.store.has_pending(sp.run_id):
+            # A run id is used once. Prepared again, a member would store a second share
+            # over the one it acknowledged, which the run's certificate may name: the
+            # certificate would then commit everywhere but here.
+            self._refuse(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"run {sp.run_id.hex()[:16]} was prepared here before: a run id is used "
+                "once (a retry is a new attempt, with a new nonce)",
+                **extra,
+            )
         holder = self._site_index({i: epoch.sites[i] for i in holders}, self.key.name)
         if holder is not None and (epoch.share is None or epoch.share.index != holder):
             self._refuse(
