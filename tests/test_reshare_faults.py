@@ -297,3 +297,40 @@ def test_a_coordinator_that_replays_an_acknowledged_run_is_refused_everywhere(cl
     assert sorted(refused) == sorted(site_name(i) for i in range(1, 6)), refused
     assert all("a run id is used once" in reason for reason in refused.values()), refused
     assert one_epoch(root, nodes) == epoch + 1
+
+
+def test_a_signing_client_cannot_abort_a_run_it_sees(cluster) -> None:
+    """Status shows the run in progress to anyone with a certificate of the cluster CA;
+    stopping it takes the run's attempt nonce, which only its coordinator (and the sites
+    it prepared) saw. Otherwise one signing client could stop every reshare, the one
+    that would evict a site that was broken into too. Refused and audited."""
+    import secrets
+
+    import grpc
+
+    root, nodes = cluster
+    plan = refresh_plan(root)
+    nonce = secrets.token_bytes(16)
+    stub = nodes.reshare_stub(5)  # a new member, not a holder: nothing to compute
+    prepared = stub.Prepare(
+        rpb.PrepareRequest(
+            plan=plan.canonical(),
+            approvals=codec.approvals_to_wire(approvals(root, plan, [1, 2, 3])),
+            holders=[1, 2, 3],
+            attempt=nonce,
+        ),
+        timeout=30,
+    )
+    assert nodes.status(5).run_id == prepared.run_id
+    for wrong in (b"", secrets.token_bytes(16)):
+        request = rpb.AbortRequest(run_id=prepared.run_id)
+        if wrong:
+            request.attempt = wrong
+        with pytest.raises(grpc.RpcError):
+            stub.Abort(request, timeout=10)
+        assert nodes.status(5).run_id == prepared.run_id
+    stub.Abort(rpb.AbortRequest(run_id=prepared.run_id, attempt=nonce), timeout=10)
+    assert nodes.status(5).run_id == b""
+    records = [json.loads(line) for line in nodes.audit_log(5).read_text().splitlines()]
+    aborts = [r for r in records if r.get("step") == "Abort"]
+    assert [r["outcome"] for r in aborts[-3:]] == ["refused", "refused", "aborted"], aborts

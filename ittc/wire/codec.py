@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from ittc.errors import ParameterError, WireError
 from ittc.lifecycle import Approval, Plan, Sealed, Statement
 from ittc.lifecycle.envelope import MAX_PAYLOAD
+from ittc.lifecycle.plan import ATTEMPT_BYTES
 from ittc.scheme.encoding import HASHES, MAX_SALT_BYTES, Scheme, SignItem
 from ittc.scheme.params import MAX_NODES, PublicParams
 from ittc.scheme.proofs import L1, Proof, SignatureShare, nonce_bits
@@ -318,3 +319,7 @@ def holders_from_wire(values: Sequence[int]) -> tuple[int, ...]:
 
 def run_id_from_wire(value: bytes) -> bytes:
     return _exact(value, "a run id", RUN_ID_BYTES)
+
+
+def attempt_from_wire(value: bytes) -> bytes:
+    return _exact(value, "an attempt nonce", ATTEMPT_BYTES)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 import pathlib
 import time
@@ -822,11 +823,20 @@ class ReshareService:
     async def abort(self, request: rpb.AbortRequest, caller: str, peer: str) -> rpb.AbortResponse:
         try:
             run_id = codec.run_id_from_wire(request.run_id)
+            attempt = codec.attempt_from_wire(request.attempt)
         except WireError as exc:
             self._refuse(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
         run = self._run
         if run is None or run.run_id != run_id:
             return rpb.AbortResponse()
+        # The run id is public (Status); its attempt nonce only the coordinator and the
+        # participants have seen.
+        if not hmac.compare_digest(attempt, run.attempt):
+            self._refuse(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "not the attempt nonce of the run in progress",
+                **self._step_extra(run),
+            )
         # An acknowledged share stays until an epoch commits (a certificate might exist);
         # the holder's secrets go now.
         self._run = None

@@ -717,7 +717,7 @@ class Coordinator:
 
     async def _abort(self, attempt: _Attempt) -> None:
         """Tell every participant to forget the attempt (best effort)."""
-        request = rpb.AbortRequest(run_id=attempt.run_id)
+        request = rpb.AbortRequest(run_id=attempt.run_id, attempt=attempt.nonce)
         targets = [s for s in self.sites.values() if s.old_index in attempt.holders or s.new_index]
         await asyncio.gather(
             *(self._link(s).call("Abort", request, 10.0) for s in targets), return_exceptions=True
@@ -789,7 +789,9 @@ class Coordinator:
             attempts = self.folder.attempts()
             self.say(f"resuming: no certificate, aborting {len(attempts)} attempt(s)")
             for record in attempts:
-                request = rpb.AbortRequest(run_id=bytes.fromhex(record["run_id"]))
+                request = rpb.AbortRequest(
+                    run_id=bytes.fromhex(record["run_id"]), attempt=bytes.fromhex(record["nonce"])
+                )
                 await asyncio.gather(
                     *(self._link(s).call("Abort", request, 10.0) for s in self.sites.values()),
                     return_exceptions=True,

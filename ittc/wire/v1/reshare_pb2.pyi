@@ -127,10 +127,12 @@ class CommitResponse(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., epoch_id: _Optional[str] = ..., retired: _Optional[bool] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "attempt")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     run_id: bytes
-    def __init__(self, run_id: _Optional[bytes] = ...) -> None: ...
+    attempt: bytes
+    def __init__(self, run_id: _Optional[bytes] = ..., attempt: _Optional[bytes] = ...) -> None: ...
 
 class AbortResponse(_message.Message):
     __slots__ = ()

@@ -112,7 +112,9 @@ class ReshareServicer:
 
     def Abort(self, request, context):
         """Forget a run that will not commit (a stored share the node acknowledged is kept
-        until an epoch commits: a certificate might exist).
+        until an epoch commits: a certificate might exist). Only for the caller that knows
+        the run's attempt nonce: Status shows the run id to anyone with a certificate of the
+        cluster CA, and a signing client must not be able to stop every reshare.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
