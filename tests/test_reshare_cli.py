@@ -157,3 +157,32 @@ def test_a_refresh_by_script_and_what_nodes_refuse(tmp_path: pathlib.Path) -> No
         "reshare", "approve", "--plan", plan_file, "--config", folder.node_config(5), cwd=work
     )
     assert refused_approval.returncode == 2 and "--yes" in refused_approval.stderr
+
+
+def test_a_site_reads_the_plan_against_its_own_epoch_before_approving(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Approving is the people's check on who will hold the key, so the site is shown the
+    plan against the epoch its node is in: who stays, who leaves, and a site whose keys
+    change under a name that stays (every member was shown as a "new site", nobody as
+    leaving)."""
+    from ittc.lifecycle import Member, SiteKey
+    from tests.reshare_cluster import current_members, enable_resharing, make_plan
+
+    root = make_cluster(tmp_path, bits=512)
+    enable_resharing(root)
+    members = current_members(root)[:4]
+    impostor = SiteKey.generate(members[2].site.name).identity
+    members[2] = Member(3, impostor, members[2].address, members[2].tls_name)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(make_plan(root, members, 3).to_json())
+    shown = ittc(
+        "reshare", "approve", "--plan", plan_file, "--config",
+        CeremonyFolder(root).node_config(1), "--yes", cwd=tmp_path,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[1]: line for line in shown.stderr.splitlines() if "fingerprint" in line}
+    assert "(was 1)" in lines[site_name(1)] and "(was 4)" in lines[site_name(4)]
+    assert "NEW KEYS for site 3" in lines[site_name(3)]
+    assert f"{site_name(5)}         (was 5) leaves" in shown.stderr
+    assert "from epoch 0" in shown.stderr and "3 of 5" in shown.stderr

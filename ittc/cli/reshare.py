@@ -45,6 +45,7 @@ from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command, say
 from ittc.config import ClusterFile, NodeConfig
 from ittc.errors import ConfigError, ParameterError
 from ittc.lifecycle import Approval, Member, Plan, SiteIdentity, approve
+from ittc.scheme.params import PublicParams
 from ittc.storage.files import write_file_atomically
 
 __all__ = ["RESHARE", "SITE"]
@@ -288,36 +289,64 @@ def _plan(args: argparse.Namespace) -> int:
     k = args.threshold or cluster.params.k
     plan = Plan.new(cluster.params, renumbered, k, not_after=int(time.time() + args.valid_for))
     _write_public(args.out, plan.to_json())
-    print(_describe(plan, cluster))
+    print(_describe(plan, (cluster.params, cluster.sites())))
     say(f"plan {plan.digest.hex()} written to {args.out}: it needs {cluster.params.k} approvals")
     return EXIT_OK
 
 
-def _describe(plan: Plan, cluster: ClusterFile | None = None) -> str:
+def _describe(plan: Plan, old: tuple[PublicParams, dict[int, SiteIdentity]] | None = None) -> str:
+    """The plan as a person reads it before approving: against the epoch it starts from
+    (``old``: its parameters and sites), which sites stay, leave or come, and whose keys
+    change under a name that stays."""
     expires = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(plan.not_after))
     lines = [
         f"plan {plan.digest.hex()}",
         f"  key {plan.key_id}",
         f"  from epoch {plan.old_epoch} ({plan.old_epoch_id[:16]})"
-        + (f", {cluster.params.k} of {cluster.params.n}" if cluster is not None else ""),
+        + (f", {old[0].k} of {old[0].n}" if old is not None else ""),
         f"  to epoch {plan.old_epoch + 1}: any {plan.k} of these {plan.n} sites sign",
     ]
-    old = {n.site.name: n.index for n in cluster.nodes if n.site} if cluster else {}
+    sites = old[1] if old is not None else {}
+    by_name = {site.name: (index, site) for index, site in sites.items()}
     for m in plan.members:
-        was = f"(was {old[m.site.name]})" if m.site.name in old else "(new site)"
+        index, site = by_name.get(m.site.name, (None, None))
+        if site is None:
+            was = "(new site)"
+        elif site == m.site:
+            was = f"(was {index})"
+        else:
+            was = f"(NEW KEYS for site {index} of that name)"
         lines.append(
             f"    {m.index:2d}  {m.site.name:12s} {was:11s} {m.address}  tls {m.tls_name}  "
             f"fingerprint {m.site.fingerprint}"
         )
-    if cluster is not None:
-        members = {m.site.name for m in plan.members}
-        for n in cluster.nodes:
-            if n.site is not None and n.site.name not in members:
-                lines.append(
-                    f"    --  {n.site.name:12s} (was {n.index}) leaves; its share is destroyed"
-                )
+    members = {m.site.name for m in plan.members}
+    for index, site in sorted(sites.items()):
+        if site.name not in members:
+            lines.append(f"    --  {site.name:12s} (was {index}) leaves; its share is destroyed")
     lines.append(f"  approvals accepted until {expires}")
     return "\n".join(lines)
+
+
+def _site_epoch(config: NodeConfig) -> tuple[PublicParams, dict[int, SiteIdentity]]:
+    """The epoch this site's node is in (its state folder, or the configured cluster file
+    before its first commit): its parameters and sites."""
+    from ittc.errors import IttcError
+    from ittc.storage.epochs import EpochStore
+
+    assert config.state_dir is not None and config.sites is not None
+    store = EpochStore(config.state_dir)
+    try:
+        current = store.current()
+        if current is not None:
+            certificate = store.certificate(current.epoch)
+            return certificate.params, certificate.sites()
+        cluster = ClusterFile.load(config.sites)
+        return cluster.params, cluster.sites()
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: this site's epoch: {exc}") from None
+    except IttcError as exc:
+        raise ConfigError(f"{config.path}: this site's epoch: {exc}") from None
 
 
 def _approve(args: argparse.Namespace) -> int:
@@ -331,7 +360,14 @@ def _approve(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.config)
     if config.site_key is None:
         raise ConfigError(f"{config.path}: no [reshare] site_key (ittc site keygen first)")
-    print(_describe(plan), file=sys.stderr)
+    params, sites = _site_epoch(config)
+    print(_describe(plan, (params, sites)), file=sys.stderr)
+    if (plan.key_id, plan.old_epoch_id) != (params.key_id, params.epoch_id):
+        say(
+            f"WARNING: this site is at epoch {params.epoch} ({params.epoch_id[:16]}) of key "
+            f"{params.short_id}; the plan starts from another (the sites above are this "
+            "site's epoch's)"
+        )
     if time.time() > plan.not_after:
         raise ParameterError("the plan has expired: ask for a new one")
     if not args.yes:
