@@ -337,15 +337,21 @@ def test_a_scheduled_refresh_and_a_combiner_that_follows_certificates(
         public.verify(signature, b"after two epochs", padding.PKCS1v15(), hashes.SHA256())
         assert elsewhere.client.epoch == 2
 
-    # Not a refresh (another threshold): never approved unattended.
+    # Not a refresh (another threshold; a site moved, which combiners that follow the
+    # certificate would dial): never approved unattended.
+    import dataclasses
+
     from ittc.wire.v1 import reshare_pb2 as rpb
 
-    other = make_plan(root, current_members(root), 4)
-    with pytest.raises(grpc.RpcError) as refused:
-        nodes.reshare_stub(1).ApproveRefresh(
-            rpb.ApproveRefreshRequest(plan=other.canonical()), timeout=10
-        )
-    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    members = current_members(root)
+    moved = [dataclasses.replace(members[0], address="198.51.100.7:7001"), *members[1:]]
+    for other in (make_plan(root, members, 4), make_plan(root, moved, 3)):
+        with pytest.raises(grpc.RpcError) as refused:
+            nodes.reshare_stub(1).ApproveRefresh(
+                rpb.ApproveRefreshRequest(plan=other.canonical()), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "not a refresh" in (refused.value.details() or "")
 
 
 def test_a_commit_whose_caller_hangs_up_is_finished_by_the_node(resharing) -> None:

@@ -87,7 +87,7 @@ def _configured_epoch(config: NodeConfig, key: SiteKey, passphrase: bytes) -> Ep
             "only as a new member",
             config.share_file,
         )
-        return Epoch(params, None, sites)
+        return Epoch(params, None, sites, configured_nodes=_nodes(cluster))
     if sites.get(config.index) != key.identity:
         raise StartupError(
             f"{config.sites}: names another site for index {config.index} than this site's "
@@ -101,7 +101,11 @@ def _configured_epoch(config: NodeConfig, key: SiteKey, passphrase: bytes) -> Ep
         ) from None
     except IttcError as exc:
         raise StartupError(str(exc)) from None
-    return Epoch(params, share, sites)
+    return Epoch(params, share, sites, configured_nodes=_nodes(cluster))
+
+
+def _nodes(cluster: ClusterFile) -> dict[int, tuple[str, str]]:
+    return {n.index: (n.address, n.tls_name) for n in cluster.nodes}
 
 
 def _stored_epoch(

@@ -124,10 +124,20 @@ class Epoch:
     sites: dict[int, SiteIdentity]
     #: The certificate that made this epoch current (None for the configured epoch).
     certificate: Certificate | None = None
+    #: The configured epoch's nodes: (address, TLS name) by index, from the cluster file
+    #: (a later epoch's are in its certificate's plan).
+    configured_nodes: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def index(self) -> int | None:
         return None if self.share is None else self.share.index
+
+    def reached_at(self, index: int) -> tuple[str, str] | None:
+        """Where this epoch's ``index`` is reached: (address, TLS name), or None."""
+        if self.certificate is not None:
+            members = self.certificate.plan.members
+            return next(((m.address, m.tls_name) for m in members if m.index == index), None)
+        return self.configured_nodes.get(index)
 
 
 @dataclass
@@ -941,12 +951,18 @@ class ReshareService:
             plan.check_against(epoch.params)
         except ParameterError as exc:
             self._refuse(grpc.StatusCode.FAILED_PRECONDITION, str(exc), **extra)
+        # The same site at every index, reached where it is now: a plan that moves a site
+        # would send the combiners that follow its certificate elsewhere.
         same = plan.n == epoch.params.n and plan.k == epoch.params.k
-        same = same and all(plan.member(j).site == epoch.sites.get(j) for j in range(1, plan.n + 1))
+        same = same and all(
+            m.site == epoch.sites.get(m.index)
+            and (m.address, m.tls_name) == epoch.reached_at(m.index)
+            for m in plan.members
+        )
         if not same:
             self._refuse(
                 grpc.StatusCode.PERMISSION_DENIED,
-                "not a refresh (another site, index or threshold): approve it by hand",
+                "not a refresh (another site, address, index or threshold): approve it by hand",
                 **extra,
             )
         if not now < plan.not_after <= now + 2 * 86400:

@@ -137,7 +137,7 @@ class ReshareServicer:
 
     def ApproveRefresh(self, request, context):
         """The site's approval of a plan that only refreshes its current epoch (the same site
-        at every index, the same k), if its config allows scheduled refreshes and the last
+        at every index, at the same address, the same k), if its config allows scheduled refreshes and the last
         one it approved is old enough; refused otherwise. A refresh changes nobody's share of
         the key's control, only the shares.
         """
