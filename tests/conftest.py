@@ -66,6 +66,8 @@ def _check_network(what: str) -> None:
 
 def _starts_nodes(args: Sequence[str]) -> bool:
     argv = [str(a) for a in args]
+    if {"--print-systemd-unit", "--print-example-config"} & set(argv):
+        return False  # `ittc node` prints a file and exits
     if {"--help", "-h", "--version"} & set(argv):
         return False
     if "ittc_node" in argv:

@@ -45,6 +45,9 @@ def test_the_wheel_holds_the_library_the_node_and_the_license(wheel: pathlib.Pat
         "ittc/wire/v1/signer_pb2.py",
         "ittc/scheme/ct.py",
         "ittc_node/daemon.py",
+        # ittc node --print-systemd-unit / --print-example-config read these.
+        "ittc_node/files/ittc-node@.service",
+        "ittc_node/files/node.toml",
     ):
         assert needed in names, needed
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
@@ -88,7 +91,12 @@ def test_the_installed_wheel_runs_outside_the_source_tree(wheel, tmp_path):
         env=env,
     ).stdout
     assert str(venv) in where and str(ROOT) not in where, where
-    for argv in (["--version"], ["keygen", "--help"], ["completion", "bash"]):
+    for argv in (
+        ["--version"],
+        ["keygen", "--help"],
+        ["completion", "bash"],
+        ["node", "--print-systemd-unit"],
+    ):
         out = subprocess.run(
             [str(venv / "bin" / "ittc"), *argv],
             capture_output=True,

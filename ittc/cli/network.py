@@ -35,11 +35,31 @@ def _err(message: str) -> None:
 
 
 def _setup_node(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, type=pathlib.Path, help="the node's node.toml")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--config", type=pathlib.Path, help="the node's node.toml")
+    what.add_argument(
+        "--print-systemd-unit",
+        action="store_const",
+        const="ittc-node@.service",
+        dest="print_file",
+        help="print the systemd unit (ittc-node@.service) shipped with ittc, and exit",
+    )
+    what.add_argument(
+        "--print-example-config",
+        action="store_const",
+        const="node.toml",
+        dest="print_file",
+        help="print an example node.toml with every field explained, and exit",
+    )
     add_log_options(p, default=False)
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    if args.print_file is not None:
+        from importlib import resources
+
+        sys.stdout.write((resources.files("ittc_node") / "files" / args.print_file).read_text())
+        return EXIT_OK
     from ittc_node.daemon import run
 
     code: int = run(args.config, log_format=args.log_format, log_level=args.log_level or "info")
