@@ -1,5 +1,9 @@
 """The combiner's side of the wire: one mutual-TLS channel per node, and one RPC.
 
+A node index whose address is a DNS name may be several replicas of one site: its
+channel balances over every address the name resolves to and tries an RPC that one
+replica fails on the next (:func:`service_config`).
+
 :class:`NodeLink` sends a batch of items to one node and returns its shares, checked for
 shape by the codec, with the node index taken from the channel (the node it dialled and
 whose certificate it checked), never from the answer. Every failure is a typed
@@ -12,6 +16,8 @@ another epoch).
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ittc.config import ClusterFile, NodeEntry
+from ittc.config import ClusterFile, NodeEntry, parse_address
 from ittc.errors import (
     NodeError,
     NodeInOtherEpoch,
@@ -54,7 +60,46 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.keepalive_time_ms", 10000),
     ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.enable_retries", 1),
 ]
+
+#: One try more, on the next replica, for an RPC that a replica failed as UNAVAILABLE
+#: (it died, is starting, lost its audit log). Not throttled: a replica that keeps
+#: failing costs one quick extra attempt per RPC sent to it, and every such RPC still
+#: succeeds on the other; a busy node answers RESOURCE_EXHAUSTED, which is not retried.
+_RETRY_ON_NEXT_REPLICA = {
+    "name": [{"service": "ittc.v1.Signer"}],
+    "retryPolicy": {
+        "maxAttempts": 2,
+        "initialBackoff": "0.01s",
+        "maxBackoff": "0.05s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    },
+}
+
+
+def service_config(address: str) -> str:
+    """gRPC's service config for the channel to one node index at ``address``.
+
+    Every channel balances ``round_robin`` over the addresses its target resolves to. A
+    DNS name may stand for several replicas of the site (nodes/README.md, section 15):
+    then an RPC one replica fails as UNAVAILABLE is tried once more, on the next one,
+    before the combiner counts the site as failing. An IP address is one node: no
+    retry (it would only ask the same node again)."""
+    host, _ = parse_address(address)
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if not _is_ip(host):
+        config["methodConfig"] = [_RETRY_ON_NEXT_REPLICA]
+    return json.dumps(config)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return False
+    return True
 
 
 def _rpc_error(index: int, exc: grpc.aio.AioRpcError) -> NodeError:
@@ -83,9 +128,8 @@ class NodeLink:
         self.params = params
         self.clock = clock
         options = tls.channel_options(entry.tls_name, codec.MAX_CLIENT_MESSAGE_BYTES)
-        self.channel = grpc.aio.secure_channel(
-            entry.address, credentials, options=options + _CHANNEL_OPTIONS
-        )
+        options += [*_CHANNEL_OPTIONS, ("grpc.service_config", service_config(entry.address))]
+        self.channel = grpc.aio.secure_channel(entry.address, credentials, options=options)
         self._stub = pb_grpc.SignerStub(self.channel)  # type: ignore[no-untyped-call]
 
     def connecting(self) -> bool:
