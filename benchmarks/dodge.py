@@ -39,7 +39,7 @@ from ittc.storage import KdfLimits
 
 LIAR = 3
 CASES = ("honest", "dodge:refuse", "dodge:stall", "dodge:honest")
-RESULTS = pathlib.Path(__file__).parent / "results"
+RESULTS = pathlib.Path("benchmarks") / "results"
 
 
 def _dealt(kind: str, bits: int) -> dealer.DealtKey:
@@ -135,15 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, default=2048, choices=[1024, 2048, 3072])
     parser.add_argument("--count", type=int, default=60, help="signatures per case (60)")
     parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=RESULTS,
+        help="directory for dodge-<date>.json/.md (benchmarks/results)",
+    )
     args = parser.parse_args(argv)
     doc = run(args)
     text = markdown(doc)
     print(text)
     if not args.no_save:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"dodge-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (RESULTS / f"dodge-{stamp}.md").write_text(text)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"dodge-{stamp}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (args.out / f"dodge-{stamp}.md").write_text(text)
     return 0
 
 

@@ -54,11 +54,16 @@ from ittc.scheme.ct import mpz
 from ittc.scheme.encoding import Scheme, encode
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.proofs import SignatureShare, verify_share
+from ittc.version import __version__ as ittc_version
 
 __all__ = ["OPERATIONS", "SCHEMA", "TARGETS", "main", "run"]
 
 SCHEMA = "ittc.bench.micro/1"
-REPO = pathlib.Path(__file__).resolve().parent.parent
+#: The source tree this file is in, or None when it runs from an installed ittc (then
+#: reports carry ittc's version and no commit).
+REPO: pathlib.Path | None = pathlib.Path(__file__).resolve().parent.parent
+if not (REPO / "pyproject.toml").is_file() or not (REPO / "ittc").is_dir():
+    REPO = None
 DEFAULT_OUT = pathlib.Path("benchmarks") / "results"
 
 DEFAULT_BITS = (2048, 3072, 4096)
@@ -713,6 +718,8 @@ def _libcrypto_version(run_backend: str) -> str | None:
 
 
 def _git(*args: str) -> str | None:
+    if REPO is None:
+        return None
     try:
         done = subprocess.run(
             ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
@@ -743,6 +750,7 @@ def machine_facts(backend: str = "auto") -> dict[str, Any]:
         "openssl": _openssl_version(),
         "libcrypto": _libcrypto_version(backend),
         "ct_backend": ct.backend_description(),
+        "ittc_version": ittc_version,
         "ittc_commit": _git("rev-parse", "HEAD"),
         "ittc_scheme_modified": None if dirty is None else bool(dirty),
         "loadavg_start": list(os.getloadavg()),

@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run the nodes from this checkout (its ittc/ and nodes/), e.g. an older one",
     )
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks") / "results")
-    p.add_argument("--cache", type=pathlib.Path, default=micro.REPO / "benchmarks" / ".clusters")
+    p.add_argument("--cache", type=pathlib.Path, default=pathlib.Path("benchmarks") / ".clusters")
     p.add_argument("--no-plot", action="store_true")
     return p
 

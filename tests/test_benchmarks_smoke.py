@@ -30,6 +30,7 @@ MACHINE_FIELDS = {
     "openssl",
     "libcrypto",
     "ct_backend",
+    "ittc_version",
     "ittc_commit",
     "ittc_scheme_modified",
     "loadavg_start",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -48,8 +49,15 @@ def test_the_wheel_holds_the_library_the_node_and_the_license(wheel: pathlib.Pat
         # ittc node --print-systemd-unit / --print-example-config read these.
         "ittc_node/files/ittc-node@.service",
         "ittc_node/files/node.toml",
+        # ittc bench micro|cluster|... runs these.
+        "benchmarks/__init__.py",
+        "benchmarks/micro.py",
+        "benchmarks/cluster/cli.py",
     ):
         assert needed in names, needed
+    # Three import names and nothing else at the top level (no tests, no results).
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"ittc", "ittc_node", "benchmarks"}, top
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
@@ -106,6 +114,48 @@ def test_the_installed_wheel_runs_outside_the_source_tree(wheel, tmp_path):
             env=env,
         )
         assert out.returncode == 0, (argv, out.stderr)
+    bench_help = subprocess.run(
+        [str(venv / "bin" / "ittc"), "bench", "micro", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env=env,
+    )
+    assert bench_help.returncode == 0 and "--keygen-runs" in bench_help.stdout, bench_help
+    # A tiny run (one round, one 1024-bit key): its report lands under the current folder.
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [
+            str(venv / "bin" / "ittc"),
+            "bench",
+            "micro",
+            "--bits",
+            "1024",
+            "--insecure-allow-small-modulus-for-tests",
+            "--repeat",
+            "1",
+            "--keygen-runs",
+            "0",
+            "--split-runs",
+            "0",
+            "--sample-ms",
+            "0.2",
+            "--no-plot",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    (report,) = (work / "benchmarks" / "results").glob("micro-*.json")
+    facts = json.loads(report.read_text())["machine"]
+    assert facts["ittc_commit"] is None and facts["ittc_version"], facts
+    assert "## Median cost per operation" in run.stdout, run.stdout
     node = subprocess.run(
         [str(python), "-m", "ittc_node", "--version"],
         capture_output=True,

@@ -22,13 +22,13 @@ from benchmarks.cluster.plan import (
     SWEEPS,
 )
 from benchmarks.cluster.run import run
-from benchmarks.micro import REPO, Progress
+from benchmarks.micro import Progress
 from ittc.scheme import dealer
 
 __all__ = ["main"]
 
 DEFAULT_OUT = pathlib.Path("benchmarks") / "results"
-DEFAULT_CACHE = REPO / "benchmarks" / ".clusters"
+DEFAULT_CACHE = pathlib.Path("benchmarks") / ".clusters"
 #: Options that choose one point (without --sweep).
 POINT_OPTIONS = ("concurrency", "batch", "bits", "k", "mode", "proofs", "fault", "backend")
 

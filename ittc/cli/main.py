@@ -16,6 +16,7 @@ from typing import NoReturn
 from ittc import logs
 from ittc.cli import (
     audit,
+    bench,
     ca,
     ceremony,
     completion,
@@ -51,6 +52,7 @@ COMMANDS: tuple[Command, ...] = (
     reshare.RESHARE,
     audit.AUDIT,
     demo.DEMO,
+    bench.BENCH,
     completion.COMPLETION,
 )
 
