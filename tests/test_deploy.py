@@ -423,3 +423,23 @@ def test_systemd_unit_verifies(tmp_path: pathlib.Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not here")
+def test_reshare_refresh_units_verify(tmp_path: pathlib.Path) -> None:
+    """``systemd-analyze verify`` on the scheduled refresh (service and timer), with
+    ExecStart's ittc pointed at this environment's."""
+    ittc = pathlib.Path(sys.executable).parent / "ittc"
+    for name in ("ittc-reshare-refresh.service", "ittc-reshare-refresh.timer"):
+        text = (UNIT.parent / name).read_text()
+        (tmp_path / name).write_text(text.replace("/opt/ittc/venv/bin/ittc", str(ittc)))
+        os.chmod(tmp_path / name, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *(str(p) for p in sorted(tmp_path.iterdir()))],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
