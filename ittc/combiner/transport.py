@@ -83,7 +83,7 @@ def service_config(address: str) -> str:
     """gRPC's service config for the channel to one node index at ``address``.
 
     Every channel balances ``round_robin`` over the addresses its target resolves to. A
-    DNS name may stand for several replicas of the site (nodes/README.md, section 15):
+    DNS name may stand for several replicas of the site (nodes/README.md, "Replicas"):
     then an RPC one replica fails as UNAVAILABLE is tried once more, on the next one,
     before the combiner counts the site as failing. An IP address is one node: no
     retry (it would only ask the same node again)."""
