@@ -2,19 +2,22 @@
 ceremony's site folders, the way its README says.
 
 Nothing here applies it to a Kubernetes cluster (there is none on the test machines):
-the test checks what an operator would apply. Skipped where ``kubectl`` is not
+the test checks what an operator would apply, parsed as YAML. Skipped where ``kubectl`` is not
 installed.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import pathlib
 import re
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
+import yaml
 
 from ittc.deploy.ceremony import create_cluster
 from ittc.deploy.layout import CeremonyFolder
@@ -23,27 +26,6 @@ from ittc.storage import KdfLimits
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SITE_FILES = ("node.toml", "params.json", "ca.pem", "tls.pem", "tls.key", "share.enc")
-
-
-def documents(text: str) -> list[str]:
-    return [doc for doc in re.split(r"(?m)^---\n", text) if doc.strip()]
-
-
-def field(doc: str, name: str, indent: int = 2) -> str | None:
-    """The value of the first ``name:`` at exactly ``indent`` spaces (a block scalar,
-    ``name: |`` and the more indented lines under it, joined without line breaks)."""
-    match = re.search(rf"(?m)^{' ' * indent}{re.escape(name)}: (.*)$", doc)
-    if match is None:
-        return None
-    value = match.group(1).strip()
-    if value not in ("|", "|-", ">", ">-"):
-        return value.strip('"')
-    block = []
-    for line in doc[match.end() :].splitlines()[1:]:
-        if not line.startswith(" " * (indent + 1)):
-            break
-        block.append(line.strip())
-    return "".join(block)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -83,34 +65,56 @@ def test_the_kubernetes_example_renders_five_sites_of_two_replicas(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    docs = documents(done.stdout)
-    by_kind: dict[str, dict[str, str]] = {}
-    for doc in docs:
-        kind, name = field(doc, "kind", 0), field(doc, "name")
-        assert kind is not None and name is not None
-        assert field(doc, "namespace") in ("ittc", None)
-        by_kind.setdefault(kind, {})[name] = doc
+    by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+    for doc in yaml.safe_load_all(done.stdout):
+        assert doc["metadata"].get("namespace") in ("ittc", None), doc["metadata"]
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "ittc", doc["metadata"]
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
     assert set(by_kind["Namespace"]) == {"ittc"}
-    assert set(by_kind["StatefulSet"]) == {f"ittc-site-{i}" for i in range(1, 6)}
-    assert set(by_kind["Service"]) == {f"ittc-site-{i}" for i in range(1, 6)}
-    assert set(by_kind["PodDisruptionBudget"]) == {f"ittc-site-{i}" for i in range(1, 6)}
+    names = {f"ittc-site-{i}" for i in range(1, 6)}
+    assert set(by_kind["StatefulSet"]) == names
+    assert set(by_kind["Service"]) == names
+    assert set(by_kind["PodDisruptionBudget"]) == names
     secrets = by_kind["Secret"]
+    image_cmd = json.loads(
+        re.search(r"(?m)^CMD (\[.*\])$", (ROOT / "nodes/container/Dockerfile").read_text())[1]  # type: ignore[index]
+    )
     for i in range(1, 6):
-        site = by_kind["StatefulSet"][f"ittc-site-{i}"]
-        assert field(site, "replicas") == "2" and field(site, "serviceName") == f"ittc-site-{i}"
-        assert f'ittc.example/site: "{i}"' in site
-        assert "readOnlyRootFilesystem: true" in site and "runAsNonRoot: true" in site
-        assert "allowPrivilegeEscalation: false" in site
-        assert "path: /healthz" in site and "path: /livez" in site
-        assert "volumeClaimTemplates:" in site and "storage: 1Gi" in site
-        assert "clusterIP: None" in by_kind["Service"][f"ittc-site-{i}"]
-        named = re.findall(r"secretName: (\S+)", site)
-        etc = next(n for n in named if n.startswith(f"ittc-etc-{i}-"))
-        passphrase = next(n for n in named if n.startswith(f"ittc-passphrase-{i}-"))
+        site = by_kind["StatefulSet"][f"ittc-site-{i}"]["spec"]
+        assert site["replicas"] == 2 and site["serviceName"] == f"ittc-site-{i}"
+        assert site["selector"]["matchLabels"]["ittc.example/site"] == str(i)
+        pod = site["template"]["spec"]
+        assert site["template"]["metadata"]["labels"]["ittc.example/site"] == str(i)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        for container in pod["initContainers"] + pod["containers"]:
+            hardened = container["securityContext"]
+            assert hardened["readOnlyRootFilesystem"] is True
+            assert hardened["allowPrivilegeEscalation"] is False
+            assert hardened["capabilities"]["drop"] == ["ALL"]
+        (node,) = pod["containers"]
+        assert node["args"] == image_cmd  # the image's own command, the site at its path
+        assert node["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert node["livenessProbe"]["httpGet"]["path"] == "/livez"
+        mounts = {m["mountPath"]: m for m in node["volumeMounts"]}
+        assert mounts["/srv/ittc/site"].get("readOnly") is True
+        assert mounts["/srv/ittc/site/var"]["name"] == "var"
+        (claim,) = site["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "var"
+        assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        service = by_kind["Service"][f"ittc-site-{i}"]["spec"]
+        assert service["clusterIP"] == "None"
+        assert service["selector"]["ittc.example/site"] == str(i)
+        assert service["ports"][0]["port"] == 7000
+        assert by_kind["PodDisruptionBudget"][f"ittc-site-{i}"]["spec"]["minAvailable"] == 1
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        etc = volumes["etc"]["secret"]["secretName"]
+        passphrase = volumes["passphrase"]["secret"]["secretName"]
+        assert etc.startswith(f"ittc-etc-{i}-") and passphrase.startswith(f"ittc-passphrase-{i}-")
+        assert set(secrets[etc]["data"]) == set(SITE_FILES)
         for file_name in SITE_FILES:
-            value = field(secrets[etc], file_name)
-            assert value is not None, (etc, file_name)
+            value = secrets[etc]["data"][file_name]
             assert base64.b64decode(value) == (folder.etc(i) / file_name).read_bytes()
-        value = field(secrets[passphrase], "passphrase")
-        assert value is not None
+        value = secrets[passphrase]["data"]["passphrase"]
         assert base64.b64decode(value) == folder.passphrase(i).read_bytes()
