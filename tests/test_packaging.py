@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,9 +16,39 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def docker_context(into: pathlib.Path) -> pathlib.Path:
+    """A copy of what ``.dockerignore`` lets through to the container build (it is written
+    as an allowlist: ``*``, then ``!path`` for each path let through, then paths inside
+    those to leave out again)."""
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "the .dockerignore is an allowlist"
+    allowed = [line[1:] for line in lines[1:] if line.startswith("!")]
+    left_out = [line for line in lines[1:] if not line.startswith("!")]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in allowed:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=ignore)
+        else:
+            (into / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, into / name)
+    for name in left_out:
+        if not name.startswith("**"):
+            shutil.rmtree(into / name, ignore_errors=True)
+    return into
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """Built as the container image builds it: from what .dockerignore sends the builder
+    (so the image's build has everything it needs), not from the source tree itself."""
     out = tmp_path_factory.mktemp("dist")
+    context = docker_context(tmp_path_factory.mktemp("context"))
+    assert not (context / "benchmarks" / "results").exists()
     subprocess.run(
         [
             sys.executable,
@@ -29,7 +60,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
             "--no-build-isolation",
             "-w",
             str(out),
-            str(ROOT),
+            str(context),
         ],
         check=True,
         timeout=300,
