@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import pathlib
 import shutil
@@ -456,6 +457,23 @@ def test_channel_options() -> None:
         "grpc.max_send_message_length": 4096,
         "grpc.max_receive_message_length": 4096,
     }
+
+
+def test_the_combiner_balances_over_a_name_and_retries_only_there() -> None:
+    """Pass: every node channel balances round_robin; a DNS name (maybe several replicas of
+    a site) retries an UNAVAILABLE once (two attempts, nothing else retried, only the
+    Signer service); an IPv4 or IPv6 address (one node) never retries."""
+    from ittc.combiner.transport import service_config
+
+    for address in ("10.0.0.3:7003", "[::1]:7003", "127.0.0.1:7001"):
+        config = json.loads(service_config(address))
+        assert config == {"loadBalancingConfig": [{"round_robin": {}}]}, address
+    config = json.loads(service_config("ittc-site-3.ittc.svc.cluster.local:7000"))
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    (method,) = config["methodConfig"]
+    assert method["name"] == [{"service": "ittc.v1.Signer"}]
+    assert method["retryPolicy"]["maxAttempts"] == 2
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
 
 
 # -- mutual TLS on loopback ---------------------------------------------------------------
