@@ -40,6 +40,7 @@ from ittc.errors import ConfigError, ParameterError
 from ittc.scheme.dealer import DealtKey
 from ittc.scheme.params import MIN_MODULUS_BITS, PublicParams
 from ittc.storage import pki
+from ittc.storage.files import fsync_dir
 
 __all__ = [
     "CA_README",
@@ -255,7 +256,7 @@ def create_cluster(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     say(f"ceremony output written to {final}")
     return ClusterFile.load(CeremonyFolder(final).cluster_file)
 
@@ -267,14 +268,6 @@ def _check_out(out: pathlib.Path) -> None:
         raise ConfigError(f"{out}: exists and is not empty; choose a new folder")
     if not out.parent.is_dir():
         raise ConfigError(f"{out.parent}: no such folder")
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mkdir(path: pathlib.Path, mode: int = 0o700) -> pathlib.Path:

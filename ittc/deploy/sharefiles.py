@@ -27,6 +27,7 @@ from ittc.errors import ConfigError, IttcError, ShareFileMismatch
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
 from ittc.storage import sitekey
+from ittc.storage.files import fsync_dir
 
 __all__ = ["CheckedShare", "change_passphrase", "check_share_file"]
 
@@ -40,14 +41,6 @@ class CheckedShare:
     key_id: str
     epoch: int
     format_version: int
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _beside(path: pathlib.Path) -> pathlib.Path:
@@ -141,7 +134,7 @@ def change_passphrase(
         for source, target in renames:
             os.replace(source, target)
             staged.remove(source)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
     finally:
         for path in staged:
             with contextlib.suppress(FileNotFoundError):

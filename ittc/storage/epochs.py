@@ -42,7 +42,7 @@ from ittc.errors import CertificateError, ParameterError, ShareFileError
 from ittc.lifecycle.certificate import Certificate
 from ittc.scheme.keyshare import KeyShare
 from ittc.scheme.params import PublicParams
-from ittc.storage.files import _fsync_dir, write_file_atomically
+from ittc.storage.files import fsync_dir, write_file_atomically
 from ittc.storage.sharefile import KdfLimits, read_share_file, write_share_file
 
 __all__ = ["Current", "EpochStore", "Retired"]
@@ -91,7 +91,7 @@ def _unlink(path: pathlib.Path) -> bool:
         path.unlink()
     except FileNotFoundError:
         return False
-    _fsync_dir(str(path.parent))
+    fsync_dir(str(path.parent))
     return True
 
 
@@ -272,8 +272,8 @@ class EpochStore:
         )
         if source is pending:
             os.replace(pending, target)
-            _fsync_dir(str(self.root))
-            _fsync_dir(str(pending.parent))
+            fsync_dir(str(self.root))
+            fsync_dir(str(pending.parent))
         self._set_current(params)
         return share, self.clean(params.epoch)
 

@@ -11,7 +11,7 @@ import errno
 import os
 import secrets
 
-__all__ = ["write_file_atomically"]
+__all__ = ["fsync_dir", "write_file_atomically"]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -21,8 +21,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make a folder's entries durable (a file created, renamed or deleted in it)."""
+    fd = os.open(
+        directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    )
     try:
         os.fsync(fd)
     finally:
@@ -87,7 +90,7 @@ def write_file_atomically(
             os.replace(temp, target)
         else:
             _link_no_clobber(temp, target, what)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ittc.errors import AuditLogError
+from ittc.storage.files import fsync_dir
 from ittc_node.threadname import name_this_thread
 
 __all__ = [
@@ -617,16 +618,8 @@ def _set_result(future: asyncio.Future[None] | None, value: None) -> None:
 
 
 def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):  # best effort: the line itself is what is fsynced
+        fsync_dir(directory)
 
 
 def _unlink_quietly(path: str) -> None:

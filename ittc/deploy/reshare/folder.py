@@ -7,12 +7,14 @@ import dataclasses
 import datetime
 import json
 import pathlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ittc.config import ClusterFile, NodeEntry
 from ittc.errors import ConfigError
 from ittc.lifecycle import (
+    Approval,
     Certificate,
     Plan,
     SiteIdentity,
@@ -42,6 +44,27 @@ class RunFolder:
 
     def create(self) -> None:
         self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def start(self, cluster: ClusterFile, plan: Plan, approvals: Sequence[Approval]) -> None:
+        """Create the folder with what was approved and the epoch the run starts from."""
+        self.create()
+        _write_json(self.root / "plan.json", plan.to_dict())
+        _write_json(self.root / "approvals.json", [a.to_dict() for a in approvals])
+        _write_json(
+            self.root / "old-nodes.json",
+            {
+                "params": cluster.params.to_dict(),
+                "nodes": [
+                    {
+                        "index": e.index,
+                        "address": e.address,
+                        "tls_name": e.tls_name,
+                        **(e.site.to_dict() if e.site is not None else {}),
+                    }
+                    for e in cluster.nodes
+                ],
+            },
+        )
 
     def log(self, line: str) -> None:
         stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
