@@ -421,6 +421,15 @@ class NetLab:
         self.down()
 
 
+def lab_for_module(nodes: int) -> Iterator[NetLab]:
+    """A module fixture's body: earlier runs' leftovers cleaned, a lab of ``nodes`` hosts
+    up for the module, and down after it, leaving no namespace behind."""
+    clean_leftovers()
+    with NetLab(nodes) as net:
+        yield net
+    assert not net.exists(), f"namespaces left behind: {net.exists()}"
+
+
 # -- the user-space delay line ------------------------------------------------------------
 
 _ETH_P_ALL = 0x0003

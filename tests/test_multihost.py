@@ -29,7 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from ittc.combiner import ClusterClient
 from tests.cluster import LocalCluster, make_cluster, track_answers, track_asks
-from tests.netns import PREFIX, NetLab, clean_leftovers, listening, netns_id, unavailable_reason
+from tests.netns import (
+    PREFIX,
+    clean_leftovers,
+    lab_for_module,
+    listening,
+    netns_id,
+    unavailable_reason,
+)
 
 pytestmark = [pytest.mark.network, pytest.mark.netns]
 
@@ -49,14 +56,7 @@ CUT_SECONDS = 18.0
 
 @pytest.fixture(scope="module")
 def lab():
-    clean_leftovers()
-    net = NetLab(5)
-    net.up()
-    try:
-        yield net
-    finally:
-        net.down()
-    assert not net.exists(), f"namespaces left behind: {net.exists()}"
+    yield from lab_for_module(5)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from ittc.config import ClusterFile
 from ittc.deploy.reshare import Coordinator, ReshareFailed
 from tests.cluster import make_cluster
-from tests.netns import NetLab, clean_leftovers, unavailable_reason
+from tests.netns import lab_for_module, unavailable_reason
 from tests.reshare_cluster import ReshareCluster, approvals, enable_resharing, refresh_plan
 from tests.test_reshare_faults import one_epoch
 
@@ -33,14 +33,7 @@ TIMEOUT = 6.0
 
 @pytest.fixture(scope="module")
 def lab():
-    clean_leftovers()
-    net = NetLab(5)
-    net.up()
-    try:
-        yield net
-    finally:
-        net.down()
-    assert not net.exists(), f"namespaces left behind: {net.exists()}"
+    yield from lab_for_module(5)
 
 
 def test_links_cut_during_a_reshare(lab, tmp_path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import tomlkit
@@ -153,6 +153,37 @@ class ClusterFile:
             client_key=client.path_("key", None),
             certificate=r.path_("certificate", None),
             params_path=r.path_("params"),
+        )
+
+    def rendered(
+        self,
+        *,
+        params: PublicParams | None = None,
+        nodes: Sequence[NodeEntry] | None = None,
+        params_file: str | None = None,
+        certificate: str | None = None,
+    ) -> str:
+        """The text of this cluster file with other ``params``, ``nodes``, parameters
+        file or commit certificate; every path it names kept relative to its folder."""
+        root = self.root
+
+        def relative(path: pathlib.Path | None) -> str | None:
+            if path is None:
+                return None
+            try:
+                return str(path.relative_to(root))
+            except ValueError:
+                return str(path)
+
+        return ClusterFile.render(
+            params or self.params,
+            list(self.nodes if nodes is None else nodes),
+            params_file=params_file or relative(self.params_path) or "params.json",
+            public_key=relative(self.public_key) or "public.pem",
+            ca=relative(self.ca) or "ca.pem",
+            client_cert=relative(self.client_cert),
+            client_key=relative(self.client_key),
+            certificate=certificate if certificate is not None else relative(self.certificate),
         )
 
     @staticmethod

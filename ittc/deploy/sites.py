@@ -118,26 +118,7 @@ def enroll(cluster_path: str | os.PathLike[str], identities: Mapping[int, SiteId
 
 
 def _rewrite(cluster: ClusterFile, nodes: Sequence[NodeEntry]) -> None:
-    root = cluster.root
-
-    def relative(path: pathlib.Path | None) -> str | None:
-        if path is None:
-            return None
-        try:
-            return str(path.relative_to(root))
-        except ValueError:
-            return str(path)
-
-    text = ClusterFile.render(
-        cluster.params,
-        list(nodes),
-        params_file=relative(cluster.params_path) or "params.json",
-        public_key=relative(cluster.public_key) or "public.pem",
-        ca=relative(cluster.ca) or "ca.pem",
-        client_cert=relative(cluster.client_cert),
-        client_key=relative(cluster.client_key),
-        certificate=relative(cluster.certificate),
-    )
+    text = cluster.rendered(nodes=nodes)
     write_file_atomically(cluster.path, text.encode(), mode=0o644, overwrite=True)
 
 

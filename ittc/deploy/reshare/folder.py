@@ -107,23 +107,8 @@ def new_cluster_file(cluster: ClusterFile, certificate: Certificate) -> pathlib.
     )
     nodes = [NodeEntry(m.index, m.address, m.tls_name, m.site) for m in certificate.plan.members]
 
-    def relative(path: pathlib.Path | None) -> str | None:
-        if path is None:
-            return None
-        try:
-            return str(path.relative_to(root))
-        except ValueError:
-            return str(path)
-
-    text = ClusterFile.render(
-        params,
-        nodes,
-        params_file=params_name,
-        public_key=relative(cluster.public_key) or "public.pem",
-        ca=relative(cluster.ca) or "ca.pem",
-        client_cert=relative(cluster.client_cert),
-        client_key=relative(cluster.client_key),
-        certificate=certificate_name,
+    text = cluster.rendered(
+        params=params, nodes=nodes, params_file=params_name, certificate=certificate_name
     )
     write_file_atomically(cluster.path, text.encode(), mode=0o644, overwrite=True)
     return cluster.path
