@@ -354,3 +354,41 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
         off = NodeConfig.load(path)
         assert (off.health_listen, off.metrics_listen) == (None, None)
         assert '# health_listen = "0.0.0.0:8080"' in path.read_text()
+
+
+def test_the_example_alerts_name_what_a_node_serves(nodes: LocalCluster) -> None:
+    """nodes/monitoring/: the Prometheus example loads the alert file beside it, and every
+    ``ittc_node_*`` metric an alert names is served by a real node (a histogram by its
+    ``_bucket`` series), every ``file`` or ``reason`` label value it asks for is one a
+    node gives. Pass: nothing named that a node does not serve."""
+    import re
+
+    import yaml
+    from ittc_node.metrics import REASONS
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "nodes" / "monitoring"
+    config = yaml.safe_load((folder / "prometheus.yml").read_text())
+    assert [(folder / f).is_file() for f in config["rule_files"]] == [True]
+    assert config["scrape_configs"][0]["job_name"] == "ittc-nodes"
+    (group,) = yaml.safe_load((folder / config["rule_files"][0]).read_text())["groups"]
+    served = set()  # what a scrape declares (a labelled counter before its first count too)
+    for family in text_string_to_metric_families(get(nodes.ports["metrics"], "/metrics")[2]):
+        served.add(family.name)
+        served.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            served.add(f"{family.name}_total")
+        if family.type == "histogram":
+            served.update(f"{family.name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+    reasons = {reason for _, reason in REASONS}
+    named = set()
+    for rule in group["rules"]:
+        expr = rule["expr"]
+        for name in re.findall(r"\bittc_node_\w+", expr):
+            named.add(name)
+            assert name in served, (rule["alert"], name, sorted(served))
+        for reason in re.findall(r'reason="(\w+)"', expr):
+            assert reason in reasons, (rule["alert"], reason)
+        for file in re.findall(r'file="(\w+)"', expr):
+            assert file in ("cert", "ca"), (rule["alert"], file)
+        assert 'job="ittc-nodes"' in expr or "ittc_node_" in expr, rule["alert"]
+    assert len(named) >= 4, named
