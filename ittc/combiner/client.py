@@ -135,13 +135,15 @@ class ClusterClient:
     def _connect(self, view: EpochView | None = None) -> dict[int, NodeLink]:
         if self._closed:
             raise CombinerClosed("client closed")
-        if self._certificate_task is None:
+        opened = bool((view or self._views.current).links)
+        links = self._views.links(view)  # checks the identity before anything is said of it
+        if not opened and self._certificate_task is None:
             self._certificates.check_own(self._cert)
             with contextlib.suppress(RuntimeError):  # no running loop: no watch
                 self._certificate_task = asyncio.get_running_loop().create_task(
                     self._watch_certificates()
                 )
-        return self._views.links(view)
+        return links
 
     async def _watch_certificates(self) -> None:
         """Now and then, warn about the client's certificate and the nodes' (certcheck)."""
