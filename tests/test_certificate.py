@@ -144,3 +144,27 @@ def test_every_alteration_is_refused(sites) -> None:
     for text in ("", "{}", good.to_json().replace('"version": 1', '"version": 2'), "[1]"):
         with pytest.raises(CertificateError):
             Certificate.from_json(text)
+
+
+def test_malformed_documents_from_the_wire_are_refused_with_typed_errors(sites) -> None:
+    """A certificate (Commit, or a node's Status to a combiner), a plan (Prepare,
+    ApproveRefresh), a complaint (RevealEphemeral) and public parameters: nested too deep
+    for the JSON parser, or naming holders no epoch has, each is a typed error (they were a
+    RecursionError and an OverflowError: a traceback and an unaudited call at the node)."""
+    import json
+
+    from ittc.errors import ParameterError
+    from ittc.lifecycle.codec import Complaint
+    from ittc.scheme.params import PublicParams
+
+    good = make("split", sites, n_new=5, k_new=3)[1]
+    for deep in (b"[" * 100_000, b'{"a":' * 100_000):
+        with pytest.raises(CertificateError):
+            Certificate.from_json(deep)
+        for parse in (Plan.from_json, Complaint.from_body, PublicParams.from_json):
+            with pytest.raises(ParameterError):
+                parse(deep)
+    for holders in ([-1, 2, 3], [2**64, 2, 3], [0, 2, 3]):
+        doc = {**json.loads(good.to_json()), "holders": holders}
+        with pytest.raises(CertificateError):
+            Certificate.from_json(json.dumps(doc)).run_id  # noqa: B018

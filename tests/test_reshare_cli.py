@@ -118,9 +118,13 @@ def test_a_refresh_by_script_and_what_nodes_refuse(tmp_path: pathlib.Path) -> No
             "charlie": "signature does not verify for this plan"
         }
         # A certificate nobody approved, pushed by a client: refused and audited.
-        with pytest.raises(grpc.RpcError) as refused:
-            nodes.reshare_stub(1).Commit(rpb.CommitRequest(certificate=b"{}"), timeout=10)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Nor one nested too deep to parse (it was a RecursionError, unaudited).
+        for pushed in (b"{}", b"[" * 60_000):
+            with pytest.raises(grpc.RpcError) as refused:
+                nodes.reshare_stub(1).Commit(rpb.CommitRequest(certificate=pushed), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        records = [json.loads(line) for line in nodes.audit_log(1).read_text().splitlines()]
+        assert [r["outcome"] for r in records if r.get("step") == "Commit"] == ["refused"] * 2
         assert all(nodes.status(i).epoch == 0 for i in range(1, 6))
 
         # -- the refresh ------------------------------------------------------------------

@@ -166,7 +166,7 @@ class Certificate:
             raise CertificateError("certificate too large")
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise CertificateError(f"certificate is not valid JSON: {exc}") from None
         fields = {"format", "version", "plan", "approvals", "holders", "attempt", "params", "acks"}
         if not isinstance(data, dict) or data.get("format") != _FORMAT:
@@ -183,8 +183,11 @@ class Certificate:
                 isinstance(x, list) and len(x) <= MAX_NODES for x in (approvals, holders, acks)
             ):
                 raise ParameterError("approvals, holders and acks are lists of at most 64")
-            if not all(isinstance(i, int) and not isinstance(i, bool) for i in holders):
-                raise ParameterError("holders are integers")
+            if not all(
+                isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_NODES
+                for i in holders
+            ):
+                raise ParameterError(f"holders are indices 1..{MAX_NODES}")
             attempt = bytes.fromhex(data["attempt"]) if isinstance(data["attempt"], str) else b""
             if len(attempt) != ATTEMPT_BYTES:
                 raise ParameterError("malformed attempt nonce")

@@ -260,7 +260,7 @@ class Complaint:
     def from_body(cls, body: bytes) -> Complaint:
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ParameterError("a complaint is JSON") from None
         if not isinstance(data, dict) or set(data) != {"about", "sealed", "evidence", "reason"}:
             raise ParameterError("a complaint has exactly: about, sealed, evidence, reason")

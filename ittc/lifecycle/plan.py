@@ -227,7 +227,7 @@ class Plan:
     def from_json(cls, text: str | bytes) -> Plan:
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ParameterError(f"reshare plan is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 

@@ -349,7 +349,7 @@ class PublicParams:
     def from_json(cls, text: str | bytes) -> PublicParams:
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ParameterError(f"public parameters are not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
