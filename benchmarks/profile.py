@@ -93,15 +93,23 @@ def thread_cpu(roles: Sequence[tuple[str, int]], spy: str | None) -> dict[tuple[
             except OSError:
                 continue
             name = re.sub(r"_\d+$", "_N", names.get(task.name, comm))
-            out[(pid, task.name)] = (f"{role}: {name}", (int(fields[11]) + int(fields[12])) / _TICK)
+            user, system = int(fields[11]) / _TICK, int(fields[12]) / _TICK
+            out[(pid, task.name)] = (f"{role}: {name}", user + system, system)
     return out
 
 
-def cpu_by_thread(before: dict[Any, Any], after: dict[Any, Any]) -> dict[str, float]:
+def cpu_by_thread(
+    before: dict[Any, Any], after: dict[Any, Any]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds by thread name between two :func:`thread_cpu` readings: all of it, and
+    the part spent in the kernel (system calls: sockets, epoll, futex wake-ups, fsync)."""
     by: collections.Counter[str] = collections.Counter()
-    for key, (name, cpu) in after.items():
-        by[name] += cpu - before.get(key, (name, 0.0))[1]
-    return dict(by.most_common())
+    kernel: collections.Counter[str] = collections.Counter()
+    for key, (name, cpu, system) in after.items():
+        _, cpu0, system0 = before.get(key, (name, 0.0, 0.0))
+        by[name] += cpu - cpu0
+        kernel[name] += system - system0
+    return dict(by.most_common()), dict(kernel)
 
 
 # -- samples -------------------------------------------------------------------------------
@@ -287,7 +295,10 @@ def run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         },
         "rpcs": rpcs,
         "latency_p50_s": statistics.median(measured["latencies"]),
-        "cpu_per_rpc_s": {name: cpu / rpcs for name, cpu in measured["cpu"].items() if cpu > 0},
+        "cpu_per_rpc_s": {name: cpu / rpcs for name, cpu in measured["cpu"][0].items() if cpu > 0},
+        "system_cpu_per_rpc_s": {
+            name: cpu / rpcs for name, cpu in measured["cpu"][1].items() if cpu > 0
+        },
     }
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     for role in ("nodes", "client"):
@@ -317,12 +328,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## CPU per RPC, by thread (all node processes together)",
         "",
-        "| thread | CPU per RPC |",
-        "|---|---:|",
+        "| thread | CPU per RPC | of which in the kernel |",
+        "|---|---:|---:|",
     ]
+    kernel = report.get("system_cpu_per_rpc_s", {})
     for name, seconds in report["cpu_per_rpc_s"].items():
         if seconds >= 1e-6:
-            lines.append(f"| {name} | {seconds * 1e3:.3f} ms |")
+            system = kernel.get(name)
+            shown = f"{system * 1e3:.3f} ms" if system is not None else "-"
+            lines.append(f"| {name} | {seconds * 1e3:.3f} ms | {shown} |")
     for role, title in (("nodes", "The nodes"), ("client", "The client")):
         top = report.get(f"{role}_top")
         if not top or top["samples"] <= 1:

@@ -215,6 +215,15 @@ def test_lone_signature_and_liar(run):
     for name in ("k_parallel_makespan_s", "audit_fsync_s", "floor_s"):
         assert _positive(base[name]), name
     assert base["floor_s"] == pytest.approx(base["k_parallel_makespan_s"] + base["audit_fsync_s"])
+    # Python gRPC alone beside it: empty calls over mutual TLS, answered at once and after
+    # the floor's time.
+    for name, wait in (("grpc_empty", 0.0), ("grpc_waiting", base["floor_s"])):
+        alone = base[name]
+        assert alone["wait_s"] == wait and alone["calls"] >= 100
+        assert _positive(alone["server_cpu_per_call_s"]), name
+        assert alone["server_loop_thread_cpu_per_call_s"] <= alone["server_cpu_per_call_s"]
+        assert _positive(alone["latency_p50_s"]) and _positive(alone["client_cpu_per_call_s"])
+    assert base["grpc_waiting"]["latency_p50_s"] >= base["floor_s"]
     assert _positive(lone["latency_p50_over_makespan"])
     assert _positive(lone["latency_p50_over_floor"])
     liar = doc["points"][-1]
@@ -312,4 +321,4 @@ def test_profile_collapses_samples_and_draws_a_flame_graph(tmp_path):
     import os
 
     threads = profile.thread_cpu([("client", os.getpid())], None)
-    assert any(name == "client: MainThread" for name, _ in threads.values())
+    assert any(name == "client: MainThread" for name, *_ in threads.values())

@@ -292,8 +292,10 @@ def _lone_table(points: list[dict[str, Any]]) -> list[str]:
         "",
         "| point | backend | signatures | p50 | p99 | k exponentiations at once | "
         "audit fsync | floor | p50 / floor | p50 / T_share | node CPU per RPC beyond "
-        "its exponentiations (outside exp. threads; less T_share per share) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "its exponentiations (outside exp. threads; less T_share per share) | "
+        "Python gRPC alone: server CPU per empty call; per call answered after the floor's "
+        "time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in lone:
         lat, base = p["latency_s"], p["baseline"]
@@ -302,7 +304,7 @@ def _lone_table(points: list[dict[str, Any]]) -> list[str]:
             f"{_ms(lat['p50'], 2)} ms | {_ms(lat['p99'], 2)} ms | "
             f"{_ms(base['k_parallel_makespan_s'], 2)} ms | {_ms(base['audit_fsync_s'], 2)} ms | "
             f"{_ms(base['floor_s'], 2)} ms | {_num(p.get('latency_p50_over_floor'))} | "
-            f"{_num(p['latency_p50_over_t_share'])} | {_overheads(p)} |"
+            f"{_num(p['latency_p50_over_t_share'])} | {_overheads(p)} | {_grpc_alone(base)} |"
         )
     return [
         *lines,
@@ -314,7 +316,25 @@ def _lone_table(points: list[dict[str, Any]]) -> list[str]:
         "audit-sized line in the cluster's folder (the node answers only once its "
         "record is durable). The rest of a lone signature's latency is the RPCs, the "
         "node's and the client's Python, and the combine.",
+        "",
+        "Python gRPC alone (`python -m benchmarks.cluster.grpcfloor`), measured beside the "
+        "point with the cluster's certificates: a server set up as a node is (grpc.aio, "
+        "mutual TLS) answers empty calls made one at a time by a client set up as the "
+        "combiner is, at once or from a thread after the floor's time (as a node answers "
+        "from its exponentiation thread); the server process's CPU per call is what a "
+        "node's figure cannot go below with this gRPC. It grows with the wait: gRPC's and "
+        "the event loop's threads go idle and are woken again.",
     ]
+
+
+def _grpc_alone(base: dict[str, Any]) -> str:
+    empty, waiting = base.get("grpc_empty"), base.get("grpc_waiting")
+    if not empty or not waiting:
+        return "-"
+    return (
+        f"{_ms(empty['server_cpu_per_call_s'], 3)} ms; "
+        f"{_ms(waiting['server_cpu_per_call_s'], 3)} ms"
+    )
 
 
 def _backend_table(points: list[dict[str, Any]]) -> list[str]:

@@ -20,6 +20,7 @@ from benchmarks.cluster.baseline import (
 )
 from benchmarks.cluster.cpu import cores as _cores
 from benchmarks.cluster.cpu import others_busy
+from benchmarks.cluster.grpcfloor import measure_grpc_floor
 from benchmarks.cluster.load import Bar, measure_point
 from benchmarks.cluster.plan import (
     DEFAULT_BITS,
@@ -129,22 +130,29 @@ def _node_overhead(result: dict[str, Any], base: dict[str, Any], proofs: bool) -
     }
 
 
-def _lone_floor(
-    target: Target, baseline: Baseline, backend: str, rounds: int
-) -> dict[str, float | int]:
+def _lone_floor(target: Target, baseline: Baseline, backend: str, rounds: int) -> dict[str, Any]:
     """The floor of a lone signature: k share-sized exponentiations started together in k
     processes, plus one append-and-fsync of an audit-sized line on the nodes' disk."""
     params = target.params
     spans = parallel_makespan(params, baseline.exponent_bits, params.k, rounds * 4, backend)
     fsyncs = audit_fsync_seconds(target.audit_dir(), rounds * 4)
     makespan, fsync = median(spans), median(fsyncs)
-    return {
+    floor: dict[str, Any] = {
         "k_parallel_makespan_s": makespan,
         "k_parallel_makespan_rounds": len(spans),
         "audit_fsync_s": fsync,
         "audit_fsync_rounds": len(fsyncs),
         "floor_s": makespan + fsync,
     }
+    if target.root is not None:
+        # What Python gRPC itself costs per RPC here, for a node's figure beside it: an
+        # empty call answered at once, and one answered from a thread after the floor's
+        # time (what a node's RPC waits for).
+        floor["grpc_empty"] = measure_grpc_floor(target.root, rounds * 100)
+        floor["grpc_waiting"] = measure_grpc_floor(
+            target.root, rounds * 30, wait_s=makespan + fsync
+        )
+    return floor
 
 
 def run_point(

@@ -188,7 +188,7 @@ def evaluate_targets(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f"{(spent.get('exponentiation_threads_s') or 0):.2f} s in their "
                 f"exponentiation threads; nodes' CPU less {spent['shares_asked']} × T_share "
                 f"{p['baseline']['t_share_s'] * 1e3:.2f} ms ({p['backend']}): "
-                f"{by_t_share * 1e3:.3f} ms per RPC",
+                f"{by_t_share * 1e3:.3f} ms per RPC{_grpc_alone(p['baseline'])}",
                 f"{overhead * 1e3:.3f} ms",
             )
         ratio = p["latency_p50_over_floor"]
@@ -204,6 +204,18 @@ def evaluate_targets(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
             f"{ratio:.2f}",
         )
     return out
+
+
+def _grpc_alone(base: dict[str, Any]) -> str:
+    """What Python gRPC alone costs a server per call here (benchmarks.cluster.grpcfloor)."""
+    empty, waiting = base.get("grpc_empty"), base.get("grpc_waiting")
+    if not empty or not waiting:
+        return ""
+    return (
+        f"; Python gRPC alone, server CPU per call: {empty['server_cpu_per_call_s'] * 1e3:.3f} "
+        f"ms answered at once, {waiting['server_cpu_per_call_s'] * 1e3:.3f} ms answered "
+        f"from a thread after {waiting['wait_s'] * 1e3:.2f} ms"
+    )
 
 
 def _left(point: dict[str, Any]) -> str:

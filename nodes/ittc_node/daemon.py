@@ -282,7 +282,10 @@ async def serve(
     monitor: MonitoringServer | None = None
     health = _Health()
     metrics = NodeMetrics()
-    audit.on_sync = metrics.audit_sync.observe
+    # Requests are counted and timed only when something can read the counts: a node
+    # that serves no metrics (the default; a restart changes that) spends nothing on them.
+    if config.metrics_listen is not None:
+        audit.on_sync = metrics.audit_sync.observe
     tasks: set[asyncio.Task[None]] = set()
 
     def failed(reason: str) -> None:
@@ -330,7 +333,9 @@ async def serve(
             index=share.index if share is not None else None,
         )
         # Requests arrive as bytes and the service parses them after checking the caller.
-        handlers = instrument(service.rpc_handlers(), metrics)
+        handlers = service.rpc_handlers()
+        if config.metrics_listen is not None:
+            handlers = instrument(handlers, metrics)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
         )
