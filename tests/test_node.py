@@ -1025,6 +1025,58 @@ def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
         AuditLog.open(path, key_id, 2)
 
 
+def test_audit_line_written_by_the_caller_when_nothing_else_waits(tmp_path: pathlib.Path) -> None:
+    """append_threadsafe(here=True): with no write under way and nothing queued, the
+    caller's thread writes and fsyncs the line itself (the writer thread is not woken),
+    with any line queued meanwhile, on the same chain; each caller is told once its line
+    is durable; a failed log refuses at once and writes nothing."""
+    path = tmp_path / "audit.log"
+    key_id = "ab" * 32
+    told: list[tuple[int, BaseException | None, int, int]] = []
+
+    async def scenario() -> AuditLog:
+        log = AuditLog.open(path, key_id, 1)
+        log.start()
+        await log.append({"type": "start", "key_id": key_id})
+
+        def done(n: int) -> Callable[[BaseException | None], None]:
+            return lambda error: told.append((n, error, log.lines, threading.get_ident()))
+
+        write = log.append_threadsafe({"n": 1}, done(1), here=True)
+        assert write is not None and told == []  # nothing written until it is called
+        # A write is claimed: the next line waits for it, and goes out with it.
+        assert log.append_threadsafe({"n": 2}, done(2), here=True) is None
+        fsyncs = log.fsyncs
+        writer = await asyncio.to_thread(lambda: (write(), threading.get_ident())[1])
+        assert log.fsyncs == fsyncs + 1  # one write and fsync, in the caller's thread
+        assert [(n, e, lines, ident) for n, e, lines, ident in told] == [
+            (1, None, 3, writer),
+            (2, None, 3, writer),
+        ]
+        # Idle again: the next caller may write its own line.
+        again = log.append_threadsafe({"n": 3}, done(3), here=True)
+        assert again is not None
+        await asyncio.to_thread(again)
+        assert told[-1][:3] == (3, None, 4)
+        # Without here= the writer thread writes it.
+        assert log.append_threadsafe({"n": 4}, done(4)) is None
+        for _ in range(1000):
+            if len(told) == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert told[-1][:3] == (4, None, 5) and told[-1][3] != writer
+        log.failure = "disk gone (test)"
+        assert log.append_threadsafe({"n": 5}, done(5), here=True) is None
+        assert told[-1][0] == 5 and isinstance(told[-1][1], AuditLogError)
+        return log
+
+    log = asyncio.run(scenario())
+    log.discard()
+    assert verify_audit_log(path) == 5
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("n") for line in lines] == [None, 1, 2, 3, 4]
+
+
 def test_audit_chain_binds_the_node_index_and_old_logs_still_verify(
     tmp_path: pathlib.Path,
 ) -> None:

@@ -218,18 +218,21 @@ def _makespan_worker(
         go.wait()
         if done.is_set():
             return
+        cpu = time.thread_time()
         exponentiate()
-        out.put(time.perf_counter())
+        out.put((time.perf_counter(), time.thread_time() - cpu))
         while go.is_set() and not done.is_set():
             time.sleep(0.0002)
 
 
 def parallel_makespan(
     params: PublicParams, exponent_bits: int, processes: int, rounds: int, backend: str
-) -> list[float]:
+) -> tuple[list[float], list[float]]:
     """Seconds from "go" until ``processes`` processes (idle until then) have each made
     one share-sized exponentiation under ``backend``: the compute floor of a lone
-    signature, ``k`` nodes computing their shares at once, on this machine's scheduler."""
+    signature, ``k`` nodes computing their shares at once, on this machine's scheduler.
+    Also the CPU seconds each of those exponentiations took (k at once on these cores
+    cost more each than one alone: shared caches, sibling hyperthreads)."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -246,6 +249,7 @@ def parallel_makespan(
     for w in workers:
         w.start()
     spans: list[float] = []
+    cpus: list[float] = []
     try:
         time.sleep(0.3)
         for r in range(rounds + 2):
@@ -254,7 +258,8 @@ def parallel_makespan(
             ends = [out.get(timeout=30) for _ in workers]
             go.clear()
             if r >= 2:
-                spans.append(max(ends) - start)
+                spans.append(max(end for end, _ in ends) - start)
+                cpus.extend(cpu for _, cpu in ends)
             time.sleep(0.02)  # idle, as between a lone caller's signatures
     finally:
         done.set()
@@ -263,7 +268,7 @@ def parallel_makespan(
             w.join(timeout=5)
             if w.is_alive():
                 w.kill()
-    return spans
+    return spans, cpus
 
 
 def bound_per_s(

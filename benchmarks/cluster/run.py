@@ -118,6 +118,7 @@ def _node_overhead(result: dict[str, Any], base: dict[str, Any], proofs: bool) -
     threads = result["cpu"].get("nodes_exponentiation_threads_s")
     return {
         "per_rpc_s": (nodes - asked * per_share) / rpcs,
+        "nodes_s": nodes,
         "shares_asked": asked,
         "rpcs": rpcs,
         "exponentiation_s": asked * per_share,
@@ -130,16 +131,31 @@ def _node_overhead(result: dict[str, Any], base: dict[str, Any], proofs: bool) -
     }
 
 
+def _k_at_once_overhead(overhead: dict[str, Any], per_share: float, proofs: bool) -> None:
+    """Add to a lone point's node overhead: the nodes' CPU less, per share asked, what one
+    share-sized exponentiation cost in CPU while k ran at once (as a lone signature's
+    do), over the RPCs; wherever in a node the rest ran (its audit line may be written by
+    the thread that made the shares)."""
+    nodes, asked, rpcs = overhead.get("nodes_s"), overhead["shares_asked"], overhead["rpcs"]
+    if proofs or nodes is None or rpcs <= 0:
+        return
+    overhead["t_share_k_at_once_cpu_s"] = per_share
+    overhead["k_at_once_per_rpc_s"] = (nodes - asked * per_share) / rpcs
+
+
 def _lone_floor(target: Target, baseline: Baseline, backend: str, rounds: int) -> dict[str, Any]:
     """The floor of a lone signature: k share-sized exponentiations started together in k
     processes, plus one append-and-fsync of an audit-sized line on the nodes' disk."""
     params = target.params
-    spans = parallel_makespan(params, baseline.exponent_bits, params.k, rounds * 4, backend)
+    spans, cpus = parallel_makespan(params, baseline.exponent_bits, params.k, rounds * 4, backend)
     fsyncs = audit_fsync_seconds(target.audit_dir(), rounds * 4)
     makespan, fsync = median(spans), median(fsyncs)
     floor: dict[str, Any] = {
         "k_parallel_makespan_s": makespan,
         "k_parallel_makespan_rounds": len(spans),
+        # The CPU one of those exponentiations took (what a node's share costs it when
+        # k nodes compute at once, as for a lone signature).
+        "t_share_k_at_once_cpu_s": median(cpus),
         "audit_fsync_s": fsync,
         "audit_fsync_rounds": len(fsyncs),
         "floor_s": makespan + fsync,
@@ -250,6 +266,7 @@ def run_point(
             lat["p50"] / floor["k_parallel_makespan_s"] if lat["p50"] else None
         )
         record["latency_p50_over_floor"] = lat["p50"] / floor["floor_s"] if lat["p50"] else None
+        _k_at_once_overhead(record["node_overhead"], floor["t_share_k_at_once_cpu_s"], proofs)
     ideal = record["ideal_cpu_per_signature_s"]
     cpu = result["cpu"]
     record["cpu"]["total_over_ideal"] = (

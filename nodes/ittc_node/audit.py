@@ -362,6 +362,8 @@ class AuditLog:
         self._stopped: asyncio.Future[None] | None = None
         self._closing = False
         self._discarding = False
+        #: A write is under way (the writer thread's, or a caller's: append_threadsafe).
+        self._writing = False
         self.failure: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         #: Called with the seconds each write and fsync took (from the writer's thread).
@@ -447,19 +449,45 @@ class AuditLog:
         return future
 
     def append_threadsafe(
-        self, record: dict[str, Any], done: Callable[[BaseException | None], None]
-    ) -> None:
+        self,
+        record: dict[str, Any],
+        done: Callable[[BaseException | None], None],
+        *,
+        here: bool = False,
+    ) -> Callable[[], None] | None:
         """From any thread: queue ``record`` (handed over, like :meth:`append`); ``done`` is
-        called with ``None`` once it is durable, or with the :class:`AuditLogError`, in the
-        writer thread (at once, in this one, if the log cannot take it)."""
+        called with ``None`` once it is durable, or with the :class:`AuditLogError` (at
+        once, in this thread, if the log cannot take it).
+
+        With ``here``, when no write is under way and nothing else waits, the caller may
+        write the record itself: then a function is returned, to be called from the
+        caller's thread (holding no lock others wait for), that writes and fsyncs it and
+        calls ``done``; that saves waking the writer thread. Otherwise (None) the writer
+        thread writes it, with whatever else is queued, and calls ``done`` there."""
         with self._cond:
             if self.failure is None and not self._closing:
                 self._queue.append((record, done))
+                if here and not self._writing and len(self._queue) == 1 and self._thread:
+                    self._writing = True
+                    return self._write_here
                 self._cond.notify()
-                return
+                return None
         done(
             self._unavailable() if self.failure else AuditLogError(f"audit log {self.path}: closed")
         )
+        return None
+
+    def _write_here(self) -> None:
+        """Write what is queued from the calling thread (see :meth:`append_threadsafe`)."""
+        with self._cond:
+            batch, self._queue = self._queue, []
+        try:
+            self._write_batch(batch)
+        finally:
+            with self._cond:
+                self._writing = False
+                if self._queue or self._closing:
+                    self._cond.notify()
 
     def _write_loop(self) -> None:
         """The writer thread: everything queued while the last write ran goes out in one
@@ -467,36 +495,46 @@ class AuditLog:
         name_this_thread()
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
+                while self._writing or (not self._queue and not self._closing):
                     self._cond.wait()
                 if self._discarding or (self._closing and not self._queue):
                     dropped, self._queue = self._queue, []
                     break
                 batch, self._queue = self._queue, []
-            if self.failure is not None:  # queued after the log failed
-                self._answer(batch, self._unavailable())
-                continue
-            prev = self._prev
-            lines = []
-            if self._acked == 0:
-                # A log's first line names what its chain is bound to.
-                batch[0][0].update(key_id=self.key_id, node=self.node)
-            for record, _ in batch:
-                record["prev"] = prev
-                line = _dumps(record)
-                prev = _line_hash(line)
-                lines.append(line)
+                self._writing = True
             try:
-                self._write_sync(b"\n".join(lines) + b"\n")
-            except OSError as exc:
-                self._fail(f"write failed: {exc.strerror or exc}")
-                self._answer(batch, self._unavailable())
-                continue
-            self._prev = prev
-            self.lines += len(batch)
-            self._answer(batch, None)
+                self._write_batch(batch)
+            finally:
+                with self._cond:
+                    self._writing = False
         self._answer(dropped, AuditLogError(f"audit log {self.path}: closed"))
         self._call_on_loop(_set_result, self._stopped, None)
+
+    def _write_batch(self, batch: list[tuple[dict[str, Any], _Waiter]]) -> None:
+        """Chain, write and fsync ``batch``, then answer its writers (one write at a time:
+        the caller holds ``_writing``)."""
+        if self.failure is not None:  # queued after the log failed
+            self._answer(batch, self._unavailable())
+            return
+        prev = self._prev
+        lines = []
+        if self._acked == 0:
+            # A log's first line names what its chain is bound to.
+            batch[0][0].update(key_id=self.key_id, node=self.node)
+        for record, _ in batch:
+            record["prev"] = prev
+            line = _dumps(record)
+            prev = _line_hash(line)
+            lines.append(line)
+        try:
+            self._write_sync(b"\n".join(lines) + b"\n")
+        except OSError as exc:
+            self._fail(f"write failed: {exc.strerror or exc}")
+            self._answer(batch, self._unavailable())
+            return
+        self._prev = prev
+        self.lines += len(batch)
+        self._answer(batch, None)
 
     def _unavailable(self) -> AuditLogError:
         return AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")

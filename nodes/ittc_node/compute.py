@@ -125,9 +125,11 @@ def _call_with(function: Callable[[int], None], items: int, _future: object) -> 
 #: What a request does once its shares exist, before the event loop hears of it: called
 #: in the thread that finished them (under the request's lock: it must only hand work
 #: on), with a function to call (from any thread) once that work is done, given the error
-#: if it failed. The node queues its audit record here, so a lone request wakes the
-#: event loop once, when the record is durable.
-Commit = Callable[[Callable[[BaseException | None], None]], None]
+#: if it failed. It may return work for that same thread to do at once, after the lock is
+#: released. The node queues its audit record here (or, when nothing else is waiting,
+#: returns the writing of it), so a lone request wakes the event loop once, when the
+#: record is durable, and wakes no other thread.
+Commit = Callable[[Callable[[BaseException | None], None]], Callable[[], None] | None]
 
 
 class _Request:
@@ -174,14 +176,18 @@ class _Request:
                 if self._missing:
                     return
             self._state = "done"
+            shares: list[ShareBytes] | None = None
             if error is None:
                 parts = [part for part in self._parts if part is not None]
                 shares = parts[0] if len(parts) == 1 else [s for part in parts for s in part]
-                if self._commit is not None:
-                    # Under the lock: a cancellation either stopped the request before
-                    # this, or finds its commit started (abandon() is False).
-                    self._commit(lambda error: self._call(self._settle, error, shares))
-                    return
+            commit = self._commit if error is None else None
+            # Under the lock: a cancellation either stopped the request before this, or
+            # finds its commit started (abandon() is False).
+            then = commit(lambda e: self._call(self._settle, e, shares)) if commit else None
+        if commit is not None:
+            if then is not None:
+                then()  # outside the lock: a cancellation on the loop waits for no disk
+            return
         if isinstance(error, BrokenProcessPool):
             self._call(self._broken)
         elif error is not None:

@@ -420,16 +420,19 @@ class SignerService:
             record = self.gate.record(caller, "Sign", "signed", "", request)
             clock, audit = self.clock, self.audit
 
-            def commit(done: Callable[[BaseException | None], None]) -> None:
+            def commit(done: Callable[[BaseException | None], None]) -> Callable[[], None] | None:
                 # In the thread that made the shares: the line goes straight to the audit
-                # writer, and the loop hears of the request once, when it is durable. The
-                # epoch is decided here, where the line is: signed, or refused as moved.
+                # log, and the loop hears of the request once, when it is durable. With
+                # no other work waiting for the pool, this thread writes it itself (a
+                # wake-up of the writer thread saved); else the writer thread does, with
+                # other lines. The epoch is decided here, where the line is: signed, or
+                # refused as moved.
                 progress.computed = progress.audited = True
                 reason = moved()
                 if reason is not None:
                     record["outcome"], record["reason"] = "refused", reason
                 record["time"] = utc_iso(clock())
-                audit.append_threadsafe(record, done)
+                return audit.append_threadsafe(record, done, here=compute.pending == 0)
 
         try:
             shares = await compute.sign(xs, request.with_proofs, commit=commit, timeout=budget)
