@@ -20,7 +20,6 @@ from benchmarks.cluster.baseline import (
 )
 from benchmarks.cluster.cpu import cores as _cores
 from benchmarks.cluster.cpu import others_busy
-from benchmarks.cluster.grpcfloor import measure_grpc_floor
 from benchmarks.cluster.load import Bar, measure_point
 from benchmarks.cluster.plan import (
     DEFAULT_BITS,
@@ -161,6 +160,9 @@ def _lone_floor(target: Target, baseline: Baseline, backend: str, rounds: int) -
         "floor_s": makespan + fsync,
     }
     if target.root is not None:
+        # (imported here: ``python -m benchmarks.cluster.grpcfloor`` runs it as a script)
+        from benchmarks.cluster.grpcfloor import measure_grpc_floor
+
         # What Python gRPC itself costs per RPC here, for a node's figure beside it: an
         # empty call answered at once, and one answered from a thread after the floor's
         # time (what a node's RPC waits for).
