@@ -481,13 +481,15 @@ class AuditLog:
         """Write what is queued from the calling thread (see :meth:`append_threadsafe`)."""
         with self._cond:
             batch, self._queue = self._queue, []
+        error: Exception | None = None
         try:
-            self._write_batch(batch)
+            error = self._write_batch(batch)
         finally:
             with self._cond:
                 self._writing = False
                 if self._queue or self._closing:
                     self._cond.notify()
+        self._answer(batch, error)
 
     def _write_loop(self) -> None:
         """The writer thread: everything queued while the last write ran goes out in one
@@ -502,20 +504,22 @@ class AuditLog:
                     break
                 batch, self._queue = self._queue, []
                 self._writing = True
+            error: Exception | None = None
             try:
-                self._write_batch(batch)
+                error = self._write_batch(batch)
             finally:
                 with self._cond:
                     self._writing = False
+            # (answered once the next write may start: a caller told now finds the log idle)
+            self._answer(batch, error)
         self._answer(dropped, AuditLogError(f"audit log {self.path}: closed"))
         self._call_on_loop(_set_result, self._stopped, None)
 
-    def _write_batch(self, batch: list[tuple[dict[str, Any], _Waiter]]) -> None:
-        """Chain, write and fsync ``batch``, then answer its writers (one write at a time:
-        the caller holds ``_writing``)."""
+    def _write_batch(self, batch: list[tuple[dict[str, Any], _Waiter]]) -> Exception | None:
+        """Chain, write and fsync ``batch`` (one write at a time: the caller holds
+        ``_writing``); the error to answer its writers with, None once it is durable."""
         if self.failure is not None:  # queued after the log failed
-            self._answer(batch, self._unavailable())
-            return
+            return self._unavailable()
         prev = self._prev
         lines = []
         if self._acked == 0:
@@ -530,11 +534,10 @@ class AuditLog:
             self._write_sync(b"\n".join(lines) + b"\n")
         except OSError as exc:
             self._fail(f"write failed: {exc.strerror or exc}")
-            self._answer(batch, self._unavailable())
-            return
+            return self._unavailable()
         self._prev = prev
         self.lines += len(batch)
-        self._answer(batch, None)
+        return None
 
     def _unavailable(self) -> AuditLogError:
         return AuditLogError(f"audit log {self.path}: unavailable ({self.failure})")
