@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 import threading
 
 import grpc
@@ -171,6 +173,13 @@ def test_a_deleted_share_is_recovered(resharing) -> None:
     (folder.etc(2) / "share.enc").unlink()
     nodes.start_waiting([2])
     assert nodes.health(2) == "NOT_SERVING" and nodes.status(2).index == 0
+    # What the operator sees: a site waiting for its share, not a wrong node.
+    status = subprocess.run(
+        [sys.executable, "-m", "ittc", "status", "--cluster", str(root), "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    waiting = next(n for n in json.loads(status.stdout)["nodes"] if n["index"] == 2)
+    assert waiting["problem"].startswith("NO SHARE"), waiting
     plan = refresh_plan(root)
     with Signer(root) as signer:
         certificate = run_reshare(root, plan, approvals(root, plan, [1, 3, 4]))

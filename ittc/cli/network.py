@@ -223,6 +223,12 @@ def _node_report(
     entry: dict[str, Any] = {"index": index, "health": health, "ready": False}
     if isinstance(about, str):
         entry["problem"] = f"GetInfo refused: {about}"
+    elif about.key_id == params.key_id and about.index == 0:
+        # A site whose share is lost (or a new site): it waits for a reshare to give it one.
+        entry["problem"] = (
+            f"NO SHARE: site waits for a reshare to give it one (epoch {about.epoch}; "
+            "docs/runbooks.md)"
+        )
     elif about.key_id != params.key_id or about.index != index:
         entry["problem"] = f"WRONG NODE: answers as node {about.index} of key {about.key_id[:16]}"
     else:
