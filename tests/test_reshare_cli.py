@@ -190,3 +190,12 @@ def test_a_site_reads_the_plan_against_its_own_epoch_before_approving(
     assert "NEW KEYS for site 3" in lines[site_name(3)]
     assert f"{site_name(5)}         (was 5) leaves" in shown.stderr
     assert "from epoch 0" in shown.stderr and "3 of 5" in shown.stderr
+    # The operator's own tool makes no such plan: the coordinator knows sites by name, so
+    # it refused the run only after the approvals were gathered.
+    (tmp_path / "impostor.json").write_text(json.dumps(impostor.to_dict()))
+    replace = ittc(
+        "reshare", "plan", "--cluster", root, "--out", tmp_path / "replaced.json",
+        "--replace", f"3={tmp_path / 'impostor.json'}@127.0.0.1:7003", cwd=tmp_path,
+    )  # fmt: skip
+    assert replace.returncode == 2 and "needs a new name" in replace.stderr, replace.stderr
+    assert not (tmp_path / "replaced.json").exists()

@@ -189,6 +189,26 @@ def test_a_deleted_share_is_recovered(resharing) -> None:
     assert nodes.status(2).index == 2
     _signs_in(root, 1)
 
+    # Its disk dies again, now with its state folder (its epochs): it would start in the
+    # ceremony's epoch and refuse every plan of epoch 1, until it is given the current
+    # epoch's public files, as docs/runbooks.md says.
+    import shutil
+
+    nodes.kill(2)
+    shutil.rmtree(folder.var(2) / "state")
+    cluster = ClusterFile.load(root)
+    assert cluster.params_path is not None and cluster.certificate is not None
+    shutil.copyfile(cluster.params_path, folder.etc(2) / "params.json")
+    for public in (cluster.path, cluster.params_path, cluster.certificate):
+        shutil.copy(public, folder.etc(2))
+    nodes.start_waiting([2])
+    assert (nodes.status(2).epoch, nodes.status(2).index) == (1, 0)
+    plan = refresh_plan(root)
+    run_reshare(root, plan, approvals(root, plan, [1, 3, 4]))
+    nodes.wait_serving([2], timeout=30)
+    assert nodes.status(2).index == 2
+    _signs_in(root, 2)
+
 
 def test_site_3_is_replaced_by_a_new_site_at_a_new_address(resharing) -> None:
     root, nodes = resharing

@@ -286,6 +286,14 @@ def _plan(args: argparse.Namespace) -> int:
         Member(j, m.site, m.address, m.tls_name or f"ittc-node-{j}")
         for j, m in enumerate(ordered, 1)
     ]
+    # The coordinator knows a site by its name: a site's new key comes with a new name.
+    old_sites = {n.site.name: n.site for n in cluster.nodes if n.site is not None}
+    for m in renumbered:
+        if old_sites.get(m.site.name, m.site) != m.site:
+            raise ConfigError(
+                f"site {m.site.name} has other keys in {cluster.path}: a site's new key needs "
+                f"a new name (ittc site keygen --name {m.site.name}-2)"
+            )
     k = args.threshold or cluster.params.k
     plan = Plan.new(cluster.params, renumbered, k, not_after=int(time.time() + args.valid_for))
     _write_public(args.out, plan.to_json())
