@@ -1130,6 +1130,11 @@ def raw_bytes(draw: st.DrawFn, s: Situation) -> bytes:
     return bytes(data)
 
 
+#: A fuzz run that has not reached every kind of answer yet goes on up to this many
+#: times its budget.
+OVERTIME = 5
+
+
 class Budget:
     """Run a hypothesis test function in rounds until the time budget is spent."""
 
@@ -1139,13 +1144,18 @@ class Budget:
         self.rounds = 0
         self.elapsed = 0.0
 
-    def run(self, round_: Callable[[], None]) -> None:
+    def run(self, round_: Callable[[], None], *, until: Callable[[], bool] | None = None) -> None:
+        """Rounds until the budget is spent and ``until()`` holds (the generators reached
+        what the test asserts they reach: on a loaded machine a budget buys fewer
+        inputs), but never past :data:`OVERTIME` budgets."""
         started = time.monotonic()
         while True:
             round_()
             self.rounds += 1
             self.elapsed = time.monotonic() - started
-            if self.elapsed >= self.seconds:
+            if self.elapsed >= OVERTIME * self.seconds:
+                return
+            if self.elapsed >= self.seconds and (until is None or until()):
                 return
 
     def report(self, tmp_path: pathlib.Path) -> str:
@@ -1231,18 +1241,19 @@ def test_fuzz_request_validation_in_process(vkey: Any, tmp_path: pathlib.Path) -
             request = data.draw(requests(s), label="request")
         check(s, request)
 
-    budget.run(round_)
-    budget.report(tmp_path)
-    assert budget.counts["inputs"] >= 200
-    # The generators reach every kind of answer, not just the first check.
-    for name in (
+    kinds = (
         "OK",
         "INVALID_ARGUMENT",
         "NOT_FOUND",
         "FAILED_PRECONDITION",
         "ALREADY_EXISTS",
         "RESOURCE_EXHAUSTED",
-    ):
+    )
+    budget.run(round_, until=lambda: all(budget.counts[name] for name in kinds))
+    budget.report(tmp_path)
+    assert budget.counts["inputs"] >= 200
+    # The generators reach every kind of answer, not just the first check.
+    for name in kinds:
         assert budget.counts[name] > 0, (name, budget.counts)
 
 

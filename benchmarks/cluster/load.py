@@ -234,7 +234,9 @@ async def measure_point(
                 elapsed = time.perf_counter() - window_start
                 if (
                     enough.is_set()
-                    or elapsed >= limit
+                    # A window without one whole call measures nothing: on a loaded
+                    # machine it stretches further, up to the client's deadline.
+                    or (elapsed >= limit and (state["calls"] > 0 or elapsed >= deadline))
                     or (
                         count is None
                         and elapsed >= duration
@@ -245,7 +247,7 @@ async def measure_point(
                 if all(t.done() for t in tasks):  # pragma: no cover - callers crashed
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(enough.wait(), min(0.1, max(limit - elapsed, 0.001)))
+                    await asyncio.wait_for(enough.wait(), min(0.1, max(limit - elapsed, 0.02)))
                 frac = state["sigs"] / count if count else min(elapsed / duration, 1.0)
                 bar.show(
                     label, (warmup + frac * duration) / (warmup + duration), tick_rate(window_start)
