@@ -187,6 +187,22 @@ def _reachable_by_others(path: str) -> bool:
     )
 
 
+#: Where a container's mount namespace keeps the host's tree, to bind back what it hides.
+_HOST = "/srv/.host"
+
+
+def _hidden_by(targets: list[str]) -> list[str]:
+    """The folders this Python needs (its virtualenv, the interpreter under it, the source
+    tree an editable install points into) that a mount on one of ``targets`` would hide:
+    a clone under /tmp, with the demo's /tmp mounted over it, is how CI may run this."""
+    needed = {sys.prefix, sys.base_prefix, str(pathlib.Path(__file__).resolve().parents[1])}
+    return sorted(
+        path
+        for path in needed
+        if any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+    )
+
+
 def as_container(site: pathlib.Path | None, argv: list[str], mounts_: list[str]) -> list[str]:
     """``argv`` in a mount namespace where ``site`` is at /srv/ittc/site (``etc/`` read-only)
     and ``mounts_`` (``SOURCE:TARGET`` pairs) are bound, run as user 10001 with no
@@ -200,10 +216,19 @@ def as_container(site: pathlib.Path | None, argv: list[str], mounts_: list[str])
             f"mount --bind {SITE}/etc {SITE}/etc",
             f"mount -o remount,bind,ro {SITE}/etc",
         ]
+    targets = [pair.rsplit(":", 1)[1] for pair in mounts_]
+    hidden = _hidden_by(targets)
+    if hidden:
+        script += [f"mkdir -p {_HOST}", f"mount --rbind / {_HOST}"]
     for pair in mounts_:
         source, target = pair.rsplit(":", 1)
         script += [f"mkdir -p {shlex.quote(target)}" if target.startswith("/srv") else "true"]
         script.append(f"mount --bind {shlex.quote(source)} {shlex.quote(target)}")
+    for path in hidden:
+        script += [
+            f"mkdir -p {shlex.quote(path)}",
+            f"mount --rbind {shlex.quote(_HOST + path)} {shlex.quote(path)}",
+        ]
     caps = ["--inh-caps=-all", "--bounding-set=-all"]
     if not _reachable_by_others(sys.executable):
         caps = [
