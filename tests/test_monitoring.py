@@ -330,14 +330,25 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
     tmp_path: pathlib.Path,
 ) -> None:
     """Pass: ``ittc keygen --health-listen --metrics-listen`` puts both addresses in every
-    site's ``[monitoring]``; without them the table says how to turn them on and sets
-    nothing."""
+    site's ``[monitoring]``, or, given once per node (five nodes on one host), each its
+    own; given another number of times, a one-line error before any key is made; without
+    them the table says how to turn them on and sets nothing."""
     from ittc.config import NodeConfig
     from ittc.deploy.layout import CeremonyFolder
 
     args = ["--insecure-small-key-for-tests", "--bits", "1024", "--kdf", "fast-insecure-for-tests"]
+    each: list[str] = []
+    for i in range(1, 6):
+        each += [
+            "--health-listen",
+            f"127.0.0.1:{8180 + i}",
+            "--metrics-listen",
+            f"[::1]:{9560 + i}",
+        ]
     for out, extra in (
         ("on", ["--health-listen", "0.0.0.0:8080", "--metrics-listen", "127.0.0.1:9464"]),
+        ("each", each),
+        ("two", ["--health-listen", "127.0.0.1:8181", "--health-listen", "127.0.0.1:8182"]),
         ("off", []),
     ):
         done = subprocess.run(
@@ -346,10 +357,22 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
             text=True,
             timeout=300,
         )
+        if out == "two":
+            assert done.returncode == 2 and not (tmp_path / out).exists()
+            assert done.stderr.strip().splitlines() == [
+                "ittc: error: --health-listen given 2 times: give it once for every node, "
+                "or once per node (5 times)"
+            ]
+            continue
         assert done.returncode == 0, done.stderr
     for index in range(1, 6):
         on = NodeConfig.load(CeremonyFolder(tmp_path / "on").node_config(index))
         assert (on.health_listen, on.metrics_listen) == ("0.0.0.0:8080", "127.0.0.1:9464")
+        own = NodeConfig.load(CeremonyFolder(tmp_path / "each").node_config(index))
+        assert (own.health_listen, own.metrics_listen) == (
+            f"127.0.0.1:{8180 + index}",
+            f"[::1]:{9560 + index}",
+        )
         path = CeremonyFolder(tmp_path / "off").node_config(index)
         off = NodeConfig.load(path)
         assert (off.health_listen, off.metrics_listen) == (None, None)

@@ -105,17 +105,21 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--health-listen",
+        action="append",
         type=argtypes.address,
         metavar="HOST:PORT",
         help="every node also answers plain-HTTP health checks (/healthz, /livez) here, "
-        "without TLS: for a load balancer or a kubelet (default: off)",
+        "without TLS: for a load balancer or a kubelet. Once for every node, or N times "
+        "(nodes on one host need a port each) (default: off)",
     )
     p.add_argument(
         "--metrics-listen",
+        action="append",
         type=argtypes.address,
         metavar="HOST:PORT",
         help="every node also serves Prometheus metrics (/metrics) here, plain HTTP; bind "
-        "it to loopback or a management network (default: off)",
+        "it to loopback or a management network. Once for every node, or N times "
+        "(default: off)",
     )
     p.add_argument(
         "--client",
@@ -224,6 +228,15 @@ def _check_early(args: argparse.Namespace, e: int | None = None) -> None:
             f"--listen given {len(args.listen)} times: give it once for every node, "
             f"or once per node ({args.nodes} times)"
         )
+    for flag, given in (
+        ("--health-listen", args.health_listen),
+        ("--metrics-listen", args.metrics_listen),
+    ):
+        if given is not None and len(given) not in (1, args.nodes):
+            raise ConfigError(
+                f"{flag} given {len(given)} times: give it once for every node, "
+                f"or once per node ({args.nodes} times)"
+            )
     if args.addresses is None and args.base_port + args.nodes - 1 > 65535:
         raise ConfigError(
             f"--base-port {args.base_port}: the last of {args.nodes} nodes would need port "

@@ -49,6 +49,7 @@ __all__ = [
     "create_cluster",
     "describe",
     "node_tls_name",
+    "per_site",
     "plan_sites",
 ]
 
@@ -172,6 +173,19 @@ def plan_sites(
     return plans
 
 
+def per_site(value: str | Sequence[str] | None, n: int, what: str) -> list[str | None]:
+    """One ``what`` listen address per site, from one for every site or one per site."""
+    if value is None:
+        return [None] * n
+    values = [value] if isinstance(value, str) else list(value)
+    if len(values) not in (1, n):
+        raise ParameterError(
+            f"give one {what} address for every node or one per node ({n}), not {len(values)}"
+        )
+    checked: list[str | None] = [_checked(v, f"{what} address") for v in values]
+    return checked * n if len(checked) == 1 else checked
+
+
 def _passphrases(params: PublicParams, given: Sequence[bytes] | None) -> list[bytes]:
     if given is None:
         return [storage.new_passphrase() for _ in range(params.n)]
@@ -209,8 +223,8 @@ def create_cluster(
     host: str = "127.0.0.1",
     base_port: int = 7001,
     client_names: Sequence[str] = ("ittc-client",),
-    metrics_listen: str | None = None,
-    health_listen: str | None = None,
+    metrics_listen: str | Sequence[str] | None = None,
+    health_listen: str | Sequence[str] | None = None,
     kdf: storage.KdfLimits | None = None,
     leftovers: Sequence[str | os.PathLike[str]] = (),
     progress: Progress | None = None,
@@ -220,8 +234,9 @@ def create_cluster(
     ``passphrases`` encrypt the share files: None (the default) makes a fresh random one
     per site; otherwise one for every site, or one per site. Each site's passphrase is
     written to its own folder. ``addresses``, ``listen``, ``host`` and ``base_port`` are
-    those of :func:`plan_sites`. ``metrics_listen`` and ``health_listen`` go into every
-    node.toml's ``[monitoring]`` (plain-HTTP metrics and health; off when None).
+    those of :func:`plan_sites`. ``metrics_listen`` and ``health_listen`` go into the
+    node.toml's ``[monitoring]`` (plain-HTTP metrics and health; off when None): one
+    address for every site, or one per site (sites that share a host need their own).
     ``leftovers`` names files outside ``out`` that the operator must destroy too (the key
     file ``ittc split`` read), for ``OUT/README.txt``.
     """
@@ -235,6 +250,13 @@ def create_cluster(
     final = final.parent.resolve() / final.name
     _check_out(final)
     sites = plan_sites(params.n, addresses, listen, host=host, base_port=base_port)
+    monitoring = list(
+        zip(
+            per_site(metrics_listen, params.n, "metrics"),
+            per_site(health_listen, params.n, "health"),
+            strict=True,
+        )
+    )
     secrets_ = _passphrases(params, passphrases)
     clients = _client_names(client_names)
     if len(dealt.shares) != params.n or [s.index for s in dealt.shares] != list(
@@ -248,7 +270,7 @@ def create_cluster(
     try:
         os.chmod(tmp, 0o700)
         folder = CeremonyFolder(tmp)
-        _build(folder, dealt, sites, clients, secrets_, kdf, say, (metrics_listen, health_listen))
+        _build(folder, dealt, sites, clients, secrets_, kdf, say, monitoring)
         _mark(folder, CeremonyFolder(final), params, sites, clients, leftovers)
         say("checking what was written")
         _verify(folder, dealt, sites, clients, secrets_)
@@ -314,7 +336,7 @@ def _build(
     passphrases: list[bytes],
     kdf: storage.KdfLimits | None,
     say: Progress,
-    monitoring: tuple[str | None, str | None] = (None, None),
+    monitoring: Sequence[tuple[str | None, str | None]],
 ) -> None:
     params = dealt.params
     say("making the cluster CA")
@@ -348,8 +370,8 @@ def _build(
             passphrase_file=os.path.relpath(folder.passphrase(i), etc),
             audit=os.path.relpath(var / "audit.log", etc),
             small_key=params.bits < MIN_MODULUS_BITS,
-            metrics_listen=monitoring[0],
-            health_listen=monitoring[1],
+            metrics_listen=monitoring[i - 1][0],
+            health_listen=monitoring[i - 1][1],
         )
         _write_public(etc / "node.toml", config)
         _write_public(folder.site(i) / "README.txt", _site_readme(params, site))
