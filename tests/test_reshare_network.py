@@ -349,6 +349,15 @@ def test_a_scheduled_refresh_and_a_combiner_that_follows_certificates(
                 check=False,
             )
 
+        # Anyone who can connect may ask for a refresh approval and never run it: that
+        # does not hold back the scheduled one.
+        from ittc.wire.v1 import reshare_pb2 as rpb
+
+        unused = refresh_plan(root)
+        for i in (1, 2, 3, 4):
+            nodes.reshare_stub(i).ApproveRefresh(
+                rpb.ApproveRefreshRequest(plan=unused.canonical()), timeout=10
+            )
         first = refresh()
         assert first.returncode == 0, first.stderr
         assert "echo did not approve" in first.stderr and "only by hand" in first.stderr

@@ -161,19 +161,23 @@ class EpochStore:
         except FileNotFoundError:
             return None
 
-    def last_auto_approval(self) -> tuple[float, str] | None:
-        """(Unix time, plan digest) of the last refresh approved unattended, or None."""
+    def last_auto_approval(self) -> tuple[float, str, str] | None:
+        """(Unix time, plan digest, id of the epoch it refreshes) of the last refresh
+        approved unattended, or None."""
         path = self.root / "auto-approved"
         if not path.exists():
             return None
         data = _read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("time"), int | float):
             raise ParameterError(f"{path}: not an approval record")
-        return float(data["time"]), str(data.get("plan", ""))
+        return float(data["time"]), str(data.get("plan", "")), str(data.get("epoch_id", ""))
 
-    def record_auto_approval(self, when: float, plan_digest: str) -> None:
+    def record_auto_approval(self, when: float, plan_digest: str, epoch_id: str) -> None:
         self.create()
-        _write_json(self.root / "auto-approved", {"time": when, "plan": plan_digest})
+        _write_json(
+            self.root / "auto-approved",
+            {"time": when, "plan": plan_digest, "epoch_id": epoch_id},
+        )
 
     def committed_epochs(self) -> list[int]:
         """Epochs with a certificate in the folder, in order."""

@@ -341,9 +341,15 @@ class ReshareService:
                 "a refresh plan for unattended approval expires within two days",
                 **extra,
             )
+        # At most one refresh every N days, counted from the last one approved here that
+        # may have committed: a plan approved for the epoch still current never ran, and
+        # does not hold back the next (else anyone who can connect could ask for one and
+        # never run it, and no scheduled refresh would ever be approved).
         last = site.store.last_auto_approval()
         again = last is not None and last[1] == plan.digest.hex()
-        if last is not None and not again and now - last[0] < self.auto_refresh_days * 86400:
+        unused = last is not None and last[2] == epoch.params.epoch_id
+        recent = last is not None and now - last[0] < self.auto_refresh_days * 86400
+        if last is not None and not again and not unused and recent:
             refuse(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"this site approved a refresh {(now - last[0]) / 86400:.1f} days ago; it "
@@ -352,6 +358,6 @@ class ReshareService:
             )
         approval = approve(site.key, plan)
         if not again:
-            site.store.record_auto_approval(now, plan.digest.hex())
+            site.store.record_auto_approval(now, plan.digest.hex(), epoch.params.epoch_id)
         await site.audit("ApproveRefresh", caller, peer, "approved", **extra)
         return rpb.Approval(site=approval.site, signature=approval.signature)
