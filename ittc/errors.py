@@ -171,7 +171,7 @@ class NodeError(IttcError):
 
 class NodeUnavailable(NodeError):
     """The node could not be reached, did not answer in time, or was not asked (known
-    to be down, or no time left)."""
+    to be down, or no time left); or it answered while too few other nodes did."""
 
 
 class NodeRefused(NodeError):

@@ -213,6 +213,19 @@ def test_more_faults_than_n_minus_k_is_a_typed_error_naming_them(safe_prime_key)
     assert set(cluster.stats.blamed) <= {4}
 
 
+def test_a_node_that_answered_is_not_reported_as_not_asked(safe_prime_key):
+    """Three nodes down, two honest ones answer: the error says the two answered (not
+    'not asked'), and why each of the others failed."""
+    cluster = Cluster(safe_prime_key, {1: "down", 2: "down", 4: "down"})
+    (result,) = asyncio.run(cluster.sign([b"cannot be signed"]))
+    assert isinstance(result, SigningError)
+    assert {i: result.nodes[i].reason for i in (3, 5)} == {
+        3: "answered, but too few other nodes did",
+        5: "answered, but too few other nodes did",
+    }
+    assert all(result.nodes[i].reason.startswith("UNAVAILABLE") for i in (1, 2, 4))
+
+
 def test_a_batch_with_one_liar_signs_every_item(safe_prime_key):
     cluster = Cluster(safe_prime_key, {3: "lie-then-honest"})
     messages = [b"batch %d" % i for i in range(12)]

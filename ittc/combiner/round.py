@@ -202,6 +202,10 @@ class SigningRound:
                 self.named.setdefault(
                     index, NodeUnavailable(index, "no answer within the deadline")
                 )
+            for index in answers:
+                self.named.setdefault(
+                    index, NodeUnavailable(index, "answered, but too few other nodes did")
+                )
             error = self._error(f"fewer than k={k} nodes answered")
             return {pos: error for pos in positions}
 
