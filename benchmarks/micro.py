@@ -729,6 +729,13 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
+def ittc_build(machine: dict[str, Any]) -> str:
+    """Which ittc a report measured: its version, and the commit when run from a checkout."""
+    commit = machine.get("ittc_commit")
+    where = f"commit {str(commit)[:12]}" if commit else "installed, no git checkout"
+    return f"{machine.get('ittc_version')} ({where})"
+
+
 def machine_facts(backend: str = "auto") -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
@@ -783,7 +790,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{m.get('loadavg_end', [float('nan')])[0]:.2f} at end (a shared machine: numbers "
         "are noisy, ratios are paired round by round).",
         f"Python {m['python']}, gmpy2 {m['gmpy2']} ({m['gmp']}), cryptography "
-        f"{m['cryptography']} ({m['openssl']}); ittc {str(m['ittc_commit'])[:12]}"
+        f"{m['cryptography']} ({m['openssl']}); ittc {ittc_build(m)}"
         + (" with uncommitted changes in ittc/scheme/" if m["ittc_scheme_modified"] else "")
         + ".",
         f"n={N_NODES}, k={THRESHOLD}; {cfg['repeat']} interleaved rounds per size, fast "

@@ -323,7 +323,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{m['loadavg_start'][0]:.2f} at start, {m['loadavg_end'][0]:.2f} at end. "
         f"{cfg['bits']}-bit key, k={cfg['k']} of 5; {cfg['count']} signatures one at a "
         f"time, {report['rpcs']} RPCs; nodes' code: {cfg['nodes_code']}; ittc "
-        f"{str(m['ittc_commit'])[:12]}. py-spy sampled at {cfg['rate_hz']} Hz "
+        f"{micro.ittc_build(m)}. py-spy sampled at {cfg['rate_hz']} Hz "
         f"(p50 {report['latency_p50_s'] * 1e3:.2f} ms with the samplers attached).",
         "",
         "## CPU per RPC, by thread (all node processes together)",

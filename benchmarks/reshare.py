@@ -45,6 +45,7 @@ from benchmarks.micro import (
     Progress,
     calibrate,
     fmt_time,
+    ittc_build,
     machine_facts,
     measure_interleaved,
     paired,
@@ -287,7 +288,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Reshare benchmark, {report['bits']} bits, {N_NODES} nodes, k={THRESHOLD}",
         "",
         f"{m['date']} · {m['cpu_model']} ({m['cpus_usable']} usable cores) · "
-        f"backend {m['ct_backend']} · commit {str(m['ittc_commit'])[:12]} · "
+        f"backend {m['ct_backend']} · ittc {ittc_build(m)} · "
         f"load {m['loadavg_start']}",
         "",
         "## Share cost by epoch (median of interleaved rounds)",

@@ -186,6 +186,8 @@ def test_the_installed_wheel_runs_outside_the_source_tree(wheel, tmp_path):
     (report,) = (work / "benchmarks" / "results").glob("micro-*.json")
     facts = json.loads(report.read_text())["machine"]
     assert facts["ittc_commit"] is None and facts["ittc_version"], facts
+    (markdown,) = (work / "benchmarks" / "results").glob("micro-*.md")
+    assert f"ittc {facts['ittc_version']} (installed, no git checkout)" in markdown.read_text()
     assert "## Median cost per operation" in run.stdout, run.stdout
     node = subprocess.run(
         [str(python), "-m", "ittc_node", "--version"],

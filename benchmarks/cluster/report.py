@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks.cluster.plan import SWEEP_TITLES
 from benchmarks.cluster.plots import write_plots
-from benchmarks.micro import fmt_time
+from benchmarks.micro import fmt_time, ittc_build
 
 __all__ = ["main", "render_markdown", "write_latest"]
 
@@ -146,7 +146,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         '"others\' CPU" is what the rest of the machine used during the point.',
         f"Python {m['python']}, gmpy2 {m['gmpy2']} ({m['gmp']}), cryptography "
         f"{m['cryptography']} ({m['openssl']}); libcrypto {m.get('libcrypto') or 'none'}; "
-        f"ittc {str(m['ittc_commit'])[:12]}"
+        f"ittc {ittc_build(m)}"
         + (
             " with uncommitted changes in ittc/combiner or nodes/"
             if m.get("ittc_client_modified")
