@@ -626,6 +626,13 @@ def test_share_passphrase_is_changed_and_a_backup_checked_offline(
     )
     assert other.returncode == 2 and "holds the share of node 2, not of node 3" in other.stderr
     assert ittc("share", "check", "--help").returncode == 0
+    asked = ittc(
+        "share", "check", backups / "share-2.enc", "--params", etc / "params.json", check=False
+    )
+    assert asked.returncode == 2 and asked.stderr == (
+        f"ittc: error: no terminal to ask for the passphrase of {backups / 'share-2.enc'}: "
+        "give it with --passphrase-file FILE\n"
+    )
 
     shutil.copy2(new_file, folder.passphrase(2))
     with LocalCluster(root) as nodes:

@@ -91,9 +91,9 @@ def _run(args: argparse.Namespace) -> int:
     return result
 
 
-def _ask(prompt: str) -> bytes:
+def _ask(prompt: str, flag: str) -> bytes:
     if sys.stdin is None or not sys.stdin.isatty():
-        raise ParameterError(f"no terminal to ask for the {prompt}: give it in a file")
+        raise ParameterError(f"no terminal to ask for the {prompt}: give it with {flag}")
     entered = getpass.getpass(f"{prompt}: ")
     if not entered:
         raise ParameterError(f"no {prompt} entered")
@@ -105,14 +105,19 @@ def _run_passphrase(args: argparse.Namespace) -> int:
 
     config = NodeConfig.load(args.config)
     old_file = args.old_passphrase_file or config.passphrase_file
-    old = storage.read_passphrase_file(old_file) if old_file else _ask("current passphrase")
+    old = (
+        storage.read_passphrase_file(old_file)
+        if old_file
+        else _ask("current passphrase", "--old-passphrase-file FILE")
+    )
     if args.new_passphrase_file is not None:
         new = storage.read_passphrase_file(args.new_passphrase_file)
     elif args.generate is not None:
         new = storage.new_passphrase()
     else:
-        new = _ask("new passphrase")
-        if _ask("new passphrase again") != new:
+        flag = "--generate FILE or --new-passphrase-file FILE"
+        new = _ask("new passphrase", flag)
+        if _ask("new passphrase again", flag) != new:
             raise ParameterError("the two new passphrases differ; nothing changed")
     if args.generate is not None:  # written first: never a share file without its passphrase
         storage.write_passphrase_file(args.generate, new)
@@ -152,7 +157,7 @@ def _run_check(args: argparse.Namespace) -> int:
     passphrase = (
         storage.read_passphrase_file(args.passphrase_file)
         if args.passphrase_file is not None
-        else _ask(f"passphrase of {args.file}")
+        else _ask(f"passphrase of {args.file}", "--passphrase-file FILE")
     )
     checked = check_share_file(args.file, params, passphrase, args.index)
     print(
