@@ -108,13 +108,16 @@ class CpuMark:
     def now(cls, groups: Sequence[int] | None, *, nodes_first: bool) -> CpuMark:
         # The /proc scan costs this process CPU: do it outside the client's window.
         nodes = exps = None
+        # The nodes' totals are read outside their exponentiation threads' reads (before
+        # them at the start, after them at the end), so the threads' window lies inside
+        # the totals' and their CPU never exceeds the total it is a part of.
         if groups is not None and nodes_first:
-            exps, nodes = node_exponentiation_seconds(groups), node_cpu_seconds(groups)
+            nodes, exps = node_cpu_seconds(groups), node_exponentiation_seconds(groups)
         machine = machine_busy_seconds()
         client = client_cpu_seconds()
         wall = time.perf_counter()
         if groups is not None and not nodes_first:
-            nodes, exps = node_cpu_seconds(groups), node_exponentiation_seconds(groups)
+            exps, nodes = node_exponentiation_seconds(groups), node_cpu_seconds(groups)
         return cls(wall, client, nodes, machine, exps)
 
 
