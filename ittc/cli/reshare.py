@@ -43,7 +43,7 @@ from typing import Any
 from ittc.cli import argtypes
 from ittc.cli.command import EXIT_ERROR, EXIT_OK, Command, say
 from ittc.config import ClusterFile, NodeConfig
-from ittc.errors import ConfigError, ParameterError
+from ittc.errors import ConfigError, IttcError, ParameterError
 from ittc.lifecycle import Approval, Member, Plan, SiteIdentity, approve
 from ittc.scheme.params import PublicParams
 from ittc.storage.files import write_file_atomically
@@ -59,11 +59,40 @@ def _read_json(path: pathlib.Path, what: str) -> Any:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what} file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not {_a(what)} file") from None
     except ValueError as exc:
-        raise ConfigError(f"{path}: not a {what} file (not JSON: {exc})") from None
+        raise ConfigError(f"{path}: not {_a(what)} file (not JSON: {exc})") from None
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+
+
+def _load_plan(path: pathlib.Path) -> Plan:
+    """A plan file; every fault named with the file, as one line."""
+    try:
+        return Plan.from_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such plan file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a plan file") from None
+    except ParameterError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _load_approval(path: pathlib.Path) -> Approval:
+    try:
+        return Approval.from_dict(_read_json(path, "approval"))
+    except ParameterError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _write_public(path: pathlib.Path, text: str) -> None:
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder; name the file to write")
+    if not path.absolute().parent.is_dir():
+        raise ConfigError(f"{path}: no such folder {path.absolute().parent}")
     write_file_atomically(path, text.encode(), mode=0o644, overwrite=True)
 
 
@@ -257,7 +286,11 @@ def _member_spec(text: str) -> Member:
         raise ConfigError(f"{text!r}: expected IDENTITY.json@HOST:PORT[/TLS_NAME]")
     address, _, tls_name = where.partition("/")
     identity = _identity(pathlib.Path(path))
-    return Member(1, identity, argtypes.address(address), tls_name)
+    try:
+        address = argtypes.address(address)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{text!r}: {exc}") from None
+    return Member(1, identity, address, tls_name)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -339,7 +372,6 @@ def _describe(plan: Plan, old: tuple[PublicParams, dict[int, SiteIdentity]] | No
 def _site_epoch(config: NodeConfig) -> tuple[PublicParams, dict[int, SiteIdentity]]:
     """The epoch this site's node is in (its state folder, or the configured cluster file
     before its first commit): its parameters and sites."""
-    from ittc.errors import IttcError
     from ittc.storage.epochs import EpochStore
 
     assert config.state_dir is not None and config.sites is not None
@@ -361,10 +393,7 @@ def _approve(args: argparse.Namespace) -> int:
     from ittc import storage
     from ittc.deploy.sites import _passphrase
 
-    try:
-        plan = Plan.from_json(args.plan.read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"{args.plan}: no such plan file") from None
+    plan = _load_plan(args.plan)
     config = NodeConfig.load(args.config)
     if config.site_key is None:
         raise ConfigError(f"{config.path}: no [reshare] site_key (ittc site keygen first)")
@@ -400,11 +429,8 @@ def _run(args: argparse.Namespace) -> int:
     from ittc.deploy.reshare import Coordinator
 
     cluster = ClusterFile.load(args.cluster)
-    try:
-        plan = Plan.from_json(args.plan.read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"{args.plan}: no such plan file") from None
-    approvals = [Approval.from_dict(_read_json(p, "approval")) for p in args.approvals]
+    plan = _load_plan(args.plan)
+    approvals = [_load_approval(p) for p in args.approvals]
     if cluster.params.epoch != plan.old_epoch and args.resume:
         # The cluster file already names the new epoch: resume from the run folder's copy
         # of the epoch the plan started from.
@@ -464,7 +490,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.plan is not None:
         from ittc.deploy.reshare import RunFolder
 
-        plan = Plan.from_json(args.plan.read_bytes())
+        plan = _load_plan(args.plan)
         folder = RunFolder.of(cluster, plan)
         print(f"run folder {folder.root}:")
         for record in folder.attempts():

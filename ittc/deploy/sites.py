@@ -107,13 +107,21 @@ def enroll(cluster_path: str | os.PathLike[str], identities: Mapping[int, SiteId
     unknown = sorted(set(identities) - {n.index for n in cluster.nodes})
     if unknown:
         raise ConfigError(f"{cluster.path}: no nodes {unknown}")
-    names = [identity.name for identity in identities.values()]
-    if len(set(names)) != len(names):
-        raise ConfigError("two sites with the same name")
     nodes = [
         NodeEntry(n.index, n.address, n.tls_name, identities.get(n.index, n.site))
         for n in cluster.nodes
     ]
+    # Checked over the whole membership, enrolled and given, before anything is written:
+    # a cluster file naming one site twice would not load again.
+    sites = [n.site for n in nodes if n.site is not None]
+    names = [s.name for s in sites]
+    keys = [s.sign_key.hex() for s in sites]
+    for what, values in (("name", names), ("key", keys)):
+        twice = sorted({v[:16] for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigError(
+                f"{cluster.path}: two nodes would have the same site {what}: {', '.join(twice)}"
+            )
     _rewrite(cluster, nodes)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,9 @@ class Plan:
             raise ParameterError("plan: members must be a tuple of Member")
         n = len(members)
         if not (isinstance(self.k, int) and 2 <= self.k <= n <= MAX_NODES):
-            raise ParameterError(f"plan: needs 2 <= k' <= n' <= {MAX_NODES}")
+            raise ParameterError(
+                f"plan: needs 2 <= k' <= n' <= {MAX_NODES}, not k'={self.k!r} n'={n}"
+            )
         if [m.index for m in members] != list(range(1, n + 1)):
             raise ParameterError("plan: members must be indices 1..n' in order, once each")
         for what, values in (
@@ -113,7 +116,12 @@ class Plan:
         for m in members:
             if not _ADDRESS.fullmatch(m.address):
                 raise ParameterError(f"plan: member {m.index}'s address is not host:port")
-            check_site_name(m.tls_name)
+            try:
+                check_site_name(m.tls_name)
+            except ParameterError:
+                raise ParameterError(
+                    f"plan: member {m.index}'s TLS name {m.tls_name!r} is not a valid name"
+                ) from None
         if not isinstance(self.not_after, int) or self.not_after <= 0:
             raise ParameterError("plan: expiry must be a positive Unix time")
         if not isinstance(self.nonce, bytes) or len(self.nonce) != _NONCE_BYTES:
@@ -274,7 +282,9 @@ def check_approvals(
     the cluster configuration, never from the plan). ``now`` is Unix time.
     """
     if now > plan.not_after:
-        raise ApprovalError(f"the plan expired at {plan.not_after} (now {int(now)})")
+        raise ApprovalError(
+            f"the plan expired at {_utc(plan.not_after)} (now {_utc(int(now))}): make a new one"
+        )
     sites = {identity.name: identity for identity in current.values()}
     valid: set[str] = set()
     invalid: dict[str, str] = {}
@@ -323,3 +333,7 @@ def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise ParameterError("expected a string")
     return value
+
+
+def _utc(when: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))

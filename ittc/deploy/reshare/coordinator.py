@@ -382,6 +382,11 @@ class Coordinator:
         """After a crash: deliver the certificate if it was written (and publish the new
         cluster file), else abort every attempt at every site. Returns the certificate,
         or None when the run was rolled back."""
+        if not self.folder.root.is_dir():
+            raise ReshareFailed(
+                f"no run of plan {self.plan.digest.hex()[:16]} in {self.folder.root.parent}: "
+                "nothing to resume (without --resume, the plan's run starts)"
+            )
         try:
             certificate = self.folder.certificate()
             if certificate is not None:
