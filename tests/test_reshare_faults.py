@@ -20,6 +20,7 @@ import pathlib
 import subprocess
 import sys
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -28,9 +29,10 @@ from ittc.combiner import SyncClusterClient
 from ittc.config import ClusterFile
 from ittc.deploy.reshare import CRASH_VAR, ReshareFailed, RunFolder
 from ittc.lifecycle import Plan
+from ittc.scheme.params import PublicParams
 from ittc.wire import codec
 from ittc.wire.v1 import reshare_pb2 as rpb
-from tests.cluster import fault_env, make_cluster
+from tests.cluster import fault_env, make_cluster, pkcs1_item, sign_request
 from tests.reshare_cluster import (
     ReshareCluster,
     approvals,
@@ -54,11 +56,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def one_epoch(root: pathlib.Path, nodes: ReshareCluster) -> int:
     """Every site is in the same epoch, the cluster file names it, and a combiner signs
-    in it. Returns it."""
+    in it, and no site signs in the epoch before. Returns the epoch."""
     epochs = {i: nodes.status(i).epoch for i in range(1, 6)}
     assert len(set(epochs.values())) == 1, epochs
     cluster = ClusterFile.load(root)
     assert set(epochs.values()) == {cluster.epoch}
+    if cluster.epoch > 0:
+        name = "params.json" if cluster.epoch == 1 else f"params-{cluster.epoch - 1}.json"
+        before = PublicParams.from_json((cluster.root / name).read_bytes())
+        for i in range(1, 6):
+            with pytest.raises(grpc.RpcError) as refused:
+                nodes.stub(i).Sign(sign_request(before, [pkcs1_item(b"old")]), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with SyncClusterClient(root, deadline=15.0) as client:
         signature = client.sign(b"one epoch")
         cluster.params.public_key().verify(
@@ -145,10 +154,20 @@ def write_plan(root: pathlib.Path, work: pathlib.Path) -> list[str]:
     return ["--approvals", *names]
 
 
-@pytest.mark.parametrize(
-    "point, forward",
-    [("prepared", False), ("acknowledged", False), ("certificate", True), ("delivered", True)],
-)
+#: Where the coordinator dies (after round 1; after the contributions; after every member
+#: stored and acknowledged; after the certificate is written; after the new cluster file;
+#: after the first site committed) and whether ``--resume`` goes forward.
+COORDINATOR_CRASHES = [
+    ("prepared", False),
+    ("dealt", False),
+    ("acknowledged", False),
+    ("certificate", True),
+    ("published", True),
+    ("delivered", True),
+]
+
+
+@pytest.mark.parametrize("point, forward", COORDINATOR_CRASHES)
 def test_a_coordinator_killed_after_each_phase_resumes_or_rolls_back_with_one_command(
     cluster, tmp_path: pathlib.Path, point: str, forward: bool
 ) -> None:
@@ -162,25 +181,51 @@ def test_a_coordinator_killed_after_each_phase_resumes_or_rolls_back_with_one_co
     expected = epoch + 1 if forward else epoch
     assert one_epoch(root, nodes) == expected
     plan = Plan.from_json((tmp_path / "plan.json").read_bytes())
-    outcome = RunFolder.of(ClusterFile.load(root), plan).outcome()
+    folder = RunFolder.of(ClusterFile.load(root), plan)
+    outcome = folder.outcome()
     assert outcome is not None and outcome["committed"] is forward
+    if forward:
+        # The commit deleted every pending share.
+        assert all(nodes.status(i).pending_runs == [] for i in range(1, 6))
+    elif "new_epoch_id" in folder.attempts()[-1]:
+        # Rolled back: the epoch the members computed (and may keep a share of, until a
+        # later commit deletes it) signs nowhere.
+        params = ClusterFile.load(root).params
+        never = sign_request(
+            params,
+            [pkcs1_item(b"never")],
+            epoch=epoch + 1,
+            epoch_id=folder.attempts()[-1]["new_epoch_id"],
+        )
+        for i in range(1, 6):
+            with pytest.raises(grpc.RpcError) as refused:
+                nodes.stub(i).Sign(never, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-@pytest.mark.parametrize("step", ["prepare", "accept", "commit"])
+@pytest.mark.parametrize("step", ["prepare", "deal", "accept", "commit-midway", "commit"])
 def test_a_node_killed_after_each_step(cluster, tmp_path: pathlib.Path, step: str) -> None:
     """Site 3 (a holder and a member) dies right after a step. Before the commit the run
     fails and the cluster stays in its epoch; a second run (after the site is back)
-    commits. Killed after its commit, it comes back in the new epoch."""
+    commits. Killed in the middle of its commit (the new share in place, the epoch pointer
+    not moved) it completes the commit as it starts again; killed after it, it comes back
+    in the new epoch."""
     root, nodes = cluster
     epoch = one_epoch(root, nodes)
     given = write_plan(root, tmp_path)
     restart(nodes, 3, f"reshare:crash:{step}")
     run = coordinator(root, tmp_path, *given)
     assert nodes.returncode(3) == -9
+    if step == "commit-midway":
+        store = nodes.store(3)
+        assert store.current() is None or store.current().epoch == epoch
+        assert store.share_path(epoch + 1).exists() and not store.pending_runs()
     nodes.start([3], timeout=60)
-    if step == "commit":
+    if step.startswith("commit"):
         assert run.returncode == 3, run.stderr  # committed; charlie did not answer
         assert nodes.status(3).epoch == epoch + 1
+        if step == "commit-midway":
+            assert "completed the commit of epoch" in nodes.log_tail(3, lines=200)
         assert coordinator(root, tmp_path, "--resume").returncode == 0
     else:
         assert run.returncode == 2, run.stderr

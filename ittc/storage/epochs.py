@@ -35,6 +35,7 @@ import json
 import os
 import pathlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,14 +242,20 @@ class EpochStore:
     # -- commit and retire -------------------------------------------------------------
 
     def commit(
-        self, certificate: Certificate, index: int, passphrase: bytes
+        self,
+        certificate: Certificate,
+        index: int,
+        passphrase: bytes,
+        *,
+        midway: Callable[[], None] | None = None,
     ) -> tuple[KeyShare, list[pathlib.Path]]:
         """Make ``certificate``'s epoch current with this node's pending share as member
         ``index`` (see the module docstring for the steps). Returns the new share and the
         old share files deleted. Idempotent: a commit cut short is completed.
 
         Raises :class:`CertificateError` if the node has no share of that epoch (it did
-        not store one, or lost it).
+        not store one, or lost it). ``midway`` is called with the new share in place and
+        the pointer not yet moved (the tests kill the process there).
         """
         params = certificate.params
         run_id = certificate.run_id
@@ -278,6 +285,8 @@ class EpochStore:
             os.replace(pending, target)
             fsync_dir(str(self.root))
             fsync_dir(str(pending.parent))
+        if midway is not None:
+            midway()
         self._set_current(params)
         return share, self.clean(params.epoch)
 

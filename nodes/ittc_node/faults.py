@@ -33,7 +33,9 @@ Reshare faults (a liar in every role of a run; docs/lifecycle.md §7):
 ``reshare:false-complaint``    as a member, complain about a correct sub-share
 ``reshare:bad-acceptance``     as a member, acknowledge with a wrong acceptance share
 ``reshare:crash:<step>``       SIGKILL itself right after ``<step>`` (prepare, deal, accept,
-                               commit) has done its work, before answering
+                               commit) has done its work, before answering; ``commit-midway``:
+                               inside the commit, the new share in place and the epoch
+                               pointer not yet moved
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ _OLD_DIGEST = hashlib.sha256(b"ittc test fault: an old message").digest()
 
 _FLAGS = {"random-share", "other-message", "replay-old", "wrong-index", "bad-proof", "refuse"}
 _RESHARE = {"bad-mask", "bad-contribution", "false-complaint", "bad-acceptance"}
-_CRASH_STEPS = {"prepare", "deal", "accept", "commit"}
+_CRASH_STEPS = {"prepare", "deal", "accept", "commit", "commit-midway"}
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,11 @@ class MemberSteps:
             return rpb.CommitResponse(epoch=new.epoch, epoch_id=new.epoch_id, retired=True)
         try:
             share, gone = await asyncio.to_thread(
-                site.store.commit, certificate, member, site.passphrase
+                site.store.commit,
+                certificate,
+                member,
+                site.passphrase,
+                midway=lambda: site.faults.crash("commit-midway"),
             )
         except CertificateError as exc:
             refuse(grpc.StatusCode.FAILED_PRECONDITION, str(exc), **extra)
