@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import threading
@@ -107,6 +108,11 @@ def test_a_refresh_moves_every_site_to_a_new_epoch_while_signing_goes_on(reshari
     assert after.epoch == 1 == certificate.epoch
     assert after.params.key_id == before.params.key_id
     assert after.params.epoch_id != before.params.epoch_id
+    # The first reshare of a generated key converts it to integer shares (the secret
+    # multiplied by 5!), and the parameters record the new combine exponent.
+    assert (before.params.sharing, after.params.sharing) == ("shoup", "integer")
+    assert (after.params.kind, after.params.secret_multiplier) == ("generated", 120)
+    assert after.params.combine_exponent == 4 * 120**3 * 120
     assert after.certificate is not None and after.certificate.exists()
 
     # Every site now signs in epoch 1 with a new share, and its old share is gone.
@@ -164,10 +170,24 @@ def _signs_in(root: pathlib.Path, epoch: int, messages: int = 3) -> None:
             public.verify(client.sign(message), message, padding.PKCS1v15(), hashes.SHA256())
 
 
-def test_a_deleted_share_is_recovered(resharing) -> None:
-    """Site 2 loses its share file (its site key survives): it restarts without a share,
-    and a refresh approved by three other sites gives it a new one."""
-    root, nodes = resharing
+@pytest.fixture
+def split_resharing(tmp_path: pathlib.Path):
+    """Like ``resharing``, for a key split from an ordinary RSA key (integer shares)."""
+    root = make_cluster(tmp_path, bits=1024, split_existing_key=True)
+    enable_resharing(root)
+    with ReshareCluster(root) as nodes:
+        nodes.start(timeout=120)
+        yield root, nodes
+
+
+def test_a_site_whose_disk_died_is_dealt_a_new_share(split_resharing) -> None:
+    """A split key. Site 2 loses its share file (its site key survives): it restarts
+    without a share, and a refresh approved by three other sites gives it a new one.
+    Later it loses its whole state folder, twice: given the current epoch's public files
+    (docs/runbooks.md), it starts in that epoch; given nothing, it starts in the epoch its
+    etc/ names, the next coordinator hands it the certificates since, it follows them
+    holding nothing; either way the refresh deals it a share again."""
+    root, nodes = split_resharing
     folder = CeremonyFolder(root)
     nodes.kill(2)
     (folder.etc(2) / "share.enc").unlink()
@@ -187,13 +207,13 @@ def test_a_deleted_share_is_recovered(resharing) -> None:
     assert 2 not in certificate.holders
     nodes.wait_serving([2], timeout=30)
     assert nodes.status(2).index == 2
+    params = ClusterFile.load(root).params
+    assert (params.kind, params.sharing, params.secret_multiplier) == ("split", "integer", 1)
     _signs_in(root, 1)
 
     # Its disk dies again, now with its state folder (its epochs): it would start in the
     # ceremony's epoch and refuse every plan of epoch 1, until it is given the current
     # epoch's public files, as docs/runbooks.md says.
-    import shutil
-
     nodes.kill(2)
     shutil.rmtree(folder.var(2) / "state")
     cluster = ClusterFile.load(root)
@@ -207,7 +227,25 @@ def test_a_deleted_share_is_recovered(resharing) -> None:
     run_reshare(root, plan, approvals(root, plan, [1, 3, 4]))
     nodes.wait_serving([2], timeout=30)
     assert nodes.status(2).index == 2
-    _signs_in(root, 2)
+
+    # And again, and nobody copies anything: it starts in the epoch its etc/ names (1),
+    # the coordinator hands it the certificates since, it follows them holding nothing,
+    # and is dealt a share.
+    nodes.kill(2)
+    shutil.rmtree(nodes.store(2).root)
+    nodes.start_waiting([2])
+    assert (nodes.status(2).epoch, nodes.status(2).index) == (1, 0)
+    plan = refresh_plan(root)
+    lines: list[str] = []
+    with Signer(root) as signer:
+        run_reshare(root, plan, approvals(root, plan, [3, 4, 5]), say=lines.append)
+    assert not signer.failures, signer.failures
+    assert any("bravo was still in epoch 1: handed it" in line for line in lines), lines
+    nodes.wait_serving([2], timeout=30)
+    assert (nodes.status(2).epoch, nodes.status(2).index) == (3, 2)
+    records = [json.loads(line) for line in nodes.audit_log(2).read_text().splitlines()]
+    assert any(r.get("step") == "Commit" and r["outcome"] == "followed" for r in records)
+    _signs_in(root, 3)
 
 
 def test_site_3_is_replaced_by_a_new_site_at_a_new_address(resharing) -> None:
@@ -309,7 +347,7 @@ def test_a_commit_that_reached_too_few_sites_is_finished_by_a_combiner(resharing
     lines: list[str] = []
     plan = refresh_plan(root)
     run_reshare(root, plan, approvals(root, plan, [1, 2, 3, 4]), say=lines.append)
-    assert any("echo was still in the epoch before" in line for line in lines), lines
+    assert any("echo was still in epoch 1: handed it" in line for line in lines), lines
     assert {nodes.status(i).epoch for i in range(1, 6)} == {3}
 
 

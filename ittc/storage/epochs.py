@@ -290,6 +290,23 @@ class EpochStore:
         self._set_current(params)
         return share, self.clean(params.epoch)
 
+    def follow(self, certificate: Certificate) -> list[pathlib.Path]:
+        """Make ``certificate``'s epoch current without a share of it: this site is a
+        member but stored none (it had no share, or lost its state), so it follows the
+        epoch to be dealt a share at a later reshare. Every share it still had is of an
+        epoch before and is deleted. Returns the share files deleted."""
+        params = certificate.params
+        self.create()
+        _write_json(self.params_path(params.epoch), params.to_dict(), mode=0o644)
+        write_file_atomically(
+            self.certificate_path(params.epoch),
+            certificate.to_json().encode("ascii"),
+            mode=0o644,
+            overwrite=True,
+        )
+        self._set_current(params)
+        return self.clean(params.epoch + 1)
+
     def retire(self, certificate: Certificate) -> list[pathlib.Path]:
         """This site is not a member of ``certificate``'s epoch: record that, keep the
         certificate, destroy every share. Returns the share files deleted."""

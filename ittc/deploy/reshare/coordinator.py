@@ -198,30 +198,37 @@ class Coordinator:
             await self.close()
 
     async def _catch_up(self) -> None:
-        """Sites still in the epoch before this one (the last commit did not reach them)
-        are handed its certificate, which the cluster file names, so they can take part."""
+        """Sites still in an epoch before this one (a commit did not reach them, or a site
+        lost its state and started again from its first epoch) are handed the
+        certificates since, in order, which the cluster folder keeps beside the cluster
+        file, so they can take part."""
         path = self.cluster.certificate
         if path is None or not path.exists():
             return
         sites = [s for s in self.sites.values() if s.old_index is not None]
         statuses = await asyncio.gather(*(self._status(s) for s in sites), return_exceptions=True)
         behind = [
-            site
+            (site, status.epoch)
             for site, status in zip(sites, statuses, strict=True)
             if isinstance(status, rpb.ReshareStatus) and status.epoch < self.old.epoch
         ]
-        if not behind:
-            return
-        request = rpb.CommitRequest(certificate=path.read_bytes())
-        for site in behind:
-            try:
-                await self._link(site).call("Commit", request, self.timeout)
+        for site, epoch in behind:
+            for e in range(epoch + 1, self.old.epoch + 1):
+                chain = path if e == self.old.epoch else self.cluster.root / f"certificate-{e}.json"
+                if not chain.exists():
+                    self.say(f"{site.name} is in epoch {epoch}: no certificate of epoch {e} here")
+                    break
+                request = rpb.CommitRequest(certificate=chain.read_bytes())
+                try:
+                    await self._link(site).call("Commit", request, self.timeout)
+                except _SiteFailed as exc:
+                    self.say(f"{site.name} is in epoch {e - 1} and did not commit: {exc.reason}")
+                    break
+            else:
                 self.say(
-                    f"{site.name} was still in the epoch before: handed it epoch "
-                    f"{self.old.epoch}'s certificate"
+                    f"{site.name} was still in epoch {epoch}: handed it the certificates "
+                    f"up to epoch {self.old.epoch}"
                 )
-            except _SiteFailed as exc:
-                self.say(f"{site.name} is in an older epoch and did not commit: {exc.reason}")
 
     async def _attempts(self) -> Certificate:
         excluded: set[int] = set()

@@ -195,6 +195,37 @@ class MemberSteps:
             if self.on_commit is not None:
                 await self.on_commit(site.epoch)
             return rpb.CommitResponse(epoch=new.epoch, epoch_id=new.epoch_id, retired=True)
+        if (
+            not site.store.has_pending(certificate.run_id)
+            and not site.store.share_path(new.epoch).exists()
+        ):
+            # A member that stored no share of this run: it had none to start with, or
+            # lost its state (a disk died). It follows the proved epoch, holding nothing,
+            # so that the next reshare can deal it a share; whatever older share it still
+            # had is of an epoch that no longer signs, and goes.
+            gone = await asyncio.to_thread(site.store.follow, certificate)
+            gone += self.delete_stale_share()
+            site.epoch = Epoch(new, None, certificate.sites(), certificate)
+            site.run = None
+            await site.audit(
+                "Commit",
+                caller,
+                peer,
+                "followed",
+                "this site stored no share of the run: it holds none until a reshare deals it one",
+                member=member,
+                deleted=[str(p) for p in gone],
+                **extra,
+            )
+            log.warning(
+                "epoch %d (%s) committed without a share of this site: it waits for a "
+                "reshare to deal it one",
+                new.epoch,
+                new.epoch_id[:16],
+            )
+            if self.on_commit is not None:
+                await self.on_commit(site.epoch)
+            return rpb.CommitResponse(epoch=new.epoch, epoch_id=new.epoch_id)
         try:
             share, gone = await asyncio.to_thread(
                 site.store.commit,
