@@ -294,6 +294,27 @@ class NetLab:
     def heal(self, index: int) -> None:
         _run("ip", "-n", self.switch, "link", "set", f"p{index}", "up")
 
+    def isolate(self, index: int) -> None:
+        """Node ``index``'s switch port forwards to and from the root namespace's port only,
+        never to another isolated port (the bridge's port isolation): with every node
+        isolated, the nodes form a star around this namespace and cannot reach each other."""
+        _run(
+            "ip", "netns", "exec", self.switch,
+            "bridge", "link", "set", "dev", f"p{index}", "isolated", "on",
+        )  # fmt: skip
+
+    def reaches(self, index: int, address: str, *, timeout: float = 2.0) -> bool:
+        """Whether a TCP connection from node ``index``'s namespace to ``address`` opens."""
+        host, port = address.rsplit(":", 1)
+        code = f"import socket; socket.create_connection(({host!r}, {port}), {timeout}).close()"
+        result = subprocess.run(
+            self.command(index, [sys.executable, "-c", code]),
+            capture_output=True,
+            timeout=timeout + 30,
+            check=False,
+        )
+        return result.returncode == 0
+
     @property
     def has_netem(self) -> bool:
         """Whether this kernel has the netem qdisc (tried once on a scratch device)."""

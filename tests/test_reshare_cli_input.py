@@ -11,8 +11,10 @@ No node runs: every refusal here comes before the first connection.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shlex
+import stat
 import time
 
 import pytest
@@ -62,6 +64,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     (work / "garbage.txt").write_text("garbage\n")
     (work / "empty.json").write_text("{}")
     (work / "a-folder").mkdir()
+    os.mkfifo(work / "a-pipe")  # stands for a device: --out /dev/null must not replace it
     return root
 
 
@@ -110,6 +113,7 @@ CASES: dict[str, tuple[str, str]] = {
     "plan: add garbage": ("reshare plan C --out D/p.json --add D/garbage.txt@h:1", "not JSON"),
     "plan: out in no folder": ("reshare plan C --out D/nowhere/p.json", "no such folder"),
     "plan: out a folder": ("reshare plan C --out D/a-folder", "a folder"),
+    "plan: out a pipe": ("reshare plan C --out D/a-pipe", "not a regular file"),
     "plan: valid for ever": ("reshare plan C --out D/p.json --valid-for 1e12", "--valid-for"),
     # ittc reshare approve
     "approve: no plan": ("reshare approve --plan D/nope.json N1 --yes", "no such plan file"),
@@ -121,6 +125,7 @@ CASES: dict[str, tuple[str, str]] = {
     "approve: expired": ("reshare approve --plan D/expired.json N1 --yes", "expired"),
     "approve: no terminal": ("reshare approve --plan D/plan.json N1", "--yes"),
     "approve: no config": ("reshare approve --plan D/plan.json --config D/nope.toml --yes", "no such file"),
+    "approve: out a pipe": ("reshare approve --plan D/plan.json N1 --yes --out D/a-pipe", "not a regular file"),
     "approve: out nowhere": ("reshare approve --plan D/plan.json N1 --yes --out D/nowhere/a", "no such folder"),
     # ittc reshare run (the coordinator refuses before it connects)
     "run: two approvals of three": ("reshare run C P --approvals D/1.approval D/2.approval", "2 valid approvals"),
@@ -172,4 +177,5 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert expected in lines[0], lines[0]
     assert _snapshot(root) == before
     assert sorted(p.name for p in work.iterdir()) == desk_before
+    assert stat.S_ISFIFO((work / "a-pipe").lstat().st_mode)
     assert not (CeremonyFolder(root).combiner / "reshare").exists()

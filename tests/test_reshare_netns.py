@@ -1,11 +1,12 @@
 """A reshare across five "hosts" (network namespaces) while links fail for real.
 
 Node ``i`` runs in namespace ``i`` behind a switch; the coordinator and the combiner run
-here. A member's link is cut while the members check and store their shares: the run
-fails, nothing commits, and the cluster signs in its epoch with the other four; once the
-link is back, the same command commits. Then two links are cut while the commit is
-delivered: the three sites reached commit, and ``--resume`` after the links return
-finishes the other two. The cluster signs in exactly one epoch after each.
+here. The switch lets no node reach another (port isolation): values between sites travel
+through the coordinator only. A member's link is cut while the members check and store
+their shares: the run fails, nothing commits, and the cluster signs in its epoch with the
+other four; once the link is back, the same command commits. Then two links are cut
+while the commit is delivered: the three sites reached commit, and ``--resume`` after the
+links return finishes the other two. The cluster signs in exactly one epoch after each.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def test_links_cut_during_a_reshare(lab, tmp_path) -> None:
     wrapper = lab.python_wrapper(tmp_path / "python-in-netns")
     with ReshareCluster(root, python=wrapper) as nodes:
         nodes.start(timeout=120)
+        # Sites talk only to the coordinator: no node can open a connection to another
+        # (bridge port isolation), and every run below goes through all the same.
+        assert lab.reaches(1, f"{lab.address(2)}:7302")
+        for i in range(1, 6):
+            lab.isolate(i)
+        assert not lab.reaches(1, f"{lab.address(2)}:7302")
+        assert not lab.reaches(3, f"{lab.address(5)}:7305")
 
         def run(plan, *, cut_at: str | None = None, cut: tuple[int, ...] = ()):
             def say(line: str) -> None:

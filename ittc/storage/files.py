@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 
 __all__ = ["fsync_dir", "write_file_atomically"]
 
@@ -70,6 +71,12 @@ def write_file_atomically(
     target = os.fspath(path)
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(errno.EEXIST, f"{what} already exists (not overwritten)", target)
+    if overwrite and os.path.lexists(target):
+        kind = os.lstat(target).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISLNK(kind)):
+            # Never replace a device, a pipe or a folder with a file (``--out /dev/null``
+            # run as root would replace the device node).
+            raise OSError(errno.EINVAL, f"{what} exists and is not a regular file", target)
     directory = os.path.dirname(os.path.abspath(target))
     temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
     flags = (
