@@ -1019,6 +1019,13 @@ def test_audit_group_commit_and_reopen(tmp_path: pathlib.Path) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
     asyncio.run(write(5))  # reopening continues the chain
     assert verify_audit_log(path) == 57
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])  # the last write cut short: the message says where to cut
+    with pytest.raises(AuditLogError) as cut:
+        verify_audit_log(path)
+    end = whole[:-1].rindex(b"\n") + 1
+    assert str(cut.value).endswith(f"then cut the rest with `truncate -s {end} {path}`")
+    path.write_bytes(whole)
     with pytest.raises(AuditLogError, match="belongs to key"):
         AuditLog.open(path, "ef" * 32, 3)
     with pytest.raises(AuditLogError, match=r"belongs to node 3, not to this node \(2\)"):

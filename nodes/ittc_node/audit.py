@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import stat
 import threading
 import time
@@ -146,7 +147,9 @@ class _Walked:
 _SPENT_OUTCOMES = ("signed", "cancelled")
 
 
-def _walk_chain(fh: BinaryIO, recent_since_ms: float | None = None) -> _Walked:
+def _walk_chain(
+    fh: BinaryIO, recent_since_ms: float | None = None, *, path: str = "FILE"
+) -> _Walked:
     """Check a whole log from its start. Raises :class:`_Broken` at the first bad line.
 
     With ``recent_since_ms``, also collect the requests dated since then whose shares
@@ -167,7 +170,8 @@ def _walk_chain(fh: BinaryIO, recent_since_ms: float | None = None) -> _Walked:
                 number,
                 "incomplete (no newline: a write was cut short); the "
                 f"complete lines end at byte {walked.end}: keep a copy of the log "
-                f"as evidence, then cut the rest with `truncate -s {walked.end}`",
+                "as evidence, then cut the rest with "
+                f"`truncate -s {walked.end} {shlex.quote(path)}`",
             )
         walked.end += len(line)
         line = line[:-1]
@@ -209,7 +213,7 @@ def verify_audit_log(path: str | os.PathLike[str]) -> int:
         raise AuditLogError(f"{os.fspath(path)}: cannot read: {exc.strerror}") from None
     with fh:
         try:
-            return _walk_chain(fh).lines
+            return _walk_chain(fh, path=os.fspath(path)).lines
         except _Broken as broken:
             raise AuditChainBroken(
                 f"{os.fspath(path)}: line {broken.number}: {broken.problem}"
@@ -292,7 +296,7 @@ def _continue_chain(
         raise AuditLogError(f"audit log {where}: cannot read: {exc.strerror}") from None
     with fh:
         try:
-            walked = _walk_chain(fh, recent_since_ms)
+            walked = _walk_chain(fh, recent_since_ms, path=os.fspath(where))
         except _Broken as broken:
             if broken.chain:
                 raise AuditLogError(
