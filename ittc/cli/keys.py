@@ -101,7 +101,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
         metavar="HOST[:PORT]",
         help="what the nodes bind, once for every node or N times: HOST:PORT, or a HOST "
         "bound at the node's --address port. Default with --address: 0.0.0.0 ([::] for "
-        "an IPv6 address) at that port",
+        "an IPv6 address; a loopback IP: itself) at that port",
     )
     p.add_argument(
         "--health-listen",

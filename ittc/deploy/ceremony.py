@@ -108,6 +108,13 @@ def _is_ipv6(host: str) -> bool:
         return False
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _checked(address: str, what: str) -> str:
     try:
         parse_address(address)
@@ -142,8 +149,9 @@ def plan_sites(
     ``addresses`` (one per node) are what combiners dial: a DNS name or an IP, and a port.
     Without them node ``i`` is at ``host:base_port+i-1`` and binds exactly there (a local
     trial). With them each node binds every interface at its address's port (``0.0.0.0``,
-    or ``[::]`` for an IPv6 address), unless ``listen`` says otherwise: one entry for every
-    node or one per node, each ``host:port`` or a bare host (bound at the node's port).
+    or ``[::]`` for an IPv6 address; a loopback IP binds itself: no one else dials it),
+    unless ``listen`` says otherwise: one entry for every node or one per node, each
+    ``host:port`` or a bare host (bound at the node's port).
     """
     explicit = addresses is not None
     if addresses is None:
@@ -165,7 +173,7 @@ def plan_sites(
     for i, address in enumerate(addresses, 1):
         if specs:
             bind = _listen_at(specs[0] if len(specs) == 1 else specs[i - 1], address)
-        elif explicit:
+        elif explicit and not _is_loopback(_host(address)):
             bind = _listen_at("::" if _is_ipv6(_host(address)) else "0.0.0.0", address)  # noqa: S104 - a site's node serves the network
         else:
             bind = address
