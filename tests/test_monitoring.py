@@ -331,8 +331,9 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
 ) -> None:
     """Pass: ``ittc keygen --health-listen --metrics-listen`` puts both addresses in every
     site's ``[monitoring]``, or, given once per node (five nodes on one host), each its
-    own; given another number of times, a one-line error before any key is made; without
-    them the table says how to turn them on and sets nothing."""
+    own; given another number of times, or once for five nodes on loopback addresses, a
+    one-line error before any key is made; without them the table says how to turn them
+    on and sets nothing."""
     from ittc.config import NodeConfig
     from ittc.deploy.layout import CeremonyFolder
 
@@ -346,9 +347,14 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
             f"[::1]:{9560 + i}",
         ]
     for out, extra in (
-        ("on", ["--health-listen", "0.0.0.0:8080", "--metrics-listen", "127.0.0.1:9464"]),
+        (
+            "on",  # five hosts (one name here, but not loopback): one address for all
+            ["--host", "ittc.example", "--health-listen", "0.0.0.0:8080"]
+            + ["--metrics-listen", "127.0.0.1:9464"],
+        ),
         ("each", each),
         ("two", ["--health-listen", "127.0.0.1:8181", "--health-listen", "127.0.0.1:8182"]),
+        ("shared", ["--metrics-listen", "127.0.0.1:9464"]),  # five loopback nodes, one port
         ("off", []),
     ):
         done = subprocess.run(
@@ -357,12 +363,15 @@ def test_the_ceremony_writes_monitoring_addresses_into_every_node_toml(
             text=True,
             timeout=300,
         )
-        if out == "two":
+        refusals = {
+            "two": "--health-listen given 2 times: give it once for every node, or once per "
+            "node (5 times)",
+            "shared": "--metrics-listen: every node is on this host (loopback addresses): "
+            "give each node its own metrics listen address, once per node (5 times)",
+        }
+        if out in refusals:  # before any key is made
             assert done.returncode == 2 and not (tmp_path / out).exists()
-            assert done.stderr.strip().splitlines() == [
-                "ittc: error: --health-listen given 2 times: give it once for every node, "
-                "or once per node (5 times)"
-            ]
+            assert done.stderr.strip().splitlines() == [f"ittc: error: {refusals[out]}"]
             continue
         assert done.returncode == 0, done.stderr
     for index in range(1, 6):

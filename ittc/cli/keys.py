@@ -16,7 +16,7 @@ from ittc import storage
 from ittc.cli import argtypes
 from ittc.cli.command import EXIT_OK, Command, say, warn_loudly
 from ittc.config import ClusterFile
-from ittc.deploy.ceremony import create_cluster, describe, plan_sites
+from ittc.deploy.ceremony import check_monitoring, create_cluster, describe, plan_sites
 from ittc.deploy.layout import CeremonyFolder
 from ittc.errors import ConfigError, ParameterError
 from ittc.scheme import dealer
@@ -243,11 +243,16 @@ def _check_early(args: argparse.Namespace, e: int | None = None) -> None:
             f"{args.base_port + args.nodes - 1}, above 65535"
         )
     try:
-        plan_sites(
+        sites = plan_sites(
             args.nodes, args.addresses, args.listen, host=args.host, base_port=args.base_port
         )
     except ParameterError as exc:
         flag = "--listen" if "listen" in str(exc) else ("--address" if args.addresses else "--host")
+        raise ConfigError(f"{flag}: {exc}") from None
+    try:
+        check_monitoring(sites, args.metrics_listen, args.health_listen)
+    except ParameterError as exc:
+        flag = "--health-listen" if "health" in str(exc) else "--metrics-listen"
         raise ConfigError(f"{flag}: {exc}") from None
 
 

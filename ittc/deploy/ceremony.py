@@ -46,6 +46,7 @@ __all__ = [
     "CA_README",
     "README_TITLE",
     "SitePlan",
+    "check_monitoring",
     "create_cluster",
     "describe",
     "node_tls_name",
@@ -194,6 +195,26 @@ def per_site(value: str | Sequence[str] | None, n: int, what: str) -> list[str |
     return checked * n if len(checked) == 1 else checked
 
 
+def check_monitoring(
+    sites: Sequence[SitePlan],
+    metrics_listen: str | Sequence[str] | None,
+    health_listen: str | Sequence[str] | None,
+) -> list[tuple[str | None, str | None]]:
+    """Each site's (metrics, health) listen addresses. When every node is on this host
+    (loopback addresses), two nodes given the same address could not both start."""
+    n = len(sites)
+    metrics = per_site(metrics_listen, n, "metrics")
+    health = per_site(health_listen, n, "health")
+    if n > 1 and all(_is_loopback(_host(s.address)) for s in sites):
+        for what, given in (("health", health), ("metrics", metrics)):
+            if given[0] is not None and len(set(given)) < n:
+                raise ParameterError(
+                    f"every node is on this host (loopback addresses): give each node its "
+                    f"own {what} listen address, once per node ({n} times)"
+                )
+    return list(zip(metrics, health, strict=True))
+
+
 def _passphrases(params: PublicParams, given: Sequence[bytes] | None) -> list[bytes]:
     if given is None:
         return [storage.new_passphrase() for _ in range(params.n)]
@@ -258,13 +279,7 @@ def create_cluster(
     final = final.parent.resolve() / final.name
     _check_out(final)
     sites = plan_sites(params.n, addresses, listen, host=host, base_port=base_port)
-    monitoring = list(
-        zip(
-            per_site(metrics_listen, params.n, "metrics"),
-            per_site(health_listen, params.n, "health"),
-            strict=True,
-        )
-    )
+    monitoring = check_monitoring(sites, metrics_listen, health_listen)
     secrets_ = _passphrases(params, passphrases)
     clients = _client_names(client_names)
     if len(dealt.shares) != params.n or [s.index for s in dealt.shares] != list(
