@@ -199,8 +199,11 @@ def test_every_point_complete_and_sane(run):
         assert overhead["shares_asked"] >= p["signatures"] * p["k"] - edge
         assert isinstance(overhead["per_rpc_s"], float)
         # The nodes name their exponentiation threads; the CPU outside them is counted.
-        assert 0 < cpu["nodes_exponentiation_threads_s"] < cpu["nodes_s"], p["label"]
-        assert 0 < overhead["outside_exponentiation_threads_per_rpc_s"], p["label"]
+        # Both are read from /proc in clock ticks (10 ms per thread), so in a short window
+        # the part outside the threads can round to nothing, never below it.
+        tick = 0.01 * (1 + p["n"])
+        assert 0 < cpu["nodes_exponentiation_threads_s"] <= cpu["nodes_s"] + tick, p["label"]
+        assert overhead["outside_exponentiation_threads_per_rpc_s"] >= -tick, p["label"]
         if p["fault"] is None:
             assert p["errors"] == {} and stats["blamed"] == {}, p["label"]
 
