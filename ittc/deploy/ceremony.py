@@ -487,8 +487,9 @@ Try it where it is:
 
 Install (see nodes/README.md in the ittc source): copy this folder as a whole to
 /srv/ittc/site-{i}, owned by the node's user (chown -R ittc:ittc; folders 0700), and
-run it with nodes/systemd/ittc-node@.service as ittc-node@{i}. Move the passphrase into
-the machine's credential store and delete the file here:
+run it as ittc-node@{i}, with the systemd unit that this prints:
+    ittc node --print-systemd-unit > /etc/systemd/system/ittc-node@.service
+Move the passphrase into the machine's credential store and delete the file here:
     systemd-creds encrypt --name={CREDENTIAL} passphrase \\
         /etc/credstore.encrypted/ittc-site-{i}.passphrase
     shred -u passphrase
