@@ -273,14 +273,7 @@ class EpochStore:
             raise CertificateError(
                 f"the stored share does not fit the certificate: {exc}"
             ) from None
-        self.create()
-        _write_json(self.params_path(params.epoch), params.to_dict(), mode=0o644)
-        write_file_atomically(
-            self.certificate_path(params.epoch),
-            certificate.to_json().encode("ascii"),
-            mode=0o644,
-            overwrite=True,
-        )
+        self._keep_public(certificate)
         if source is pending:
             os.replace(pending, target)
             fsync_dir(str(self.root))
@@ -290,11 +283,8 @@ class EpochStore:
         self._set_current(params)
         return share, self.clean(params.epoch)
 
-    def follow(self, certificate: Certificate) -> list[pathlib.Path]:
-        """Make ``certificate``'s epoch current without a share of it: this site is a
-        member but stored none (it had no share, or lost its state), so it follows the
-        epoch to be dealt a share at a later reshare. Every share it still had is of an
-        epoch before and is deleted. Returns the share files deleted."""
+    def _keep_public(self, certificate: Certificate) -> None:
+        """The public files of ``certificate``'s epoch: its parameters and certificate."""
         params = certificate.params
         self.create()
         _write_json(self.params_path(params.epoch), params.to_dict(), mode=0o644)
@@ -304,6 +294,14 @@ class EpochStore:
             mode=0o644,
             overwrite=True,
         )
+
+    def follow(self, certificate: Certificate) -> list[pathlib.Path]:
+        """Make ``certificate``'s epoch current without a share of it: this site is a
+        member but stored none (it had no share, or lost its state), so it follows the
+        epoch to be dealt a share at a later reshare. Every share it still had is of an
+        epoch before and is deleted. Returns the share files deleted."""
+        params = certificate.params
+        self._keep_public(certificate)
         self._set_current(params)
         return self.clean(params.epoch + 1)
 
