@@ -585,29 +585,8 @@ class AuditLog:
             self.on_sync(time.perf_counter() - started)
 
     def _roll_back(self) -> None:
-        """Truncate to the last acknowledged offset (only ever shorter: nothing that was
-        acknowledged is rewritten). If even that fails, say how to do it by hand."""
-        try:
-            size = os.fstat(self._fd).st_size
-            if size > self._acked:
-                os.ftruncate(self._fd, self._acked)
-                os.fsync(self._fd)
-                log.error(
-                    "audit log %s: removed %d bytes of the failed write (the log ends "
-                    "with its last acknowledged line, at byte %d)",
-                    self.path,
-                    size - self._acked,
-                    self._acked,
-                )
-        except OSError as exc:
-            log.error(
-                "audit log %s: cannot remove the failed write (%s): before restarting, "
-                "keep a copy of the log, then cut it with `truncate -s %d %s`",
-                self.path,
-                exc.strerror or exc,
-                self._acked,
-                self.path,
-            )
+        """Cut the file back to the last acknowledged line (:func:`_cut_back`)."""
+        _cut_back(self._fd, self._acked, self.path)
 
     def _fail(self, reason: str) -> None:
         """The log failed (in the writer thread): it stays failed until the node restarts."""
@@ -645,6 +624,33 @@ class AuditLog:
         if self.created and self.lines == 0:
             # Startup failed after creating an empty log: leave the disk as it was.
             _unlink_quietly(self.path)
+
+
+def _cut_back(fd: int, acked: int, path: str) -> None:
+    """Truncate the log open at ``fd`` to ``acked`` bytes, its last acknowledged line
+    (only ever shorter: nothing that was acknowledged is rewritten). If even that fails,
+    say how to do it by hand."""
+    try:
+        size = os.fstat(fd).st_size
+        if size > acked:
+            os.ftruncate(fd, acked)
+            os.fsync(fd)
+            log.error(
+                "audit log %s: removed %d bytes of the failed write (the log ends "
+                "with its last acknowledged line, at byte %d)",
+                path,
+                size - acked,
+                acked,
+            )
+    except OSError as exc:
+        log.error(
+            "audit log %s: cannot remove the failed write (%s): before restarting, "
+            "keep a copy of the log, then cut it with `truncate -s %d %s`",
+            path,
+            exc.strerror or exc,
+            acked,
+            path,
+        )
 
 
 def _settle(futures: list[asyncio.Future[None]], error: Exception | None) -> None:

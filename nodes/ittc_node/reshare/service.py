@@ -29,6 +29,7 @@ from ittc_node.audit import AuditLog
 from ittc_node.reshare.faults import ReshareFaults
 from ittc_node.reshare.holder import HolderSteps
 from ittc_node.reshare.member import Committed, MemberSteps
+from ittc_node.reshare.refresh import check_refresh
 from ittc_node.reshare.state import SHOWN, Epoch, Run, SiteState, refuse, site_index
 from ittc_node.service import Refusal, parse_message
 
@@ -37,9 +38,6 @@ __all__ = ["SERVICE_NAME", "ReshareService"]
 log = logging.getLogger("ittc_node.reshare")
 
 SERVICE_NAME = "ittc.v1.Reshare"
-
-#: An unattended refresh approval is only for a plan that expires within this long.
-_REFRESH_PLAN_LIFETIME = 2 * 86400
 
 
 class ReshareService:
@@ -317,45 +315,9 @@ class ReshareService:
             refuse(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
         epoch, now = site.epoch, site.clock()
         extra = {"plan": plan.digest.hex()}
-        try:
-            plan.check_against(epoch.params)
-        except ParameterError as exc:
-            refuse(grpc.StatusCode.FAILED_PRECONDITION, str(exc), **extra)
-        # The same site at every index, reached where it is now: a plan that moves a site
-        # would send the combiners that follow its certificate elsewhere.
-        same = plan.n == epoch.params.n and plan.k == epoch.params.k
-        same = same and all(
-            m.site == epoch.sites.get(m.index)
-            and (m.address, m.tls_name) == epoch.reached_at(m.index)
-            for m in plan.members
+        again = check_refresh(
+            plan, epoch, now, site.store.last_auto_approval(), self.auto_refresh_days
         )
-        if not same:
-            refuse(
-                grpc.StatusCode.PERMISSION_DENIED,
-                "not a refresh (another site, address, index or threshold): approve it by hand",
-                **extra,
-            )
-        if not now < plan.not_after <= now + _REFRESH_PLAN_LIFETIME:
-            refuse(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "a refresh plan for unattended approval expires within two days",
-                **extra,
-            )
-        # At most one refresh every N days, counted from the last one approved here that
-        # may have committed: a plan approved for the epoch still current never ran, and
-        # does not hold back the next (else anyone who can connect could ask for one and
-        # never run it, and no scheduled refresh would ever be approved).
-        last = site.store.last_auto_approval()
-        again = last is not None and last[1] == plan.digest.hex()
-        unused = last is not None and last[2] == epoch.params.epoch_id
-        recent = last is not None and now - last[0] < self.auto_refresh_days * 86400
-        if last is not None and not again and not unused and recent:
-            refuse(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"this site approved a refresh {(now - last[0]) / 86400:.1f} days ago; it "
-                f"approves one every {self.auto_refresh_days} days unattended",
-                **extra,
-            )
         approval = approve(site.key, plan)
         if not again:
             site.store.record_auto_approval(now, plan.digest.hex(), epoch.params.epoch_id)
